@@ -1,0 +1,23 @@
+//! Atelier's domain: identifiers, the notebook state machine, lease arithmetic and the
+//! catalogues of flavors and images. No IO, no async, no serde: every other crate builds on it.
+#![forbid(unsafe_code)]
+
+pub mod catalogue;
+pub mod id;
+pub mod identity;
+pub mod lease;
+pub mod notebook;
+pub mod state;
+
+pub use catalogue::{BUILTIN_JUPYTERLAB_IMAGE_ID, Flavor, FlavorCategory, Image, ImageType};
+pub use id::{AccessKeyId, ImageId, InvalidId, NotebookId, ProjectId, UserId};
+pub use identity::{AccessToken, Credential, Project, User};
+pub use lease::{Lease, LeaseError, LeaseRun, LeaseType};
+pub use notebook::{
+    EndpointService, EndpointSpec, Feature, Notebook, StepProgress, StepStatus, StopReason, Tag,
+    UnknownValue, Volume, VolumeCategory, VolumeOwnership, step_description,
+};
+pub use state::{Admission, Event, NotebookStatus, Operation, TransitionError};
+
+/// Milliseconds since the Unix epoch, UTC: the only time unit on the ModelArts wire.
+pub type EpochMillis = i64;

@@ -1,0 +1,122 @@
+//! One suite every `Store` implementation must pass.
+use atelier_domain::{
+    AccessKeyId, Credential, Feature, Image, Lease, LeaseRun, Notebook, NotebookId,
+    NotebookStatus, Project, ProjectId, StepStatus, Tag, User, UserId, Volume, VolumeCategory,
+    VolumeOwnership,
+};
+
+use crate::{SqliteStore, Store, StoreError};
+
+fn user(name: &str) -> User {
+    User {
+        id: UserId::new_random(),
+        name: name.to_owned(),
+        domain_id: UserId::new_random().to_string(),
+        domain_name: "atelier".to_owned(),
+        is_admin: true,
+        create_at: 1,
+    }
+}
+
+fn notebook(project: &ProjectId, owner: &User, create_at: i64) -> Notebook {
+    let mut nb = Notebook {
+        id: NotebookId::new_random(),
+        project_id: project.clone(),
+        user_id: owner.id.clone(),
+        user_name: owner.name.clone(),
+        name: "nb".to_owned(),
+        description: String::new(),
+        feature: Feature::Notebook,
+        flavor: "modelarts.vm.cpu.2u".to_owned(),
+        image_id: atelier_domain::BUILTIN_JUPYTERLAB_IMAGE_ID,
+        status: NotebookStatus::Init,
+        fail_reason: None,
+        workspace_id: "0".to_owned(),
+        pool_id: None,
+        volume: Volume {
+            category: VolumeCategory::Evs,
+            ownership: VolumeOwnership::Managed,
+            capacity_gb: 5,
+            uri: None,
+            id: None,
+        },
+        endpoints: vec![],
+        hooks_json: Some("{\"container_hooks\":{}}".to_owned()),
+        tags: vec![Tag { key: "k".to_owned(), value: "v".to_owned() }],
+        lease: Lease::new(create_at, LeaseRun::default_timing()),
+        token: Some("t".to_owned()),
+        action_progress: vec![],
+        stop_reason: None,
+        has_run: false,
+        create_at,
+        update_at: create_at,
+        version: 1,
+    };
+    nb.reset_progress();
+    nb
+}
+
+async fn suite(store: &dyn Store) {
+    let alice = user("alice");
+    store.create_user(&alice).await.unwrap();
+    assert!(matches!(store.create_user(&alice).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.find_user(&alice.id).await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.find_user_by_name("alice").await.unwrap(), Some(alice.clone()));
+    assert_eq!(store.count_users().await.unwrap(), 1);
+
+    let project = Project { id: ProjectId::new_random(), name: "default".to_owned(), create_at: 2 };
+    store.create_project(&project).await.unwrap();
+    store.add_project_member(&project.id, &alice.id).await.unwrap();
+    store.add_project_member(&project.id, &alice.id).await.unwrap();
+    assert_eq!(store.project_members().await.unwrap(), vec![(project.id.clone(), alice.id.clone())]);
+
+    let credential = Credential {
+        access_key: AccessKeyId::new_random(),
+        secret_key: "secret".to_owned(),
+        user_id: alice.id.clone(),
+        description: String::new(),
+        create_at: 3,
+    };
+    store.create_credential(&credential).await.unwrap();
+    assert_eq!(store.find_credential(&credential.access_key).await.unwrap(), Some(credential.clone()));
+    assert!(store.delete_credential(&credential.access_key).await.unwrap());
+    assert!(!store.delete_credential(&credential.access_key).await.unwrap());
+
+    let mut nb = notebook(&project.id, &alice, 10);
+    store.insert_notebook(&nb).await.unwrap();
+    assert_eq!(store.find_notebook(&nb.id).await.unwrap(), Some(nb.clone()));
+    nb.status = NotebookStatus::Creating;
+    nb.set_step(1, StepStatus::Processing);
+    let version = store.update_notebook(&nb).await.unwrap();
+    assert_eq!(version, 2);
+    // Writing against the old version again is refused.
+    assert!(matches!(store.update_notebook(&nb).await, Err(StoreError::StaleVersion)));
+    nb.version = version;
+    assert_eq!(store.find_notebook(&nb.id).await.unwrap(), Some(nb.clone()));
+    assert_eq!(store.list_notebooks().await.unwrap().len(), 1);
+    store.delete_notebook(&nb.id).await.unwrap();
+    assert_eq!(store.find_notebook(&nb.id).await.unwrap(), None);
+
+    let mut image = Image::builtin().remove(0);
+    image.id = atelier_domain::ImageId::new_random();
+    image.project_id = Some(project.id.to_string());
+    store.insert_image(&image).await.unwrap();
+    image.status = "DELETED".to_owned();
+    store.update_image(&image).await.unwrap();
+    assert_eq!(store.find_image(&image.id).await.unwrap(), Some(image.clone()));
+    assert_eq!(store.list_images().await.unwrap(), vec![image]);
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_passes_the_suite() {
+    suite(&SqliteStore::open_in_memory().await.unwrap()).await;
+}
+
+#[tokio::test]
+async fn sqlite_file_passes_the_suite_and_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("atelier.db");
+    suite(&SqliteStore::open(&path).await.unwrap()).await;
+    let reopened = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(reopened.count_users().await.unwrap(), 1);
+}

@@ -1,0 +1,66 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `Image` inside a notebook and `ImageResponse` of the image API share these fields.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageResponse {
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    pub tag: String,
+    pub swr_path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub origin: String,
+    pub arch: String,
+    pub description: String,
+    pub dev_services: Vec<String>,
+    pub resource_categories: Vec<String>,
+    pub support_res_categories: Vec<String>,
+    pub service_type: String,
+    /// KB
+    pub size: i64,
+    pub status: String,
+    pub visibility: String,
+    pub workspace_id: String,
+    pub create_at: i64,
+    pub update_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageList {
+    pub current: i64,
+    pub data: Vec<ImageResponse>,
+    pub pages: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+/// `POST /v1/{project_id}/images` (spec §2.6). For the local runtime, `swr_path` may be
+/// `local:///abs/prefix`: a Python environment that contains JupyterLab.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImageRegRequest {
+    pub swr_path: String,
+    #[serde(default)]
+    pub arch: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub resource_category: Option<Vec<String>>,
+    #[serde(default)]
+    pub service_type: Option<String>,
+    #[serde(default)]
+    pub services: Option<Vec<String>>,
+    #[serde(default)]
+    pub visibility: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImageDeleteRequest {
+    #[serde(default)]
+    pub is_force: Option<bool>,
+}

@@ -1,0 +1,32 @@
+//! ModelArts notebook JSON exactly as it travels on the wire (spec §2), plus Atelier's
+//! extensions. Field names copy the wire; only these types (and `Config`) derive serde.
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod image;
+pub mod notebook;
+
+pub use error::ErrorBody;
+pub use image::*;
+pub use notebook::*;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The paged envelope (spec §2.9): `current` is 0-based, `offset` a record offset.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page {
+    pub current: i64,
+    pub pages: i64,
+    pub size: i64,
+    pub total: i64,
+}
+
+impl Page {
+    pub fn compute(total: i64, offset: i64, size: i64) -> Page {
+        let size = size.max(0);
+        let pages = if size == 0 || total == 0 { 0 } else { (total + size - 1) / size };
+        let current = if size == 0 { 0 } else { offset / size };
+        Page { current, pages, size, total }
+    }
+}

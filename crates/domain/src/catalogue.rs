@@ -40,10 +40,14 @@ impl FlavorCategory {
 impl FromStr for FlavorCategory {
     type Err = UnknownValue;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [FlavorCategory::Cpu, FlavorCategory::Gpu, FlavorCategory::Ascend]
-            .into_iter()
-            .find(|c| c.as_str().eq_ignore_ascii_case(text))
-            .ok_or(UnknownValue)
+        [
+            FlavorCategory::Cpu,
+            FlavorCategory::Gpu,
+            FlavorCategory::Ascend,
+        ]
+        .into_iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(text))
+        .ok_or(UnknownValue)
     }
 }
 

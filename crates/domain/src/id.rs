@@ -14,6 +14,13 @@ impl NotebookId {
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }
+    /// The smallest and largest ids, for range scans.
+    pub const fn min() -> NotebookId {
+        NotebookId(Uuid::nil())
+    }
+    pub const fn max() -> NotebookId {
+        NotebookId(Uuid::max())
+    }
 }
 
 impl FromStr for NotebookId {
@@ -89,8 +96,14 @@ macro_rules! hex32_id {
             type Err = InvalidId;
             fn from_str(text: &str) -> Result<Self, Self::Err> {
                 let is_hex32 = text.len() == 32
-                    && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-                if is_hex32 { Ok($name(text.to_owned())) } else { Err(InvalidId) }
+                    && text
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                if is_hex32 {
+                    Ok($name(text.to_owned()))
+                } else {
+                    Err(InvalidId)
+                }
             }
         }
 
@@ -128,8 +141,14 @@ impl FromStr for AccessKeyId {
     type Err = InvalidId;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let ok = (8..=128).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok { Ok(AccessKeyId(text.to_owned())) } else { Err(InvalidId) }
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(AccessKeyId(text.to_owned()))
+        } else {
+            Err(InvalidId)
+        }
     }
 }
 
@@ -149,7 +168,13 @@ mod tests {
         assert_eq!(id.to_string().parse::<NotebookId>().unwrap(), id);
         assert!(id.to_string().to_uppercase().parse::<NotebookId>().is_err());
         assert!("not-a-uuid".parse::<NotebookId>().is_err());
-        assert!(id.as_uuid().simple().to_string().parse::<NotebookId>().is_err());
+        assert!(
+            id.as_uuid()
+                .simple()
+                .to_string()
+                .parse::<NotebookId>()
+                .is_err()
+        );
     }
 
     #[test]
@@ -157,7 +182,11 @@ mod tests {
         let id = ProjectId::new_random();
         assert_eq!(id.as_str().len(), 32);
         assert!(id.as_str().parse::<ProjectId>().is_ok());
-        assert!("0123456789ABCDEF0123456789abcdef".parse::<ProjectId>().is_err());
+        assert!(
+            "0123456789ABCDEF0123456789abcdef"
+                .parse::<ProjectId>()
+                .is_err()
+        );
         assert!("0123".parse::<ProjectId>().is_err());
     }
 

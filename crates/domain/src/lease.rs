@@ -50,7 +50,10 @@ impl FromStr for LeaseType {
 pub enum LeaseRun {
     /// `duration = -1`: no auto-stop.
     Disabled,
-    Enabled { kind: LeaseType, run_ms: i64 },
+    Enabled {
+        kind: LeaseType,
+        run_ms: i64,
+    },
 }
 
 impl LeaseRun {
@@ -64,13 +67,22 @@ impl LeaseRun {
             LeaseType::Idle => MIN_IDLE_MS,
         };
         if !(min..=MAX_RUN_MS).contains(&duration_ms) {
-            return Err(LeaseError::OutOfRange { min, max: MAX_RUN_MS });
+            return Err(LeaseError::OutOfRange {
+                min,
+                max: MAX_RUN_MS,
+            });
         }
-        Ok(LeaseRun::Enabled { kind, run_ms: duration_ms })
+        Ok(LeaseRun::Enabled {
+            kind,
+            run_ms: duration_ms,
+        })
     }
 
     pub fn default_timing() -> LeaseRun {
-        LeaseRun::Enabled { kind: LeaseType::Timing, run_ms: DEFAULT_RUN_MS }
+        LeaseRun::Enabled {
+            kind: LeaseType::Timing,
+            run_ms: DEFAULT_RUN_MS,
+        }
     }
 
     /// The run length as stored: `-1` when disabled.
@@ -155,9 +167,10 @@ impl Lease {
     /// For an IDLE lease: the instant the notebook counts as idle, given its last activity.
     pub fn idle_deadline(&self, last_activity: EpochMillis) -> Option<EpochMillis> {
         match self.run {
-            LeaseRun::Enabled { kind: LeaseType::Idle, run_ms } if self.enable => {
-                Some(last_activity.max(self.update_at) + run_ms)
-            }
+            LeaseRun::Enabled {
+                kind: LeaseType::Idle,
+                run_ms,
+            } if self.enable => Some(last_activity.max(self.update_at) + run_ms),
             _ => None,
         }
     }

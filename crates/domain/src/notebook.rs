@@ -41,7 +41,10 @@ pub struct Notebook {
 impl Notebook {
     pub fn reset_progress(&mut self) {
         self.action_progress = (1..=4)
-            .map(|step| StepProgress { step, status: StepStatus::Waiting })
+            .map(|step| StepProgress {
+                step,
+                status: StepStatus::Waiting,
+            })
             .collect();
     }
 
@@ -63,7 +66,9 @@ impl Notebook {
     }
 
     pub fn ssh_endpoint(&self) -> Option<&EndpointSpec> {
-        self.endpoints.iter().find(|e| e.service == EndpointService::Ssh)
+        self.endpoints
+            .iter()
+            .find(|e| e.service == EndpointService::Ssh)
     }
 }
 

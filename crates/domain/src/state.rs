@@ -102,7 +102,11 @@ impl NotebookStatus {
             }
             Operation::ShowLease | Operation::Show => true,
         };
-        if allowed { Ok(()) } else { Err(Admission::Conflict) }
+        if allowed {
+            Ok(())
+        } else {
+            Err(Admission::Conflict)
+        }
     }
 
     /// The one place where statuses change.
@@ -119,7 +123,8 @@ impl NotebookStatus {
             (S::Running | S::Starting | S::Error, Event::StopRequested) => S::Stopping,
             // A lease expiring or an idle notebook being culled is a stop like any other.
             (S::Stopping, Event::Stopped) => S::Stopped,
-            (S::Running | S::Starting, Event::Fault) => S::Error,
+            // A sandbox that dies, or a stop the runtime cannot carry out.
+            (S::Running | S::Starting | S::Stopping, Event::Fault) => S::Error,
             (from, Event::DeleteRequested) if !matches!(from, S::Deleting | S::Deleted) => {
                 S::Deleting
             }

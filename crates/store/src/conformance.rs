@@ -1,8 +1,7 @@
 //! One suite every `Store` implementation must pass.
 use atelier_domain::{
-    AccessKeyId, Credential, Feature, Image, Lease, LeaseRun, Notebook, NotebookId,
-    NotebookStatus, Project, ProjectId, StepStatus, Tag, User, UserId, Volume, VolumeCategory,
-    VolumeOwnership,
+    AccessKeyId, Credential, Feature, Image, Lease, LeaseRun, Notebook, NotebookId, NotebookStatus,
+    Project, ProjectId, StepStatus, Tag, User, UserId, Volume, VolumeCategory, VolumeOwnership,
 };
 
 use crate::{SqliteStore, Store, StoreError};
@@ -42,7 +41,10 @@ fn notebook(project: &ProjectId, owner: &User, create_at: i64) -> Notebook {
         },
         endpoints: vec![],
         hooks_json: Some("{\"container_hooks\":{}}".to_owned()),
-        tags: vec![Tag { key: "k".to_owned(), value: "v".to_owned() }],
+        tags: vec![Tag {
+            key: "k".to_owned(),
+            value: "v".to_owned(),
+        }],
         lease: Lease::new(create_at, LeaseRun::default_timing()),
         token: Some("t".to_owned()),
         action_progress: vec![],
@@ -59,16 +61,38 @@ fn notebook(project: &ProjectId, owner: &User, create_at: i64) -> Notebook {
 async fn suite(store: &dyn Store) {
     let alice = user("alice");
     store.create_user(&alice).await.unwrap();
-    assert!(matches!(store.create_user(&alice).await, Err(StoreError::Conflict(_))));
-    assert_eq!(store.find_user(&alice.id).await.unwrap(), Some(alice.clone()));
-    assert_eq!(store.find_user_by_name("alice").await.unwrap(), Some(alice.clone()));
+    assert!(matches!(
+        store.create_user(&alice).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.find_user(&alice.id).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.find_user_by_name("alice").await.unwrap(),
+        Some(alice.clone())
+    );
     assert_eq!(store.count_users().await.unwrap(), 1);
 
-    let project = Project { id: ProjectId::new_random(), name: "default".to_owned(), create_at: 2 };
+    let project = Project {
+        id: ProjectId::new_random(),
+        name: "default".to_owned(),
+        create_at: 2,
+    };
     store.create_project(&project).await.unwrap();
-    store.add_project_member(&project.id, &alice.id).await.unwrap();
-    store.add_project_member(&project.id, &alice.id).await.unwrap();
-    assert_eq!(store.project_members().await.unwrap(), vec![(project.id.clone(), alice.id.clone())]);
+    store
+        .add_project_member(&project.id, &alice.id)
+        .await
+        .unwrap();
+    store
+        .add_project_member(&project.id, &alice.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.project_members().await.unwrap(),
+        vec![(project.id.clone(), alice.id.clone())]
+    );
 
     let credential = Credential {
         access_key: AccessKeyId::new_random(),
@@ -78,9 +102,22 @@ async fn suite(store: &dyn Store) {
         create_at: 3,
     };
     store.create_credential(&credential).await.unwrap();
-    assert_eq!(store.find_credential(&credential.access_key).await.unwrap(), Some(credential.clone()));
-    assert!(store.delete_credential(&credential.access_key).await.unwrap());
-    assert!(!store.delete_credential(&credential.access_key).await.unwrap());
+    assert_eq!(
+        store.find_credential(&credential.access_key).await.unwrap(),
+        Some(credential.clone())
+    );
+    assert!(
+        store
+            .delete_credential(&credential.access_key)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_credential(&credential.access_key)
+            .await
+            .unwrap()
+    );
 
     let mut nb = notebook(&project.id, &alice, 10);
     store.insert_notebook(&nb).await.unwrap();
@@ -90,7 +127,10 @@ async fn suite(store: &dyn Store) {
     let version = store.update_notebook(&nb).await.unwrap();
     assert_eq!(version, 2);
     // Writing against the old version again is refused.
-    assert!(matches!(store.update_notebook(&nb).await, Err(StoreError::StaleVersion)));
+    assert!(matches!(
+        store.update_notebook(&nb).await,
+        Err(StoreError::StaleVersion)
+    ));
     nb.version = version;
     assert_eq!(store.find_notebook(&nb.id).await.unwrap(), Some(nb.clone()));
     assert_eq!(store.list_notebooks().await.unwrap().len(), 1);
@@ -103,7 +143,10 @@ async fn suite(store: &dyn Store) {
     store.insert_image(&image).await.unwrap();
     image.status = "DELETED".to_owned();
     store.update_image(&image).await.unwrap();
-    assert_eq!(store.find_image(&image.id).await.unwrap(), Some(image.clone()));
+    assert_eq!(
+        store.find_image(&image.id).await.unwrap(),
+        Some(image.clone())
+    );
     assert_eq!(store.list_images().await.unwrap(), vec![image]);
 }
 

@@ -10,8 +10,8 @@ mod sqlite;
 use async_trait::async_trait;
 
 use atelier_domain::{
-    AccessKeyId, AccessToken, Credential, Image, ImageId, Notebook, NotebookId, Project,
-    ProjectId, User, UserId,
+    AccessKeyId, AccessToken, Credential, Image, ImageId, Notebook, NotebookId, Project, ProjectId,
+    User, UserId,
 };
 
 pub use sqlite::SqliteStore;

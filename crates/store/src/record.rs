@@ -105,7 +105,11 @@ impl NotebookRecord {
                 })
                 .collect(),
             hooks_json: nb.hooks_json.clone(),
-            tags: nb.tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect(),
+            tags: nb
+                .tags
+                .iter()
+                .map(|t| (t.key.clone(), t.value.clone()))
+                .collect(),
             lease: LeaseRecord {
                 create_at: nb.lease.create_at,
                 duration: nb.lease.duration,
@@ -133,7 +137,10 @@ impl NotebookRecord {
         let run = if self.lease.run_ms == -1 {
             LeaseRun::Disabled
         } else {
-            LeaseRun::Enabled { kind: run_kind, run_ms: self.lease.run_ms }
+            LeaseRun::Enabled {
+                kind: run_kind,
+                run_ms: self.lease.run_ms,
+            }
         };
         Ok(Notebook {
             id: parse(&self.id, "notebook id")?,
@@ -168,7 +175,11 @@ impl NotebookRecord {
                 })
                 .collect::<Result<_, StoreError>>()?,
             hooks_json: self.hooks_json,
-            tags: self.tags.into_iter().map(|(key, value)| Tag { key, value }).collect(),
+            tags: self
+                .tags
+                .into_iter()
+                .map(|(key, value)| Tag { key, value })
+                .collect(),
             lease: Lease {
                 create_at: self.lease.create_at,
                 duration: self.lease.duration,
@@ -182,7 +193,10 @@ impl NotebookRecord {
                 .action_progress
                 .into_iter()
                 .map(|(step, status)| {
-                    Ok(StepProgress { step, status: parse::<StepStatus>(&status, "step status")? })
+                    Ok(StepProgress {
+                        step,
+                        status: parse::<StepStatus>(&status, "step status")?,
+                    })
                 })
                 .collect::<Result<_, StoreError>>()?,
             stop_reason: self

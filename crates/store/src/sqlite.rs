@@ -11,8 +11,8 @@ use sqlx::sqlite::{
 };
 
 use atelier_domain::{
-    AccessKeyId, AccessToken, Credential, Image, ImageId, Notebook, NotebookId, Project,
-    ProjectId, User, UserId,
+    AccessKeyId, AccessToken, Credential, Image, ImageId, Notebook, NotebookId, Project, ProjectId,
+    User, UserId,
 };
 
 use crate::record::{ImageRecord, NotebookRecord};
@@ -73,7 +73,8 @@ fn classify(error: sqlx::Error) -> StoreError {
 }
 
 fn parse<T: FromStr>(text: String, what: &str) -> StoreResult<T> {
-    text.parse().map_err(|_| StoreError::Corrupt(what.to_owned()))
+    text.parse()
+        .map_err(|_| StoreError::Corrupt(what.to_owned()))
 }
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<User> {

@@ -25,8 +25,33 @@ pub struct Page {
 impl Page {
     pub fn compute(total: i64, offset: i64, size: i64) -> Page {
         let size = size.max(0);
-        let pages = if size == 0 || total == 0 { 0 } else { (total + size - 1) / size };
+        let pages = if size == 0 || total <= 0 {
+            0
+        } else {
+            (total as u64).div_ceil(size as u64) as i64
+        };
         let current = if size == 0 { 0 } else { offset / size };
-        Page { current, pages, size, total }
+        Page {
+            current,
+            pages,
+            size,
+            total,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Page;
+
+    #[test]
+    fn pages_are_counted_without_overflow() {
+        let page = Page::compute(21, 20, 10);
+        assert_eq!(
+            (page.current, page.pages, page.size, page.total),
+            (2, 3, 10, 21)
+        );
+        assert_eq!(Page::compute(0, 0, 10).pages, 0);
+        assert_eq!(Page::compute(5, 0, i64::MAX - 1).pages, 1);
     }
 }

@@ -1,0 +1,405 @@
+//! `atelier`: the server, and offline administration of the same data dir.
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use atelier_domain::identity::random_secret;
+use atelier_domain::{AccessKeyId, Credential, Project, ProjectId, User, UserId};
+use atelier_server::identity::create_token;
+use atelier_server::{App, AppParts, Config, ConfigOverrides};
+use atelier_store::{SqliteStore, Store};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "atelier",
+    version,
+    about = "A self-hosted ModelArts DevEnviron notebook service"
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "ATELIER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (database, credentials, volumes).
+    #[arg(long, global = true, env = "ATELIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the API server and the notebook gateway.
+    Serve {
+        /// API listen address (port 0 picks a free port).
+        #[arg(long, env = "ATELIER_API_LISTEN")]
+        api_listen: Option<std::net::SocketAddr>,
+        /// Gateway listen address (port 0 picks a free port).
+        #[arg(long, env = "ATELIER_GATEWAY_LISTEN")]
+        gateway_listen: Option<std::net::SocketAddr>,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
+    },
+    /// Manage AK/SK credentials.
+    Credential {
+        #[command(subcommand)]
+        command: CredentialCommand,
+    },
+    /// Manage projects.
+    Project {
+        #[command(subcommand)]
+        command: ProjectCommand,
+    },
+    /// Issue `X-Auth-Token` tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialCommand {
+    /// Create an AK/SK pair for a user (created if absent) with access to a project.
+    Create {
+        /// User name.
+        #[arg(long, default_value = "admin")]
+        user: String,
+        /// Project the user gets access to (default: the first project).
+        #[arg(long)]
+        project: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List access keys (secrets are never shown again).
+    List,
+    /// Delete an access key.
+    Delete { access_key: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProjectCommand {
+    /// Create a project and give a user access to it.
+    Create {
+        name: String,
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    /// List projects.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// Create a token for a user in a project.
+    Create {
+        #[arg(long, default_value = "admin")]
+        user: String,
+        #[arg(long)]
+        project: Option<String>,
+        /// Lifetime, e.g. `24h`.
+        #[arg(long, default_value = "24h")]
+        lifetime: humantime::Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted).
+    Check,
+}
+
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = ConfigOverrides {
+        data_dir: cli.data_dir.clone(),
+        api_listen: match &cli.command {
+            Command::Serve { api_listen, .. } => *api_listen,
+            _ => None,
+        },
+        gateway_listen: match &cli.command {
+            Command::Serve { gateway_listen, .. } => *gateway_listen,
+            _ => None,
+        },
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("atelier: invalid configuration: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("atelier: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("atelier: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { json_logs, .. } => serve(config, json_logs).await,
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::Credential { command } => credential(command, &config).await,
+        Command::Project { command } => project(command, &config).await,
+        Command::Token { command } => token(command, &config).await,
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ATELIER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
+    init_logging(json_logs);
+    let data_dir = config.data_dir.clone();
+    let app = App::build(config, AppParts::default()).await?;
+    let mut stdout = std::io::stdout();
+    if let Some(created) = &app.bootstrapped {
+        writeln!(
+            stdout,
+            "first start: created the admin identity (shown once; also in {}):",
+            data_dir
+                .join(atelier_server::identity::ADMIN_CREDENTIALS_FILE)
+                .display()
+        )?;
+        writeln!(stdout, "  project_id: {}", created.project_id)?;
+        writeln!(stdout, "  access_key: {}", created.access_key)?;
+        writeln!(stdout, "  secret_key: {}", created.secret_key)?;
+    }
+    writeln!(stdout, "api listening on http://{}", app.api_addr())?;
+    writeln!(stdout, "gateway listening on http://{}", app.gateway_addr())?;
+    stdout.flush()?;
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    app.run(shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
+    Ok(Arc::new(
+        SqliteStore::open(&config.data_dir.join("atelier.db")).await?,
+    ))
+}
+
+fn now_ms() -> i64 {
+    jiff_now()
+}
+
+fn jiff_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn find_or_create_user(store: &dyn Store, name: &str) -> anyhow::Result<User> {
+    if let Some(user) = store.find_user_by_name(name).await? {
+        return Ok(user);
+    }
+    let domain = store.find_user_by_name("admin").await?;
+    let user = User {
+        id: UserId::new_random(),
+        name: name.to_owned(),
+        domain_id: domain
+            .as_ref()
+            .map(|d| d.domain_id.clone())
+            .unwrap_or_else(|| UserId::new_random().to_string()),
+        domain_name: domain
+            .map(|d| d.domain_name)
+            .unwrap_or_else(|| "atelier".to_owned()),
+        is_admin: false,
+        create_at: now_ms(),
+    };
+    store.create_user(&user).await?;
+    Ok(user)
+}
+
+async fn resolve_project(store: &dyn Store, project: Option<&str>) -> anyhow::Result<Project> {
+    let projects = store.list_projects().await?;
+    match project {
+        None => projects
+            .into_iter()
+            .next()
+            .context("no project exists yet: run `atelier serve` once or `atelier project create`"),
+        Some(wanted) => projects
+            .into_iter()
+            .find(|p| p.id.as_str() == wanted || p.name == wanted)
+            .with_context(|| format!("no project named or with id {wanted}")),
+    }
+}
+
+async fn credential(command: CredentialCommand, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match command {
+        CredentialCommand::Create {
+            user,
+            project,
+            description,
+        } => {
+            let project = resolve_project(store.as_ref(), project.as_deref()).await?;
+            let user = find_or_create_user(store.as_ref(), &user).await?;
+            store.add_project_member(&project.id, &user.id).await?;
+            let credential = Credential {
+                access_key: AccessKeyId::new_random(),
+                secret_key: random_secret(40),
+                user_id: user.id.clone(),
+                description,
+                create_at: now_ms(),
+            };
+            store.create_credential(&credential).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "user": user.name,
+                    "project_id": project.id.to_string(),
+                    "access_key": credential.access_key.to_string(),
+                    "secret_key": credential.secret_key,
+                })
+            );
+        }
+        CredentialCommand::List => {
+            for credential in store.list_credentials().await? {
+                let user = store.find_user(&credential.user_id).await?;
+                println!(
+                    "{}\t{}\t{}",
+                    credential.access_key,
+                    user.map(|u| u.name).unwrap_or_default(),
+                    credential.description
+                );
+            }
+        }
+        CredentialCommand::Delete { access_key } => {
+            let access_key: AccessKeyId = access_key
+                .parse()
+                .map_err(|_| anyhow::anyhow!("not an access key"))?;
+            if !store.delete_credential(&access_key).await? {
+                anyhow::bail!("no such access key");
+            }
+            println!("deleted {access_key}");
+        }
+    }
+    Ok(())
+}
+
+async fn project(command: ProjectCommand, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    match command {
+        ProjectCommand::Create { name, user } => {
+            let user = find_or_create_user(store.as_ref(), &user).await?;
+            let project = Project {
+                id: ProjectId::new_random(),
+                name,
+                create_at: now_ms(),
+            };
+            store
+                .create_project(&project)
+                .await
+                .context("a project with that name exists")?;
+            store.add_project_member(&project.id, &user.id).await?;
+            println!("{}\t{}", project.id, project.name);
+        }
+        ProjectCommand::List => {
+            for project in store.list_projects().await? {
+                println!("{}\t{}", project.id, project.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn token(command: TokenCommand, config: &Config) -> anyhow::Result<()> {
+    let store = open_store(config).await?;
+    let TokenCommand::Create {
+        user,
+        project,
+        lifetime,
+    } = command;
+    let user = store
+        .find_user_by_name(&user)
+        .await?
+        .with_context(|| format!("no user {user}"))?;
+    let project = resolve_project(store.as_ref(), project.as_deref()).await?;
+    store.add_project_member(&project.id, &user.id).await?;
+    let token = create_token(
+        store.as_ref(),
+        &user.id,
+        &project.id,
+        lifetime.into(),
+        now_ms(),
+    )
+    .await?;
+    println!("{token}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

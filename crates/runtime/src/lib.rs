@@ -1,0 +1,146 @@
+//! Where notebooks run. The orchestrator drives a [`Runtime`] through the four start steps;
+//! this crate is the only one that will spawn processes or call Kubernetes.
+//!
+//! For now only [`PlaceholderRuntime`] exists: it starts nothing and completes each step after
+//! a configurable delay. The local bubblewrap runtime replaces it as the default.
+#![forbid(unsafe_code)]
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use atelier_domain::{NotebookId, VolumeCategory};
+
+/// Everything a runtime needs to know to start one notebook.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    pub notebook_id: NotebookId,
+    pub image_swr_path: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub volume_category: VolumeCategory,
+    pub volume_capacity_gb: i64,
+    /// The Jupyter access token of this start.
+    pub token: String,
+}
+
+/// One of the four start steps of `action_progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Step {
+    PrepareStorage = 1,
+    PrepareCompute = 2,
+    ConfigureNetwork = 3,
+    Initialise = 4,
+}
+
+impl Step {
+    pub const ALL: [Step; 4] = [
+        Step::PrepareStorage,
+        Step::PrepareCompute,
+        Step::ConfigureNetwork,
+        Step::Initialise,
+    ];
+
+    pub fn number(self) -> u8 {
+        self as u8
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    StepFailed(String),
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// Runs one start step. Idempotent: running a step again after a crash is safe.
+    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError>;
+    /// Stops the notebook's sandbox; the work volume is kept. Idempotent.
+    async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError>;
+    /// Stops the sandbox and removes the work volume. Idempotent.
+    async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError>;
+    /// Whether a sandbox for the notebook is alive (used when reconciling after a restart).
+    async fn is_running(&self, notebook_id: NotebookId) -> bool;
+}
+
+/// Starts nothing: each step completes after `step_delay`. Tests can make a step fail.
+#[derive(Default)]
+pub struct PlaceholderRuntime {
+    step_delay: Duration,
+    running: Mutex<HashSet<NotebookId>>,
+    failures: Mutex<HashMap<NotebookId, (Step, String)>>,
+}
+
+impl PlaceholderRuntime {
+    pub fn new(step_delay: Duration) -> PlaceholderRuntime {
+        PlaceholderRuntime {
+            step_delay,
+            ..PlaceholderRuntime::default()
+        }
+    }
+
+    /// Makes `step` fail with `reason` on the next starts of `notebook_id`.
+    pub fn fail_step(&self, notebook_id: NotebookId, step: Step, reason: &str) {
+        self.failures
+            .lock()
+            .expect("poisoned")
+            .insert(notebook_id, (step, reason.to_owned()));
+    }
+
+    pub fn running_count(&self) -> usize {
+        self.running.lock().expect("poisoned").len()
+    }
+}
+
+#[async_trait]
+impl Runtime for PlaceholderRuntime {
+    fn name(&self) -> &'static str {
+        "placeholder"
+    }
+
+    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
+        if !self.step_delay.is_zero() {
+            tokio::time::sleep(self.step_delay).await;
+        }
+        let failure = self
+            .failures
+            .lock()
+            .expect("poisoned")
+            .get(&spec.notebook_id)
+            .cloned();
+        if let Some((failing_step, reason)) = failure
+            && failing_step == step
+        {
+            return Err(RuntimeError::StepFailed(reason));
+        }
+        if step == Step::Initialise {
+            self.running
+                .lock()
+                .expect("poisoned")
+                .insert(spec.notebook_id);
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.running.lock().expect("poisoned").remove(&notebook_id);
+        Ok(())
+    }
+
+    async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.stop(notebook_id).await
+    }
+
+    async fn is_running(&self, notebook_id: NotebookId) -> bool {
+        self.running
+            .lock()
+            .expect("poisoned")
+            .contains(&notebook_id)
+    }
+}

@@ -1,0 +1,220 @@
+//! Building and running the server: `App::build` binds the listeners and loads the state;
+//! `App::run` serves until the shutdown token fires.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, Request};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use atelier_domain::{Image, Notebook};
+use atelier_runtime::{PlaceholderRuntime, Runtime};
+use atelier_store::{SqliteStore, Store};
+use atelier_wire::NotebookResp;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::identity::{self, AdminCredentials, Identity};
+use crate::lease_keeper::LeaseKeeper;
+use crate::orchestrator::Orchestrator;
+use crate::render;
+use crate::service::NotebookService;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub service: Arc<NotebookService>,
+    pub orchestrator: Arc<Orchestrator>,
+    pub identity: Arc<Identity>,
+    pub lease_keeper: Arc<LeaseKeeper>,
+    pub gateway_url: Arc<str>,
+    pub domain: Arc<(String, String)>,
+}
+
+impl AppState {
+    pub fn render(&self, notebook: &Notebook) -> NotebookResp {
+        let image: Option<Arc<Image>> =
+            self.service.image(&notebook.project_id, &notebook.image_id);
+        render::notebook(
+            notebook,
+            &render::NotebookContext {
+                gateway_url: &self.gateway_url,
+                image: image.as_deref(),
+                domain_id: &self.domain.0,
+                domain_name: &self.domain.1,
+            },
+        )
+    }
+}
+
+/// Everything needed to build an [`App`] besides the configuration.
+pub struct AppParts {
+    pub store: Option<Arc<dyn Store>>,
+    pub runtime: Option<Arc<dyn Runtime>>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for AppParts {
+    fn default() -> Self {
+        AppParts {
+            store: None,
+            runtime: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+pub struct App {
+    api_listener: TcpListener,
+    gateway_listener: TcpListener,
+    state: AppState,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    /// Set when this start created the admin identity.
+    pub bootstrapped: Option<AdminCredentials>,
+}
+
+#[derive(Clone, Default)]
+pub struct HexRequestId;
+
+impl MakeRequestId for HexRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+impl App {
+    /// Binds the listeners, opens the store, loads every notebook and bootstraps the identity
+    /// on first start. Serves nothing until [`App::run`].
+    pub async fn build(config: Config, parts: AppParts) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store: Arc<dyn Store> = match parts.store {
+            Some(store) => store,
+            None => Arc::new(SqliteStore::open(&config.data_dir.join("atelier.db")).await?),
+        };
+        let api_listener = TcpListener::bind(config.api_listen).await?;
+        let gateway_listener = TcpListener::bind(config.gateway_listen).await?;
+        let api_addr = api_listener.local_addr()?;
+        let gateway_addr = gateway_listener.local_addr()?;
+        let clock = parts.clock;
+
+        let bootstrapped = identity::bootstrap(
+            store.as_ref(),
+            &config.data_dir,
+            &format!("http://{api_addr}"),
+            &config.bootstrap,
+            clock.now_ms(),
+        )
+        .await?;
+        let domain = match store.find_user_by_name("admin").await? {
+            Some(admin) => (admin.domain_id, admin.domain_name),
+            None => (String::new(), "atelier".to_owned()),
+        };
+
+        let flavors = config.flavor_catalogue()?;
+        let service = Arc::new(NotebookService::load(store.clone(), clock.clone(), flavors).await?);
+        let runtime: Arc<dyn Runtime> = match parts.runtime {
+            Some(runtime) => runtime,
+            None => Arc::new(PlaceholderRuntime::new(config.runtime.step_delay)),
+        };
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let orchestrator =
+            Orchestrator::new(service.clone(), runtime, tracker.clone(), shutdown.clone());
+        let lease_keeper = LeaseKeeper::new(clock.clone());
+        for notebook in service.all() {
+            lease_keeper.observe(&notebook);
+        }
+        {
+            let lease_keeper = lease_keeper.clone();
+            service.observe(Box::new(move |notebook| lease_keeper.observe(notebook)));
+        }
+        let gateway_url: Arc<str> = match &config.gateway_public_url {
+            Some(url) => url.trim_end_matches('/').into(),
+            None => format!("http://{gateway_addr}").into(),
+        };
+        let state = AppState {
+            service,
+            orchestrator,
+            identity: Arc::new(Identity::new(store, config.auth.clone())),
+            lease_keeper,
+            gateway_url,
+            domain: Arc::new(domain),
+        };
+        Ok(App {
+            api_listener,
+            gateway_listener,
+            state,
+            tracker,
+            shutdown,
+            bootstrapped,
+        })
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.gateway_listener.local_addr().expect("bound listener")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// A token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains requests and background tasks.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App {
+            api_listener,
+            gateway_listener,
+            state,
+            tracker,
+            shutdown: internal,
+            ..
+        } = self;
+        state.orchestrator.reconcile().await;
+        tracker.spawn(state.lease_keeper.clone().run(
+            state.service.clone(),
+            state.orchestrator.clone(),
+            internal.clone(),
+        ));
+        let api = crate::routes::router(state.clone());
+        let gateway = crate::gateway::router();
+        // Either the caller's token or our own stops both listeners.
+        let stop = internal.child_token();
+        {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                stop.cancel();
+            });
+        }
+        let api_server =
+            axum::serve(api_listener, api).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let gateway_server = axum::serve(gateway_listener, gateway)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let (api_result, gateway_result) =
+            tokio::join!(async { api_server.await }, async { gateway_server.await });
+        internal.cancel();
+        tracker.close();
+        if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not finish within 10 s");
+        }
+        api_result?;
+        gateway_result?;
+        Ok(())
+    }
+}

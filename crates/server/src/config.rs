@@ -1,0 +1,253 @@
+//! The one configuration tree. Layers, later winning: defaults ← TOML file (`--config`) ←
+//! `ATELIER_*` environment ← command-line flags. Only this module reads the environment.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use atelier_domain::{Feature, Flavor, FlavorCategory};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the database, credentials and volumes live.
+    pub data_dir: PathBuf,
+    /// The ModelArts API listener.
+    pub api_listen: SocketAddr,
+    /// The notebook gateway listener (JupyterLab traffic).
+    pub gateway_listen: SocketAddr,
+    /// The base URL users reach the gateway at, e.g. `https://nb.example.com`. Defaults to
+    /// `http://` + the bound gateway address.
+    #[serde(default)]
+    pub gateway_public_url: Option<String>,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Replaces the built-in flavor catalogue when given.
+    #[serde(default)]
+    pub flavors: Option<Vec<FlavorConfig>>,
+    /// First-start identity; random when absent.
+    #[serde(default)]
+    pub bootstrap: BootstrapConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Allowed difference between `X-Sdk-Date` and the server clock.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// How long credential and membership look-ups are cached.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Lifetime of tokens made by `atelier token create`.
+    #[serde(with = "humantime_serde")]
+    pub token_lifetime: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            max_clock_skew: Duration::from_secs(15 * 60),
+            cache_ttl: Duration::from_secs(5),
+            token_lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// `placeholder` (starts nothing; the local sandbox runtime is not built yet).
+    pub kind: String,
+    /// Artificial duration of each start step of the placeholder runtime.
+    #[serde(with = "humantime_serde")]
+    pub step_delay: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            kind: "placeholder".to_owned(),
+            step_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapConfig {
+    pub project_id: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorConfig {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub vcpus: u32,
+    pub memory_gib: u64,
+    #[serde(default = "default_feature")]
+    pub feature: String,
+    #[serde(default = "default_category")]
+    pub category: String,
+    #[serde(default)]
+    pub sold_out: bool,
+}
+
+fn default_feature() -> String {
+    "NOTEBOOK".to_owned()
+}
+fn default_category() -> String {
+    "CPU".to_owned()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("atelier-data"),
+            api_listen: "127.0.0.1:8080".parse().expect("valid address"),
+            gateway_listen: "127.0.0.1:8081".parse().expect("valid address"),
+            gateway_public_url: None,
+            auth: AuthConfig::default(),
+            runtime: RuntimeConfig::default(),
+            flavors: None,
+            bootstrap: BootstrapConfig::default(),
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConfigOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("configuration file {0} does not exist")]
+    MissingFile(PathBuf),
+}
+
+/// Top-level keys that `ATELIER_<KEY>` (and `ATELIER_<SECTION>__<KEY>`) may set. Other
+/// `ATELIER_*` variables (e.g. of test scripts) are not configuration and are ignored.
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "api_listen",
+    "gateway_listen",
+    "gateway_public_url",
+    "auth",
+    "runtime",
+];
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError::MissingFile(file.to_owned()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment = figment
+            .merge(
+                Env::prefixed("ATELIER_")
+                    .split("__")
+                    .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().starts_with(k))),
+            )
+            .merge(
+                Env::prefixed("ATELIER_BOOTSTRAP_")
+                    .only(&["project_id", "access_key", "secret_key"])
+                    .map(|key| format!("bootstrap.{key}").into()),
+            )
+            .merge(Serialized::defaults(overrides));
+        let config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.runtime.kind != "placeholder" {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.kind `{}` is not available; use `placeholder`",
+                self.runtime.kind
+            )));
+        }
+        if let Some(project_id) = &self.bootstrap.project_id
+            && project_id.parse::<atelier_domain::ProjectId>().is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "ATELIER_BOOTSTRAP_PROJECT_ID must be 32 lowercase hex characters".to_owned(),
+            ));
+        }
+        if let Some(access_key) = &self.bootstrap.access_key
+            && access_key.parse::<atelier_domain::AccessKeyId>().is_err()
+        {
+            return Err(ConfigError::Invalid(
+                "ATELIER_BOOTSTRAP_ACCESS_KEY must be 8-128 characters of [A-Za-z0-9_-]".to_owned(),
+            ));
+        }
+        if let Some(secret_key) = &self.bootstrap.secret_key
+            && secret_key.len() < 16
+        {
+            return Err(ConfigError::Invalid(
+                "ATELIER_BOOTSTRAP_SECRET_KEY must have at least 16 characters".to_owned(),
+            ));
+        }
+        self.flavor_catalogue()?;
+        Ok(())
+    }
+
+    pub fn flavor_catalogue(&self) -> Result<Vec<Flavor>, ConfigError> {
+        let Some(flavors) = &self.flavors else {
+            return Ok(Flavor::builtin());
+        };
+        flavors
+            .iter()
+            .map(|f| {
+                let feature: Feature = f.feature.parse().map_err(|_| {
+                    ConfigError::Invalid(format!("flavor {}: bad feature {}", f.id, f.feature))
+                })?;
+                let category: FlavorCategory = f.category.parse().map_err(|_| {
+                    ConfigError::Invalid(format!("flavor {}: bad category {}", f.id, f.category))
+                })?;
+                let mut flavor = Flavor::cpu(&f.id, f.vcpus, f.memory_gib, feature);
+                flavor.category = category;
+                flavor.sold_out = f.sold_out;
+                if let Some(name) = &f.name {
+                    flavor.name = name.clone();
+                }
+                Ok(flavor)
+            })
+            .collect()
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`atelier config check`).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if shown.bootstrap.secret_key.is_some() {
+            shown.bootstrap.secret_key = Some("<redacted>".to_owned());
+        }
+        toml_string(&shown)
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    toml::to_string_pretty(config).unwrap_or_else(|error| format!("# unprintable: {error}\n"))
+}

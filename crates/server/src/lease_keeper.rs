@@ -1,0 +1,184 @@
+//! Auto-stop. One queue of deadlines (earliest first), rebuilt from the notebooks at boot and
+//! updated whenever a notebook changes; one task sleeps until the earliest and stops what is due.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use atelier_domain::{LeaseType, Notebook, NotebookId, NotebookStatus, StopReason};
+
+use crate::clock::Clock;
+use crate::orchestrator::Orchestrator;
+use crate::service::NotebookService;
+
+#[derive(Default)]
+struct Queue {
+    by_deadline: BTreeSet<(i64, NotebookId)>,
+    deadline_of: HashMap<NotebookId, i64>,
+}
+
+impl Queue {
+    fn set(&mut self, id: NotebookId, deadline: Option<i64>) -> bool {
+        if let Some(old) = self.deadline_of.remove(&id) {
+            self.by_deadline.remove(&(old, id));
+        }
+        let Some(deadline) = deadline else {
+            return false;
+        };
+        let earliest = self
+            .by_deadline
+            .first()
+            .is_none_or(|(first, _)| deadline < *first);
+        self.by_deadline.insert((deadline, id));
+        self.deadline_of.insert(id, deadline);
+        earliest
+    }
+
+    fn pop_due(&mut self, now: i64) -> Vec<NotebookId> {
+        let mut due = Vec::new();
+        while let Some(&(deadline, id)) = self.by_deadline.first() {
+            if deadline > now {
+                break;
+            }
+            self.by_deadline.pop_first();
+            self.deadline_of.remove(&id);
+            due.push(id);
+        }
+        due
+    }
+}
+
+pub struct LeaseKeeper {
+    clock: Arc<dyn Clock>,
+    queue: Mutex<Queue>,
+    /// Last activity per notebook (gateway traffic, kernels, terminals, SSH), epoch ms.
+    activity: Mutex<HashMap<NotebookId, i64>>,
+    wake: Notify,
+}
+
+impl LeaseKeeper {
+    pub fn new(clock: Arc<dyn Clock>) -> Arc<LeaseKeeper> {
+        Arc::new(LeaseKeeper {
+            clock,
+            queue: Mutex::new(Queue::default()),
+            activity: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    fn deadline(&self, notebook: &Notebook) -> Option<i64> {
+        if notebook.status != NotebookStatus::Running || !notebook.lease.enable {
+            return None;
+        }
+        match notebook.lease.kind {
+            LeaseType::Timing => notebook.lease.timing_deadline(),
+            LeaseType::Idle => {
+                let last = self
+                    .activity
+                    .lock()
+                    .expect("poisoned")
+                    .get(&notebook.id)
+                    .copied()
+                    .unwrap_or(notebook.lease.update_at);
+                notebook.lease.idle_deadline(last)
+            }
+        }
+    }
+
+    /// Called after every committed change of a notebook.
+    pub fn observe(&self, notebook: &Notebook) {
+        let deadline = self.deadline(notebook);
+        if notebook.status == NotebookStatus::Deleted {
+            self.activity.lock().expect("poisoned").remove(&notebook.id);
+        }
+        let earliest = self
+            .queue
+            .lock()
+            .expect("poisoned")
+            .set(notebook.id, deadline);
+        if earliest {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Records activity for IDLE leases.
+    pub fn record_activity(&self, id: NotebookId, at_ms: i64) {
+        self.activity.lock().expect("poisoned").insert(id, at_ms);
+    }
+
+    /// The number of armed deadlines (metrics, tests).
+    pub fn armed(&self) -> usize {
+        self.queue.lock().expect("poisoned").by_deadline.len()
+    }
+
+    pub async fn run(
+        self: Arc<Self>,
+        service: Arc<NotebookService>,
+        orchestrator: Arc<Orchestrator>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let next = self
+                .queue
+                .lock()
+                .expect("poisoned")
+                .by_deadline
+                .first()
+                .map(|(d, _)| *d);
+            let wake = self.wake.notified();
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wake => continue,
+                () = async {
+                    match next {
+                        Some(deadline) => self.clock.sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            let now = self.clock.now_ms();
+            let due = self.queue.lock().expect("poisoned").pop_due(now);
+            for id in due {
+                let Some(notebook) = service.get_any(&id) else {
+                    continue;
+                };
+                // Activity may have moved an IDLE deadline since it was queued.
+                match self.deadline(&notebook) {
+                    Some(deadline) if deadline <= now => {}
+                    other => {
+                        self.queue.lock().expect("poisoned").set(id, other);
+                        continue;
+                    }
+                }
+                let reason = match notebook.lease.kind {
+                    LeaseType::Timing => StopReason::LeaseExpired,
+                    LeaseType::Idle => StopReason::Idle,
+                };
+                tracing::info!(notebook_id = %id, reason = %reason, late_ms = now - self.deadline(&notebook).unwrap_or(now), "auto-stop");
+                if let Err(error) = orchestrator.request_stop(&id, reason).await {
+                    tracing::warn!(notebook_id = %id, %error, "auto-stop refused");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_orders_and_replaces_deadlines() {
+        let mut queue = Queue::default();
+        let a = NotebookId::new_random();
+        let b = NotebookId::new_random();
+        assert!(queue.set(a, Some(100)));
+        assert!(queue.set(b, Some(50)));
+        assert!(!queue.set(a, Some(200)));
+        assert_eq!(queue.pop_due(60), vec![b]);
+        assert_eq!(queue.pop_due(199), Vec::<NotebookId>::new());
+        queue.set(a, None);
+        assert_eq!(queue.pop_due(1000), Vec::<NotebookId>::new());
+    }
+}

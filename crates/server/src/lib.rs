@@ -1,0 +1,19 @@
+//! The Atelier server: the ModelArts API, the orchestrator and the lease keeper.
+#![forbid(unsafe_code)]
+
+pub mod app;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod gateway;
+pub mod identity;
+pub mod lease_keeper;
+pub mod openapi;
+pub mod orchestrator;
+pub mod render;
+pub mod routes;
+pub mod service;
+
+pub use app::{App, AppParts, AppState};
+pub use config::{Config, ConfigOverrides};

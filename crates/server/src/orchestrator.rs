@@ -1,0 +1,354 @@
+//! Carries out notebook operations. A request handler commits the new status (STARTING,
+//! STOPPING, DELETING, …) and returns; the orchestrator then drives the runtime, persisting
+//! every step transition. A transitional status in the store *is* the pending operation, so a
+//! restarted server resumes it by calling [`Orchestrator::kick`] for each such notebook.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use atelier_domain::{
+    Event, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus, StopReason,
+    step_description,
+};
+use atelier_runtime::{Runtime, SandboxSpec, Step};
+
+use crate::error::ApiError;
+use crate::service::NotebookService;
+
+#[derive(Default)]
+struct Slot {
+    /// Held by the task working on the notebook: operations on one notebook never overlap.
+    running: Arc<tokio::sync::Mutex<()>>,
+    current: CancellationToken,
+}
+
+pub struct Orchestrator {
+    service: Arc<NotebookService>,
+    runtime: Arc<dyn Runtime>,
+    slots: Mutex<HashMap<NotebookId, Slot>>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+fn transition(notebook: &mut Notebook, event: Event) -> Result<(), ApiError> {
+    notebook.status = notebook
+        .status
+        .transition(event)
+        .map_err(|e| ApiError::StateConflict(e.from.as_str().to_owned()))?;
+    Ok(())
+}
+
+fn admit(notebook: &Notebook, operation: Operation, field: &str) -> Result<(), ApiError> {
+    notebook
+        .status
+        .admit(operation)
+        .map_err(|a| ApiError::from_admission(a, notebook.status.as_str(), field))
+}
+
+impl Orchestrator {
+    pub fn new(
+        service: Arc<NotebookService>,
+        runtime: Arc<dyn Runtime>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Orchestrator> {
+        Arc::new(Orchestrator {
+            service,
+            runtime,
+            slots: Mutex::new(HashMap::new()),
+            tracker,
+            shutdown,
+        })
+    }
+
+    pub fn runtime(&self) -> &Arc<dyn Runtime> {
+        &self.runtime
+    }
+
+    /// Starts (or restarts) the work the notebook's current status calls for. Any task still
+    /// working on the notebook is cancelled first and finishes before the new one begins.
+    pub fn kick(self: &Arc<Self>, id: NotebookId) {
+        let (running, token) = {
+            let mut slots = self.slots.lock().expect("poisoned");
+            let slot = slots.entry(id).or_default();
+            slot.current.cancel();
+            slot.current = self.shutdown.child_token();
+            (slot.running.clone(), slot.current.clone())
+        };
+        let this = self.clone();
+        self.tracker.spawn(async move {
+            let _exclusive = running.lock().await;
+            if token.is_cancelled() {
+                return;
+            }
+            if let Err(error) = this.drive(id, &token).await {
+                tracing::error!(notebook_id = %id, %error, "operation failed");
+            }
+        });
+    }
+
+    /// Boot-time reconciliation: resume interrupted operations, check running sandboxes.
+    pub async fn reconcile(self: &Arc<Self>) {
+        for notebook in self.service.all() {
+            if notebook.status.is_transitional() {
+                tracing::info!(notebook_id = %notebook.id, status = %notebook.status, "resuming interrupted operation");
+                self.kick(notebook.id);
+            } else if notebook.status == NotebookStatus::Running
+                && !self.runtime.is_running(notebook.id).await
+            {
+                let reason = "the notebook's sandbox was lost while the server was down";
+                let outcome = self
+                    .service
+                    .mutate(&notebook.id, |nb| {
+                        transition(nb, Event::Fault)?;
+                        nb.fail_reason = Some(reason.to_owned());
+                        nb.stop_reason = Some(StopReason::Fault);
+                        Ok(())
+                    })
+                    .await;
+                if let Err(error) = outcome {
+                    tracing::error!(notebook_id = %notebook.id, %error, "could not mark lost sandbox");
+                }
+            }
+        }
+    }
+
+    pub async fn request_start(
+        self: &Arc<Self>,
+        id: &NotebookId,
+        run: Option<LeaseRun>,
+    ) -> Result<Arc<Notebook>, ApiError> {
+        let now = self.service.now_ms();
+        let (notebook, ()) = self
+            .service
+            .mutate(id, |nb| {
+                admit(nb, Operation::Start, "status")?;
+                transition(nb, Event::StartRequested)?;
+                nb.reset_progress();
+                nb.fail_reason = None;
+                nb.stop_reason = None;
+                nb.token = Some(uuid::Uuid::new_v4().to_string());
+                let run = run.unwrap_or(nb.lease.run);
+                nb.lease.arm(now, run);
+                Ok(())
+            })
+            .await?;
+        self.kick(*id);
+        Ok(notebook)
+    }
+
+    pub async fn request_stop(
+        self: &Arc<Self>,
+        id: &NotebookId,
+        reason: StopReason,
+    ) -> Result<Arc<Notebook>, ApiError> {
+        let (notebook, ()) = self
+            .service
+            .mutate(id, |nb| {
+                admit(nb, Operation::Stop, "status")?;
+                transition(nb, Event::StopRequested)?;
+                nb.stop_reason = Some(reason);
+                for progress in &mut nb.action_progress {
+                    if progress.status != StepStatus::Completed {
+                        progress.status = StepStatus::Failed;
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        self.kick(*id);
+        Ok(notebook)
+    }
+
+    pub async fn request_delete(
+        self: &Arc<Self>,
+        id: &NotebookId,
+    ) -> Result<Arc<Notebook>, ApiError> {
+        let (notebook, ()) = self
+            .service
+            .mutate(id, |nb| {
+                admit(nb, Operation::Delete, "status")?;
+                transition(nb, Event::DeleteRequested)?;
+                Ok(())
+            })
+            .await?;
+        self.kick(*id);
+        Ok(notebook)
+    }
+
+    async fn drive(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ApiError> {
+        let Some(notebook) = self.service.get_any(&id) else {
+            return Ok(());
+        };
+        match notebook.status {
+            NotebookStatus::Init | NotebookStatus::Creating | NotebookStatus::Starting => {
+                self.run_start(id, token).await
+            }
+            NotebookStatus::Stopping => self.run_stop(id).await,
+            NotebookStatus::Deleting => self.run_delete(id).await,
+            _ => Ok(()),
+        }
+    }
+
+    fn sandbox_spec(&self, notebook: &Notebook) -> SandboxSpec {
+        let flavor = self.service.flavor(&notebook.flavor);
+        let image = self.service.image(&notebook.project_id, &notebook.image_id);
+        SandboxSpec {
+            notebook_id: notebook.id,
+            image_swr_path: image.map(|i| i.swr_path.clone()).unwrap_or_default(),
+            vcpus: flavor.map(|f| f.vcpus).unwrap_or(1),
+            memory_mib: flavor.map(|f| f.memory_mib).unwrap_or(1024),
+            volume_category: notebook.volume.category,
+            volume_capacity_gb: notebook.volume.capacity_gb,
+            token: notebook.token.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Whether the notebook is still in the start (or create) this task is carrying out.
+    fn still_starting(notebook: &Notebook) -> Result<(), ApiError> {
+        match notebook.status {
+            NotebookStatus::Init | NotebookStatus::Creating | NotebookStatus::Starting => Ok(()),
+            other => Err(ApiError::StateConflict(other.as_str().to_owned())),
+        }
+    }
+
+    async fn run_start(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ApiError> {
+        let (notebook, ()) = self
+            .service
+            .mutate(&id, |nb| {
+                Self::still_starting(nb)?;
+                if matches!(nb.status, NotebookStatus::Init | NotebookStatus::Creating) {
+                    transition(nb, Event::CreateBegun)?;
+                }
+                if nb.action_progress.len() != 4 {
+                    nb.reset_progress();
+                }
+                Ok(())
+            })
+            .await?;
+        let spec = self.sandbox_spec(&notebook);
+        for step in Step::ALL {
+            let number = step.number();
+            let done = notebook
+                .action_progress
+                .iter()
+                .any(|p| p.step == number && p.status == StepStatus::Completed);
+            if done {
+                continue;
+            }
+            self.service
+                .mutate(&id, |nb| {
+                    Self::still_starting(nb)?;
+                    if step == Step::Initialise && nb.status == NotebookStatus::Creating {
+                        transition(nb, Event::ComputeReady)?;
+                    }
+                    nb.set_step(number, StepStatus::Processing);
+                    Ok(())
+                })
+                .await?;
+            let outcome = tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                outcome = self.runtime.run_step(&spec, step) => outcome,
+            };
+            if let Err(error) = outcome {
+                let reason = format!(
+                    "step {number} ({}) failed: {error}",
+                    step_description(number)
+                        .trim_end_matches('.')
+                        .to_lowercase()
+                );
+                tracing::warn!(notebook_id = %id, %reason, "start failed");
+                self.service
+                    .mutate(&id, |nb| {
+                        Self::still_starting(nb)?;
+                        nb.set_step(number, StepStatus::Failed);
+                        let event = if nb.has_run {
+                            Event::StartFailed
+                        } else {
+                            Event::CreateFailed
+                        };
+                        transition(nb, event)?;
+                        nb.fail_reason = Some(reason.clone());
+                        Ok(())
+                    })
+                    .await?;
+                // Release whatever the start had taken.
+                if let Err(error) = self.runtime.stop(id).await {
+                    tracing::error!(notebook_id = %id, %error, "could not release a failed start");
+                }
+                return Ok(());
+            }
+            self.service
+                .mutate(&id, |nb| {
+                    Self::still_starting(nb)?;
+                    nb.set_step(number, StepStatus::Completed);
+                    Ok(())
+                })
+                .await?;
+        }
+        let now = self.service.now_ms();
+        self.service
+            .mutate(&id, |nb| {
+                Self::still_starting(nb)?;
+                if nb.status == NotebookStatus::Creating {
+                    transition(nb, Event::ComputeReady)?;
+                }
+                transition(nb, Event::Ready)?;
+                nb.has_run = true;
+                nb.fail_reason = None;
+                // Start-up time is not charged against the user's lease.
+                nb.lease.rearm(now);
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn run_stop(&self, id: NotebookId) -> Result<(), ApiError> {
+        match self.runtime.stop(id).await {
+            Ok(()) => {
+                self.service
+                    .mutate(&id, |nb| {
+                        if nb.status == NotebookStatus::Stopping {
+                            transition(nb, Event::Stopped)?;
+                            nb.token = None;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+            Err(error) => {
+                self.service
+                    .mutate(&id, |nb| {
+                        if nb.status == NotebookStatus::Stopping {
+                            transition(nb, Event::Fault)?;
+                            nb.fail_reason = Some(format!("stop failed: {error}"));
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn run_delete(&self, id: NotebookId) -> Result<(), ApiError> {
+        match self.runtime.delete(id).await {
+            Ok(()) => self.service.remove(&id).await,
+            Err(error) => {
+                self.service
+                    .mutate(&id, |nb| {
+                        if nb.status == NotebookStatus::Deleting {
+                            transition(nb, Event::DeleteFailed)?;
+                            nb.fail_reason = Some(format!("delete failed: {error}"));
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                Ok(())
+            }
+        }
+    }
+}

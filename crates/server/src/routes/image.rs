@@ -1,0 +1,307 @@
+//! Images: spec §1.3 #22–#25. The built-in catalogue plus each project's DEDICATED images.
+use axum::extract::{Path, State};
+use axum::{Extension, Json};
+
+use atelier_domain::{Image, ImageId, ImageType};
+use atelier_wire::{
+    ErrorBody, ImageDeleteRequest, ImageList, ImageRegRequest, ImageResponse, Page,
+};
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiQuery, parse_json};
+use crate::identity::Caller;
+use crate::render;
+use crate::routes::notebook::parse_paging;
+
+/// List the images a project can use.
+#[utoipa::path(get, path = "/v1/{project_id}/images", tag = "image",
+    params(("project_id" = String, Path),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000), ("offset" = Option<i64>, Query, minimum = 0),
+        ("name" = Option<String>, Query), ("name_fuzzy_match" = Option<bool>, Query),
+        ("namespace" = Option<String>, Query), ("type" = Option<String>, Query),
+        ("sort_key" = Option<String>, Query), ("sort_dir" = Option<String>, Query),
+        ("workspace_id" = Option<String>, Query)),
+    responses((status = 200, body = ImageList), (status = 400, body = ErrorBody)))]
+pub async fn list_image(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: ApiQuery,
+) -> Result<Json<ImageList>, ApiError> {
+    let (limit, offset) = parse_paging(&query, 200)?;
+    let kind: Option<ImageType> = query
+        .text("type")
+        .map(|t| t.parse().map_err(|_| ApiError::BadValue("type".to_owned())))
+        .transpose()?;
+    let fuzzy = query.bool("name_fuzzy_match")?.unwrap_or(true);
+    let name = query.text("name");
+    let namespace = query.text("namespace");
+    let workspace_id = query.text("workspace_id");
+    let mut images: Vec<_> = state
+        .service
+        .images(&caller.project_id)
+        .into_iter()
+        .filter(|i| kind.is_none_or(|k| i.kind == k))
+        .filter(|i| {
+            name.is_none_or(|n| {
+                if fuzzy {
+                    i.name.contains(n)
+                } else {
+                    i.name == n
+                }
+            })
+        })
+        .filter(|i| namespace.is_none_or(|n| i.namespace == n))
+        .filter(|i| {
+            workspace_id.is_none_or(|w| i.workspace_id == w || i.kind == ImageType::BuildIn)
+        })
+        .collect();
+    match query.text("sort_key") {
+        None | Some("create_at") => images.sort_by_key(|i| (i.create_at, i.id)),
+        Some("update_at") => images.sort_by_key(|i| (i.update_at, i.id)),
+        Some("name") => images.sort_by(|a, b| a.name.cmp(&b.name)),
+        Some(other) => return Err(ApiError::UnsortableField(other.to_owned())),
+    }
+    match query.text("sort_dir") {
+        None => {}
+        Some(d) if d.eq_ignore_ascii_case("DESC") => images.reverse(),
+        Some(d) if d.eq_ignore_ascii_case("ASC") => {}
+        Some(_) => return Err(ApiError::BadValue("sort_dir".to_owned())),
+    }
+    let total = images.len() as i64;
+    let data = images
+        .iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(|i| render::image(i))
+        .collect();
+    let page = Page::compute(total, offset, limit);
+    Ok(Json(ImageList {
+        current: page.current,
+        data,
+        pages: page.pages,
+        size: page.size,
+        total,
+    }))
+}
+
+/// `(namespace, name, tag)` of an image reference: `[registry[:port]]/namespace/name:tag`, or
+/// `local:///abs/prefix` for a Python environment on this host.
+fn parse_swr_path(path: &str) -> Option<(String, String, String)> {
+    if let Some(prefix) = path.strip_prefix("local://") {
+        let prefix = std::path::Path::new(prefix);
+        if !prefix.is_absolute() || prefix.components().count() < 2 {
+            return None;
+        }
+        let name = prefix.file_name()?.to_str()?.to_lowercase();
+        return Some(("local".to_owned(), name, "latest".to_owned()));
+    }
+    if path.len() < 16 || path.len() > 2048 || path.contains(char::is_whitespace) {
+        return None;
+    }
+    let (repository, tag) = path.rsplit_once(':')?;
+    if tag.is_empty() || tag.contains('/') {
+        return None;
+    }
+    let mut segments: Vec<&str> = repository.split('/').collect();
+    if segments.len() < 2 || segments.iter().any(|s| s.is_empty()) {
+        return None;
+    }
+    let name = segments.pop()?.to_owned();
+    let namespace = segments.pop()?.to_owned();
+    let name_ok = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c));
+    name_ok.then(|| (namespace, name, tag.to_owned()))
+}
+
+fn upper_list(
+    values: Option<Vec<String>>,
+    default: &[&str],
+    allowed: &[&str],
+    field: &str,
+) -> Result<Vec<String>, ApiError> {
+    let values: Vec<String> = match values {
+        Some(v) if !v.is_empty() => v.iter().map(|s| s.to_ascii_uppercase()).collect(),
+        _ => default.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    if values.iter().any(|v| !allowed.contains(&v.as_str())) {
+        return Err(ApiError::BadValue(field.to_owned()));
+    }
+    Ok(values)
+}
+
+/// Register an image. For the local runtime, `swr_path` = `local:///abs/prefix` names a Python
+/// environment that contains JupyterLab.
+#[utoipa::path(post, path = "/v1/{project_id}/images", tag = "image",
+    params(("project_id" = String, Path)),
+    request_body = ImageRegRequest,
+    responses((status = 200, body = ImageResponse), (status = 400, body = ErrorBody)))]
+pub async fn register_image(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<ImageRegRequest>,
+) -> Result<Json<ImageResponse>, ApiError> {
+    let swr_path = body.swr_path.trim().to_owned();
+    if swr_path.is_empty() {
+        return Err(ApiError::MissingField("swr_path".to_owned()));
+    }
+    let (namespace, name, tag) =
+        parse_swr_path(&swr_path).ok_or_else(|| ApiError::BadValue("swr_path".to_owned()))?;
+    let arch = match body.arch.as_deref().filter(|a| !a.is_empty()) {
+        None => "x86_64".to_owned(),
+        Some(a) if a.eq_ignore_ascii_case("X86_64") => "x86_64".to_owned(),
+        Some(a) if a.eq_ignore_ascii_case("AARCH64") => "aarch64".to_owned(),
+        Some(_) => return Err(ApiError::BadValue("arch".to_owned())),
+    };
+    let description = body.description.unwrap_or_default();
+    if description.chars().count() > 512 {
+        return Err(ApiError::BadValue("description".to_owned()));
+    }
+    let services = upper_list(
+        body.services,
+        &["NOTEBOOK", "SSH"],
+        &["NOTEBOOK", "SSH", "AI_FLOW"],
+        "services",
+    )?;
+    let resource_categories = upper_list(
+        body.resource_category,
+        &["CPU", "GPU"],
+        &["CPU", "GPU", "ASCEND"],
+        "resource_category",
+    )?;
+    let service_type = body
+        .service_type
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "UNKNOWN".to_owned())
+        .to_ascii_uppercase();
+    if !["COMMON", "INFERENCE", "TRAIN", "DEV", "UNKNOWN"].contains(&service_type.as_str()) {
+        return Err(ApiError::BadValue("service_type".to_owned()));
+    }
+    let visibility = body
+        .visibility
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "PRIVATE".to_owned())
+        .to_ascii_uppercase();
+    if !["PRIVATE", "PUBLIC"].contains(&visibility.as_str()) {
+        return Err(ApiError::BadValue("visibility".to_owned()));
+    }
+    let origin = body
+        .origin
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "CUSTOMIZE".to_owned())
+        .to_ascii_uppercase();
+    if !["CUSTOMIZE", "IMAGE_SAVE"].contains(&origin.as_str()) {
+        return Err(ApiError::BadValue("origin".to_owned()));
+    }
+    let workspace_id = match body.workspace_id.filter(|w| !w.is_empty()) {
+        None => "0".to_owned(),
+        Some(w) if w == "0" => w,
+        Some(w) => return Err(ApiError::WorkspaceNotFound(w)),
+    };
+    if state
+        .service
+        .images(&caller.project_id)
+        .iter()
+        .any(|i| i.swr_path == swr_path)
+    {
+        return Err(ApiError::ImageConflict(swr_path));
+    }
+    let now = state.service.now_ms();
+    let image = Image {
+        id: ImageId::new_random(),
+        project_id: Some(caller.project_id.to_string()),
+        name,
+        namespace,
+        tag,
+        swr_path,
+        kind: ImageType::Dedicated,
+        origin,
+        arch,
+        description,
+        dev_services: services,
+        resource_categories,
+        service_type,
+        size_kb: 0,
+        status: "ACTIVE".to_owned(),
+        visibility,
+        workspace_id,
+        create_at: now,
+        update_at: now,
+    };
+    let image = state.service.insert_image(image).await?;
+    Ok(Json(render::image(&image)))
+}
+
+fn find_image(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<std::sync::Arc<Image>, ApiError> {
+    let id: ImageId = id
+        .parse()
+        .map_err(|_| ApiError::ResourceNotFound("image"))?;
+    state
+        .service
+        .image(&caller.project_id, &id)
+        .filter(|i| i.status != "DELETED")
+        .ok_or(ApiError::ResourceNotFound("image"))
+}
+
+/// Show an image.
+#[utoipa::path(get, path = "/v1/{project_id}/images/{id}", tag = "image",
+    params(("project_id" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = ImageResponse), (status = 404, body = ErrorBody)))]
+pub async fn show_image(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((_project, id)): Path<(String, String)>,
+) -> Result<Json<ImageResponse>, ApiError> {
+    let image = find_image(&state, &caller, &id)?;
+    Ok(Json(render::image(&image)))
+}
+
+/// Delete a registered image (answers it with status DELETED). Built-in images cannot be
+/// deleted; notebooks created from the image keep running it.
+#[utoipa::path(delete, path = "/v1/{project_id}/images/{id}", tag = "image",
+    params(("project_id" = String, Path), ("id" = String, Path), ("force" = Option<bool>, Query)),
+    request_body(content = Option<ImageDeleteRequest>),
+    responses((status = 200, body = ImageResponse), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_image(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((_project, id)): Path<(String, String)>,
+    query: ApiQuery,
+    body: axum::body::Bytes,
+) -> Result<Json<ImageResponse>, ApiError> {
+    query.bool("force")?;
+    let _request: ImageDeleteRequest = parse_json(&body)?;
+    let image = find_image(&state, &caller, &id)?;
+    if image.kind == ImageType::BuildIn {
+        return Err(ApiError::NotAuthorized("delete a built-in image"));
+    }
+    let mut deleted = (*image).clone();
+    deleted.status = "DELETED".to_owned();
+    deleted.update_at = state.service.now_ms();
+    let deleted = state.service.update_image(deleted).await?;
+    Ok(Json(render::image(&deleted)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_swr_path;
+
+    #[test]
+    fn swr_paths_parse_into_namespace_name_tag() {
+        assert_eq!(
+            parse_swr_path("swr.example.com/team/my-image:1.0"),
+            Some(("team".into(), "my-image".into(), "1.0".into()))
+        );
+        assert_eq!(
+            parse_swr_path("local:///opt/envs/py311"),
+            Some(("local".into(), "py311".into(), "latest".into()))
+        );
+        assert_eq!(parse_swr_path("local://relative"), None);
+        assert_eq!(parse_swr_path("no-tag-here/at/all"), None);
+    }
+}

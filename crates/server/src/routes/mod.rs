@@ -1,0 +1,88 @@
+//! Every route of the API, listed once: the same list builds the router and `/openapi.json`.
+pub mod flavor;
+pub mod image;
+pub mod lease;
+pub mod notebook;
+pub mod tag;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware;
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::identity::require_caller;
+use crate::openapi::ApiDoc;
+
+/// The ModelArts routes (authenticated) and their OpenAPI document.
+pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(notebook::create_notebook, notebook::list_notebooks))
+        .routes(routes!(notebook::list_all_notebooks))
+        .routes(routes!(
+            notebook::show_notebook,
+            notebook::update_notebook,
+            notebook::delete_notebook
+        ))
+        .routes(routes!(notebook::start_notebook))
+        .routes(routes!(notebook::stop_notebook))
+        .routes(routes!(lease::show_lease, lease::renew_lease))
+        .routes(routes!(flavor::list_flavors))
+        .routes(routes!(flavor::show_switchable_flavors))
+        .routes(routes!(tag::create_notebook_tags))
+        .routes(routes!(tag::delete_notebook_tags))
+        .routes(routes!(tag::show_notebook_tags))
+        .routes(routes!(image::list_image, image::register_image))
+        .routes(routes!(image::show_image, image::delete_image))
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_routes();
+    let openapi = crate::openapi::finish(openapi);
+    let openapi_json: &'static str = Box::leak(
+        serde_json::to_string(&openapi)
+            .expect("serialisable")
+            .into_boxed_str(),
+    );
+    let request_id = HeaderName::from_static("x-request-id");
+    let api = api.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        require_caller,
+    ));
+    Router::new()
+        .merge(api)
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    )],
+                    openapi_json,
+                )
+            }),
+        )
+        .fallback(|| async { ApiError::RouteNotFound.into_response() })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
+        .with_state(state)
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                ApiError::Internal("a handler panicked".into()).into_response()
+            },
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, crate::app::HexRequestId))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            axum::http::header::AUTHORIZATION,
+            HeaderName::from_static("x-auth-token"),
+        ]))
+}

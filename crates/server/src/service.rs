@@ -1,0 +1,266 @@
+//! The notebook service: the store is the truth, and an in-memory index of every notebook
+//! (built at boot, updated after each committed write) serves reads without a query.
+//! All writes go through [`NotebookService::mutate`], one at a time per process; the store's
+//! version check refuses a write made against a stale copy.
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use atelier_domain::{
+    Flavor, Image, ImageId, Notebook, NotebookId, NotebookStatus, ProjectId, UserId,
+};
+use atelier_store::Store;
+
+use crate::clock::Clock;
+use crate::error::ApiError;
+
+/// Told of every committed change of a notebook.
+pub type Observer = Box<dyn Fn(&Arc<Notebook>) + Send + Sync>;
+
+#[derive(Default)]
+struct NotebookIndex {
+    by_id: HashMap<NotebookId, Arc<Notebook>>,
+    /// (project, create_at, id): a project's notebooks in creation order.
+    by_project: BTreeSet<(ProjectId, i64, NotebookId)>,
+}
+
+impl NotebookIndex {
+    fn insert(&mut self, notebook: Arc<Notebook>) {
+        if let Some(old) = self.by_id.insert(notebook.id, notebook.clone()) {
+            self.by_project
+                .remove(&(old.project_id.clone(), old.create_at, old.id));
+        }
+        self.by_project
+            .insert((notebook.project_id.clone(), notebook.create_at, notebook.id));
+    }
+
+    fn remove(&mut self, id: &NotebookId) {
+        if let Some(old) = self.by_id.remove(id) {
+            self.by_project
+                .remove(&(old.project_id.clone(), old.create_at, old.id));
+        }
+    }
+}
+
+pub struct NotebookService {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    index: RwLock<NotebookIndex>,
+    write_lock: tokio::sync::Mutex<()>,
+    flavors: Vec<Flavor>,
+    builtin_images: Vec<Image>,
+    /// DEDICATED images (ACTIVE or DELETED), by id.
+    images: RwLock<HashMap<ImageId, Arc<Image>>>,
+    /// Called with every notebook after a committed change (lease keeper, orchestrator).
+    observers: RwLock<Vec<Observer>>,
+}
+
+impl NotebookService {
+    pub async fn load(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        flavors: Vec<Flavor>,
+    ) -> Result<NotebookService, ApiError> {
+        let mut index = NotebookIndex::default();
+        for notebook in store.list_notebooks().await? {
+            index.insert(Arc::new(notebook));
+        }
+        let images = store
+            .list_images()
+            .await?
+            .into_iter()
+            .map(|image| (image.id, Arc::new(image)))
+            .collect();
+        Ok(NotebookService {
+            store,
+            clock,
+            index: RwLock::new(index),
+            write_lock: tokio::sync::Mutex::new(()),
+            flavors,
+            builtin_images: Image::builtin(),
+            images: RwLock::new(images),
+            observers: RwLock::new(Vec::new()),
+        })
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn observe(&self, observer: Observer) {
+        self.observers.write().expect("poisoned").push(observer);
+    }
+
+    fn notify(&self, notebook: &Arc<Notebook>) {
+        for observer in self.observers.read().expect("poisoned").iter() {
+            observer(notebook);
+        }
+    }
+
+    pub fn flavors(&self) -> &[Flavor] {
+        &self.flavors
+    }
+
+    pub fn flavor(&self, id: &str) -> Option<&Flavor> {
+        self.flavors.iter().find(|f| f.id == id)
+    }
+
+    /// Images visible to a project: the built-in catalogue and the project's own.
+    pub fn images(&self, project: &ProjectId) -> Vec<Arc<Image>> {
+        let mut images: Vec<Arc<Image>> =
+            self.builtin_images.iter().cloned().map(Arc::new).collect();
+        let own = self.images.read().expect("poisoned");
+        let mut own: Vec<Arc<Image>> = own
+            .values()
+            .filter(|image| image.project_id.as_deref() == Some(project.as_str()))
+            .filter(|image| image.status != "DELETED")
+            .cloned()
+            .collect();
+        own.sort_by_key(|image| (image.create_at, image.id));
+        images.extend(own);
+        images
+    }
+
+    /// An image by id, including deleted ones (a notebook keeps showing the image it was
+    /// created with).
+    pub fn image(&self, project: &ProjectId, id: &ImageId) -> Option<Arc<Image>> {
+        if let Some(image) = self.builtin_images.iter().find(|image| image.id == *id) {
+            return Some(Arc::new(image.clone()));
+        }
+        self.images
+            .read()
+            .expect("poisoned")
+            .get(id)
+            .filter(|image| image.project_id.as_deref() == Some(project.as_str()))
+            .cloned()
+    }
+
+    pub async fn insert_image(&self, image: Image) -> Result<Arc<Image>, ApiError> {
+        let _guard = self.write_lock.lock().await;
+        self.store.insert_image(&image).await?;
+        let image = Arc::new(image);
+        self.images
+            .write()
+            .expect("poisoned")
+            .insert(image.id, image.clone());
+        Ok(image)
+    }
+
+    pub async fn update_image(&self, image: Image) -> Result<Arc<Image>, ApiError> {
+        let _guard = self.write_lock.lock().await;
+        self.store.update_image(&image).await?;
+        let image = Arc::new(image);
+        self.images
+            .write()
+            .expect("poisoned")
+            .insert(image.id, image.clone());
+        Ok(image)
+    }
+
+    pub fn get(&self, project: &ProjectId, id: &NotebookId) -> Result<Arc<Notebook>, ApiError> {
+        let index = self.index.read().expect("poisoned");
+        match index.by_id.get(id) {
+            Some(notebook) if notebook.project_id == *project => Ok(notebook.clone()),
+            _ => Err(ApiError::NotebookNotFound),
+        }
+    }
+
+    pub fn get_any(&self, id: &NotebookId) -> Option<Arc<Notebook>> {
+        self.index.read().expect("poisoned").by_id.get(id).cloned()
+    }
+
+    /// Every notebook (boot-time reconciliation, lease keeper rebuild).
+    pub fn all(&self) -> Vec<Arc<Notebook>> {
+        self.index
+            .read()
+            .expect("poisoned")
+            .by_id
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// A project's notebooks passing `keep`, newest first.
+    pub fn scan_project(
+        &self,
+        project: &ProjectId,
+        mut keep: impl FnMut(&Notebook) -> bool,
+    ) -> Vec<Arc<Notebook>> {
+        let index = self.index.read().expect("poisoned");
+        let low = (project.clone(), i64::MIN, NotebookId::min());
+        let high = (project.clone(), i64::MAX, NotebookId::max());
+        index
+            .by_project
+            .range(low..=high)
+            .rev()
+            .filter_map(|(_, _, id)| index.by_id.get(id))
+            .filter(|notebook| keep(notebook))
+            .cloned()
+            .collect()
+    }
+
+    pub fn count_user_notebooks(&self, user: &UserId, keep: impl Fn(&Notebook) -> bool) -> usize {
+        self.index
+            .read()
+            .expect("poisoned")
+            .by_id
+            .values()
+            .filter(|n| n.user_id == *user && keep(n))
+            .count()
+    }
+
+    pub async fn insert(&self, notebook: Notebook) -> Result<Arc<Notebook>, ApiError> {
+        let _guard = self.write_lock.lock().await;
+        self.store.insert_notebook(&notebook).await?;
+        let notebook = Arc::new(notebook);
+        self.index
+            .write()
+            .expect("poisoned")
+            .insert(notebook.clone());
+        self.notify(&notebook);
+        Ok(notebook)
+    }
+
+    /// Applies `change` to the current copy of the notebook and commits it. `change` returning
+    /// an error leaves everything as it was.
+    pub async fn mutate<T>(
+        &self,
+        id: &NotebookId,
+        change: impl FnOnce(&mut Notebook) -> Result<T, ApiError>,
+    ) -> Result<(Arc<Notebook>, T), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        let current = self.get_any(id).ok_or(ApiError::NotebookNotFound)?;
+        let mut next = (*current).clone();
+        let outcome = change(&mut next)?;
+        if next == *current {
+            return Ok((current, outcome));
+        }
+        next.update_at = self.clock.now_ms().max(current.update_at);
+        next.version = self.store.update_notebook(&next).await?;
+        let next = Arc::new(next);
+        self.index.write().expect("poisoned").insert(next.clone());
+        self.notify(&next);
+        Ok((next, outcome))
+    }
+
+    /// Removes a deleted notebook for good.
+    pub async fn remove(&self, id: &NotebookId) -> Result<(), ApiError> {
+        let _guard = self.write_lock.lock().await;
+        self.store.delete_notebook(id).await?;
+        let removed = self.index.write().expect("poisoned").by_id.get(id).cloned();
+        self.index.write().expect("poisoned").remove(id);
+        if let Some(removed) = removed {
+            let mut gone = (*removed).clone();
+            gone.status = NotebookStatus::Deleted;
+            self.notify(&Arc::new(gone));
+        }
+        Ok(())
+    }
+}

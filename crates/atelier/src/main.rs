@@ -60,6 +60,21 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Print the headers that sign one request with an AK/SK pair (for curl, wrk, scripts).
+    /// The signature is valid for 15 minutes and only for exactly this request.
+    Sign {
+        /// HTTP method.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Full URL, e.g. http://127.0.0.1:8080/v1/{project_id}/notebooks?limit=10
+        url: String,
+        /// Request body (signed byte for byte).
+        #[arg(long, default_value = "")]
+        body: String,
+        /// Credentials file (default: DATA_DIR/admin-credentials.json).
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -171,6 +186,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Credential { command } => credential(command, &config).await,
         Command::Project { command } => project(command, &config).await,
         Command::Token { command } => token(command, &config).await,
+        Command::Sign {
+            method,
+            url,
+            body,
+            credentials,
+        } => {
+            let path = credentials.unwrap_or_else(|| {
+                config
+                    .data_dir
+                    .join(atelier_server::identity::ADMIN_CREDENTIALS_FILE)
+            });
+            sign(&method, &url, &body, &path)
+        }
     }
 }
 
@@ -390,6 +418,37 @@ async fn token(command: TokenCommand, config: &Config) -> anyhow::Result<()> {
     )
     .await?;
     println!("{token}");
+    Ok(())
+}
+
+fn sign(method: &str, url: &str, body: &str, credentials: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(credentials)
+        .with_context(|| format!("cannot read {}", credentials.display()))?;
+    let credentials: atelier_server::identity::AdminCredentials = serde_json::from_str(&text)?;
+    let uri: http::Uri = url.parse().context("not a URL")?;
+    let host = uri.authority().context("the URL needs a host")?.to_string();
+    let date = atelier_auth::format_sdk_date(jiff::Timestamp::now());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", host.parse()?);
+    headers.insert("x-sdk-date", date.parse()?);
+    headers.insert("content-type", "application/json".parse()?);
+    let request = atelier_auth::SignableRequest {
+        method,
+        path: uri.path(),
+        query: uri.query(),
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let authorization = atelier_auth::sign(
+        &request,
+        &credentials.access_key,
+        credentials.secret_key.as_bytes(),
+        &["content-type", "host", "x-sdk-date"],
+    )
+    .map_err(|e| anyhow::anyhow!("cannot sign: {e}"))?;
+    println!("Content-Type: application/json");
+    println!("X-Sdk-Date: {date}");
+    println!("Authorization: {authorization}");
     Ok(())
 }
 

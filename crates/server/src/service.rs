@@ -47,7 +47,7 @@ pub struct NotebookService {
     index: RwLock<NotebookIndex>,
     write_lock: tokio::sync::Mutex<()>,
     flavors: Vec<Flavor>,
-    builtin_images: Vec<Image>,
+    builtin_images: Vec<Arc<Image>>,
     /// DEDICATED images (ACTIVE or DELETED), by id.
     images: RwLock<HashMap<ImageId, Arc<Image>>>,
     /// Called with every notebook after a committed change (lease keeper, orchestrator).
@@ -76,7 +76,7 @@ impl NotebookService {
             index: RwLock::new(index),
             write_lock: tokio::sync::Mutex::new(()),
             flavors,
-            builtin_images: Image::builtin(),
+            builtin_images: Image::builtin().into_iter().map(Arc::new).collect(),
             images: RwLock::new(images),
             observers: RwLock::new(Vec::new()),
         })
@@ -114,8 +114,7 @@ impl NotebookService {
 
     /// Images visible to a project: the built-in catalogue and the project's own.
     pub fn images(&self, project: &ProjectId) -> Vec<Arc<Image>> {
-        let mut images: Vec<Arc<Image>> =
-            self.builtin_images.iter().cloned().map(Arc::new).collect();
+        let mut images: Vec<Arc<Image>> = self.builtin_images.clone();
         let own = self.images.read().expect("poisoned");
         let mut own: Vec<Arc<Image>> = own
             .values()
@@ -132,7 +131,7 @@ impl NotebookService {
     /// created with).
     pub fn image(&self, project: &ProjectId, id: &ImageId) -> Option<Arc<Image>> {
         if let Some(image) = self.builtin_images.iter().find(|image| image.id == *id) {
-            return Some(Arc::new(image.clone()));
+            return Some(image.clone());
         }
         self.images
             .read()
@@ -204,6 +203,35 @@ impl NotebookService {
             .filter(|notebook| keep(notebook))
             .cloned()
             .collect()
+    }
+
+    /// One page of a project's notebooks passing `keep`, newest first, and how many pass in
+    /// all; only the page is cloned out of the index.
+    pub fn page_project(
+        &self,
+        project: &ProjectId,
+        mut keep: impl FnMut(&Notebook) -> bool,
+        offset: usize,
+        limit: usize,
+    ) -> (usize, Vec<Arc<Notebook>>) {
+        let index = self.index.read().expect("poisoned");
+        let low = (project.clone(), i64::MIN, NotebookId::min());
+        let high = (project.clone(), i64::MAX, NotebookId::max());
+        let mut total = 0;
+        let mut page = Vec::with_capacity(limit.min(1000));
+        for (_, _, id) in index.by_project.range(low..=high).rev() {
+            let Some(notebook) = index.by_id.get(id) else {
+                continue;
+            };
+            if !keep(notebook) {
+                continue;
+            }
+            if total >= offset && page.len() < limit {
+                page.push(notebook.clone());
+            }
+            total += 1;
+        }
+        (total, page)
     }
 
     pub fn count_user_notebooks(&self, user: &UserId, keep: impl Fn(&Notebook) -> bool) -> usize {

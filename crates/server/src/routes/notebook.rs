@@ -408,7 +408,7 @@ fn list(
     let pool_id = query.text("pool_id");
     let swr_path = query.text("swr_path");
     let images = state.service.images(&caller.project_id);
-    let mut rows = state.service.scan_project(&caller.project_id, |nb| {
+    let keep = |nb: &Notebook| {
         (!only_own || owner.is_some() || nb.user_id == caller.user.id)
             && owner.is_none_or(|o| nb.user_id.as_str() == o)
             && feature.is_none_or(|f| nb.feature == f)
@@ -441,9 +441,15 @@ fn list(
                     .iter()
                     .any(|t| t.key == *k && v.as_ref().is_none_or(|v| t.value == *v))
             })
-    });
+    };
     let default_order = sort.len() == 1 && sort[0] == ("create_at".to_owned(), true);
-    if !default_order {
+    let (total, rows) = if default_order {
+        // The index is already in creation order: count, and clone only the page.
+        state
+            .service
+            .page_project(&caller.project_id, keep, offset as usize, limit as usize)
+    } else {
+        let mut rows = state.service.scan_project(&caller.project_id, keep);
         rows.sort_by(|a, b| {
             for (key, descending) in &sort {
                 let ordering = compare(a, b, key);
@@ -458,14 +464,16 @@ fn list(
             }
             std::cmp::Ordering::Equal
         });
-    }
-    let total = rows.len() as i64;
-    let data: Vec<NotebookResp> = rows
-        .iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .map(|nb| state.render(nb))
-        .collect();
+        let total = rows.len();
+        let page = rows
+            .into_iter()
+            .skip(offset as usize)
+            .take(limit as usize)
+            .collect();
+        (total, page)
+    };
+    let total = total as i64;
+    let data: Vec<NotebookResp> = rows.iter().map(|nb| state.render(nb)).collect();
     let page = Page::compute(total, offset, limit);
     Ok(NotebookList {
         current: page.current,

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, the Rust tests (unit, store
+# conformance, integration against the real server on ephemeral ports), then the end-to-end
+# tests with the official Huawei Cloud Python SDK and schemathesis against /openapi.json, and
+# the benchmark suite in smoke mode. Installs the Python tools it needs into .venv-e2e.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo="$(pwd)"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --workspace --locked --no-fail-fast
+    cargo test --workspace --doc --locked
+else
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+step "Python end-to-end tools (.venv-e2e)"
+venv="$repo/.venv-e2e"
+if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/python" -c 'import huaweicloudsdkmodelarts' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+fi
+cargo build --locked -p atelier
+export ATELIER_BIN="$repo/target/debug/atelier" PY_VENV="$venv"
+
+step "Huawei Cloud Python SDK end to end"
+"$venv/bin/python" tests/e2e/sdk_e2e.py
+
+step "schemathesis against /openapi.json (signed requests)"
+tests/e2e/run_schemathesis.sh
+
+step "benchmark suite, smoke mode"
+if command -v wrk >/dev/null; then
+    ATELIER_BIN="$repo/target/debug/atelier" bench/api.sh --smoke
+else
+    echo "wrk is not installed: the benchmark smoke run needs it (apt-get install wrk)" >&2
+    exit 1
+fi

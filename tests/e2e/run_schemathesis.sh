@@ -88,11 +88,21 @@ export ATELIER_AK ATELIER_SK ATELIER_PROJECT_ID
 export SCHEMATHESIS_HOOKS="$here/schemathesis_hooks.py"
 echo "server $url (pid $server_pid), project $ATELIER_PROJECT_ID"
 
-# Pin the path parameter `project_id` to the real project for every operation.
+# A real notebook, so that operations on a notebook id reach their logic instead of 404.
+create_url="$url/v1/$ATELIER_PROJECT_ID/notebooks"
+create_body='{"name":"fuzz-target","flavor":"modelarts.vm.cpu.2u","image_id":"e1a07296-22a8-4f05-8bc8-e936c8e54090","volume":{"category":"EVS","ownership":"MANAGED","capacity":5}}'
+mapfile -t sign_headers < <("$bin" sign --data-dir "$data" --method POST --body "$create_body" "$create_url")
+notebook_id="$(curl -s "${sign_headers[@]/#/-H}" --data-binary "$create_body" "$create_url" \
+    | "$py" -c 'import json,sys; print(json.load(sys.stdin)["id"])')" \
+    || { echo "could not create the fuzz target notebook" >&2; exit 2; }
+echo "fuzz target notebook $notebook_id"
+
+# Pin `project_id` to the real project, and the tag operations' notebook to the real one.
 # (schemathesis 4 has no CLI flag for fixed parameters; the config file does it.)
 cat >"$tmp/schemathesis.toml" <<EOF
 [parameters]
 "path.project_id" = "\${ATELIER_PROJECT_ID}"
+"path.resource_id" = "$notebook_id"
 EOF
 
 args=(run "$url/openapi.json"

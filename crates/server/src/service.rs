@@ -2,7 +2,7 @@
 //! (built at boot, updated after each committed write) serves reads without a query.
 //! All writes go through [`NotebookService::mutate`], one at a time per process; the store's
 //! version check refuses a write made against a stale copy.
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use atelier_domain::{
@@ -16,29 +16,69 @@ use crate::error::ApiError;
 /// Told of every committed change of a notebook.
 pub type Observer = Box<dyn Fn(&Arc<Notebook>) + Send + Sync>;
 
+type ProjectKey = (ProjectId, i64, NotebookId);
+
 #[derive(Default)]
 struct NotebookIndex {
     by_id: HashMap<NotebookId, Arc<Notebook>>,
-    /// (project, create_at, id): a project's notebooks in creation order.
-    by_project: BTreeSet<(ProjectId, i64, NotebookId)>,
+    /// A project's notebooks in creation order.
+    by_project: BTreeMap<ProjectKey, Arc<Notebook>>,
+    /// How many notebooks each project has, and each user in each project: an unfiltered
+    /// list reads its total here instead of counting.
+    per_project: HashMap<ProjectId, usize>,
+    per_owner: HashMap<(ProjectId, UserId), usize>,
 }
 
 impl NotebookIndex {
     fn insert(&mut self, notebook: Arc<Notebook>) {
-        if let Some(old) = self.by_id.insert(notebook.id, notebook.clone()) {
-            self.by_project
-                .remove(&(old.project_id.clone(), old.create_at, old.id));
-        }
-        self.by_project
-            .insert((notebook.project_id.clone(), notebook.create_at, notebook.id));
+        self.remove(&notebook.id);
+        let key = (notebook.project_id.clone(), notebook.create_at, notebook.id);
+        self.by_project.insert(key, notebook.clone());
+        *self
+            .per_project
+            .entry(notebook.project_id.clone())
+            .or_default() += 1;
+        *self
+            .per_owner
+            .entry((notebook.project_id.clone(), notebook.user_id.clone()))
+            .or_default() += 1;
+        self.by_id.insert(notebook.id, notebook);
     }
 
     fn remove(&mut self, id: &NotebookId) {
         if let Some(old) = self.by_id.remove(id) {
             self.by_project
                 .remove(&(old.project_id.clone(), old.create_at, old.id));
+            if let Some(count) = self.per_project.get_mut(&old.project_id) {
+                *count = count.saturating_sub(1);
+            }
+            if let Some(count) = self
+                .per_owner
+                .get_mut(&(old.project_id.clone(), old.user_id.clone()))
+            {
+                *count = count.saturating_sub(1);
+            }
         }
     }
+
+    fn project_range(
+        &self,
+        project: &ProjectId,
+    ) -> impl DoubleEndedIterator<Item = &Arc<Notebook>> {
+        let low = (project.clone(), i64::MIN, NotebookId::min());
+        let high = (project.clone(), i64::MAX, NotebookId::max());
+        self.by_project
+            .range(low..=high)
+            .map(|(_, notebook)| notebook)
+    }
+}
+
+/// Which notebooks of a project a list shows.
+pub enum ListFilter<'a, F> {
+    /// All of the project's, or one owner's: the total comes from the counters.
+    Owner(Option<&'a UserId>),
+    /// Anything else: every notebook is tested.
+    Predicate(F),
 }
 
 pub struct NotebookService {
@@ -193,45 +233,56 @@ impl NotebookService {
         mut keep: impl FnMut(&Notebook) -> bool,
     ) -> Vec<Arc<Notebook>> {
         let index = self.index.read().expect("poisoned");
-        let low = (project.clone(), i64::MIN, NotebookId::min());
-        let high = (project.clone(), i64::MAX, NotebookId::max());
         index
-            .by_project
-            .range(low..=high)
+            .project_range(project)
             .rev()
-            .filter_map(|(_, _, id)| index.by_id.get(id))
             .filter(|notebook| keep(notebook))
             .cloned()
             .collect()
     }
 
-    /// One page of a project's notebooks passing `keep`, newest first, and how many pass in
-    /// all; only the page is cloned out of the index.
-    pub fn page_project(
+    /// One page of a project's notebooks, newest first, and how many match in all; only the
+    /// page is cloned out of the index.
+    pub fn page_project<F: FnMut(&Notebook) -> bool>(
         &self,
         project: &ProjectId,
-        mut keep: impl FnMut(&Notebook) -> bool,
+        filter: ListFilter<'_, F>,
         offset: usize,
         limit: usize,
     ) -> (usize, Vec<Arc<Notebook>>) {
         let index = self.index.read().expect("poisoned");
-        let low = (project.clone(), i64::MIN, NotebookId::min());
-        let high = (project.clone(), i64::MAX, NotebookId::max());
-        let mut total = 0;
         let mut page = Vec::with_capacity(limit.min(1000));
-        for (_, _, id) in index.by_project.range(low..=high).rev() {
-            let Some(notebook) = index.by_id.get(id) else {
-                continue;
-            };
-            if !keep(notebook) {
-                continue;
+        match filter {
+            ListFilter::Owner(owner) => {
+                let total = match owner {
+                    None => index.per_project.get(project).copied().unwrap_or(0),
+                    Some(owner) => index
+                        .per_owner
+                        .get(&(project.clone(), owner.clone()))
+                        .copied()
+                        .unwrap_or(0),
+                };
+                let matching = index
+                    .project_range(project)
+                    .rev()
+                    .filter(|nb| owner.is_none_or(|owner| nb.user_id == *owner));
+                page.extend(matching.skip(offset).take(limit).cloned());
+                (total, page)
             }
-            if total >= offset && page.len() < limit {
-                page.push(notebook.clone());
+            ListFilter::Predicate(mut keep) => {
+                let mut total = 0;
+                for notebook in index.project_range(project).rev() {
+                    if !keep(notebook) {
+                        continue;
+                    }
+                    if total >= offset && page.len() < limit {
+                        page.push(notebook.clone());
+                    }
+                    total += 1;
+                }
+                (total, page)
             }
-            total += 1;
         }
-        (total, page)
     }
 
     pub fn count_user_notebooks(&self, user: &UserId, keep: impl Fn(&Notebook) -> bool) -> usize {
@@ -282,8 +333,12 @@ impl NotebookService {
     pub async fn remove(&self, id: &NotebookId) -> Result<(), ApiError> {
         let _guard = self.write_lock.lock().await;
         self.store.delete_notebook(id).await?;
-        let removed = self.index.write().expect("poisoned").by_id.get(id).cloned();
-        self.index.write().expect("poisoned").remove(id);
+        let removed = {
+            let mut index = self.index.write().expect("poisoned");
+            let removed = index.by_id.get(id).cloned();
+            index.remove(id);
+            removed
+        };
         if let Some(removed) = removed {
             let mut gone = (*removed).clone();
             gone.status = NotebookStatus::Deleted;

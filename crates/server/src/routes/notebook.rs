@@ -19,6 +19,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::identity::Caller;
+use crate::service::ListFilter;
 
 pub fn parse_notebook_id(text: &str) -> Result<NotebookId, ApiError> {
     text.parse().map_err(|_| ApiError::NotebookNotFound)
@@ -338,8 +339,17 @@ fn compare(a: &Notebook, b: &Notebook, key: &str) -> std::cmp::Ordering {
     }
 }
 
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack.to_lowercase().contains(&needle.to_lowercase())
+/// Case-insensitive substring test; `needle_lower` is already lower-case. ASCII text (the
+/// common case) is compared without allocating.
+fn contains_ignore_case(haystack: &str, needle_lower: &str) -> bool {
+    if haystack.is_ascii() && needle_lower.is_ascii() {
+        let (haystack, needle) = (haystack.as_bytes(), needle_lower.as_bytes());
+        return needle.is_empty()
+            || haystack
+                .windows(needle.len())
+                .any(|window| window.eq_ignore_ascii_case(needle));
+    }
+    haystack.to_lowercase().contains(needle_lower)
 }
 
 /// Paging parameters: `limit` (1–1000, default 10) and a record `offset`.
@@ -399,14 +409,35 @@ fn list(
         })
         .unwrap_or_default();
     let owner = query.text("owner").filter(|_| caller.user.is_admin);
-    let name = query.text("name");
+    let name = query.text("name").map(str::to_lowercase);
     let id = query.text("id");
-    let flavor = query.text("flavor");
+    let id_parsed: Option<Option<NotebookId>> = id.map(|i| i.parse().ok());
+    let flavor = query.text("flavor").map(str::to_lowercase);
     let image_id = query.text("image_id");
-    let description = query.text("description");
-    let username = query.text("username");
+    let description = query.text("description").map(str::to_lowercase);
+    let username = query.text("username").map(str::to_lowercase);
     let pool_id = query.text("pool_id");
-    let swr_path = query.text("swr_path");
+    let swr_path = query.text("swr_path").map(str::to_lowercase);
+    let ip = query.text("ip");
+    let pool_name = query.text("pool_name").map(str::to_lowercase);
+    let filtered = [
+        feature.is_some(),
+        status.is_some(),
+        workspace_id.is_some(),
+        name.is_some(),
+        id.is_some(),
+        flavor.is_some(),
+        image_id.is_some(),
+        description.is_some(),
+        username.is_some(),
+        pool_id.is_some(),
+        ip.is_some(),
+        pool_name.is_some(),
+        swr_path.is_some(),
+        billing.is_some(),
+        !tags.is_empty(),
+    ]
+    .contains(&true);
     let images = state.service.images(&caller.project_id);
     let keep = |nb: &Notebook| {
         (!only_own || owner.is_some() || nb.user_id == caller.user.id)
@@ -414,20 +445,28 @@ fn list(
             && feature.is_none_or(|f| nb.feature == f)
             && status.is_none_or(|s| nb.status == s)
             && workspace_id.is_none_or(|w| nb.workspace_id == w)
-            && name.is_none_or(|n| contains_ignore_case(&nb.name, n))
-            && id.is_none_or(|i| nb.id.to_string() == i)
-            && flavor.is_none_or(|f| contains_ignore_case(&nb.flavor, f))
-            && image_id.is_none_or(|i| nb.image_id.to_string() == i)
-            && description.is_none_or(|d| contains_ignore_case(&nb.description, d))
-            && username.is_none_or(|u| contains_ignore_case(&nb.user_name, u))
+            && name
+                .as_deref()
+                .is_none_or(|n| contains_ignore_case(&nb.name, n))
+            && id_parsed.is_none_or(|i| i == Some(nb.id))
+            && flavor
+                .as_deref()
+                .is_none_or(|f| contains_ignore_case(&nb.flavor, f))
+            && image_id.is_none_or(|i| i.parse() == Ok(nb.image_id))
+            && description
+                .as_deref()
+                .is_none_or(|d| contains_ignore_case(&nb.description, d))
+            && username
+                .as_deref()
+                .is_none_or(|u| contains_ignore_case(&nb.user_name, u))
             && pool_id.is_none_or(|p| nb.pool_id.as_deref() == Some(p))
-            && query.text("ip").is_none()
-            && query.text("pool_name").is_none_or(|p| {
+            && ip.is_none()
+            && pool_name.as_deref().is_none_or(|p| {
                 nb.pool_id
                     .as_deref()
                     .is_some_and(|id| contains_ignore_case(id, p))
             })
-            && swr_path.is_none_or(|s| {
+            && swr_path.as_deref().is_none_or(|s| {
                 images
                     .iter()
                     .any(|i| i.id == nb.image_id && contains_ignore_case(&i.swr_path, s))
@@ -445,9 +484,19 @@ fn list(
     let default_order = sort.len() == 1 && sort[0] == ("create_at".to_owned(), true);
     let (total, rows) = if default_order {
         // The index is already in creation order: count, and clone only the page.
+        let owner_id: Option<atelier_domain::UserId> = owner.and_then(|o| o.parse().ok());
+        let filter = if filtered || (owner.is_some() && owner_id.is_none()) {
+            ListFilter::Predicate(keep)
+        } else if owner_id.is_some() {
+            ListFilter::Owner(owner_id.as_ref())
+        } else if only_own {
+            ListFilter::Owner(Some(&caller.user.id))
+        } else {
+            ListFilter::Owner(None)
+        };
         state
             .service
-            .page_project(&caller.project_id, keep, offset as usize, limit as usize)
+            .page_project(&caller.project_id, filter, offset as usize, limit as usize)
     } else {
         let mut rows = state.service.scan_project(&caller.project_id, keep);
         rows.sort_by(|a, b| {

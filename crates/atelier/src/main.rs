@@ -219,6 +219,8 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
     init_logging(json_logs);
     let data_dir = config.data_dir.clone();
     let app = App::build(config, AppParts::default()).await?;
+    // Listen for SIGTERM before announcing the addresses: whoever reads them may stop us at once.
+    let signals = Signals::install()?;
     let mut stdout = std::io::stdout();
     if let Some(created) = &app.bootstrapped {
         writeln!(
@@ -239,7 +241,7 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             tracing::info!("shutting down");
             shutdown.cancel();
         });
@@ -247,18 +249,25 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
     app.run(shutdown).await
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }
 

@@ -164,11 +164,10 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         figment = figment
-            .merge(
-                Env::prefixed("ATELIER_")
-                    .split("__")
-                    .filter(|key| ENV_KEYS.iter().any(|k| key.as_str().starts_with(k))),
-            )
+            .merge(Env::prefixed("ATELIER_").split("__").filter(|key| {
+                let key = key.as_str().to_ascii_lowercase();
+                ENV_KEYS.iter().any(|k| key.starts_with(k))
+            }))
             .merge(
                 Env::prefixed("ATELIER_BOOTSTRAP_")
                     .only(&["project_id", "access_key", "secret_key"])

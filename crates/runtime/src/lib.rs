@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -70,9 +71,13 @@ pub trait Runtime: Send + Sync + 'static {
 }
 
 /// Starts nothing: each step completes after `step_delay`. Tests can make a step fail.
+///
+/// With a state directory it records each "running sandbox" as a file there, so that its
+/// sandboxes outlive a restart of the server the way detached processes would.
 #[derive(Default)]
 pub struct PlaceholderRuntime {
     step_delay: Duration,
+    state_dir: Option<PathBuf>,
     running: Mutex<HashSet<NotebookId>>,
     failures: Mutex<HashMap<NotebookId, (Step, String)>>,
 }
@@ -83,6 +88,35 @@ impl PlaceholderRuntime {
             step_delay,
             ..PlaceholderRuntime::default()
         }
+    }
+
+    /// Keeps the set of running sandboxes in `state_dir` (created if needed).
+    pub fn with_state_dir(
+        step_delay: Duration,
+        state_dir: PathBuf,
+    ) -> std::io::Result<PlaceholderRuntime> {
+        std::fs::create_dir_all(&state_dir)?;
+        let mut running = HashSet::new();
+        for entry in std::fs::read_dir(&state_dir)? {
+            let name = entry?.file_name();
+            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".running"))
+                && let Ok(id) = id.parse()
+            {
+                running.insert(id);
+            }
+        }
+        Ok(PlaceholderRuntime {
+            step_delay,
+            state_dir: Some(state_dir),
+            running: Mutex::new(running),
+            failures: Mutex::default(),
+        })
+    }
+
+    fn marker(&self, notebook_id: NotebookId) -> Option<PathBuf> {
+        self.state_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{notebook_id}.running")))
     }
 
     /// Makes `step` fail with `reason` on the next starts of `notebook_id`.
@@ -120,6 +154,9 @@ impl Runtime for PlaceholderRuntime {
             return Err(RuntimeError::StepFailed(reason));
         }
         if step == Step::Initialise {
+            if let Some(marker) = self.marker(spec.notebook_id) {
+                std::fs::write(marker, b"")?;
+            }
             self.running
                 .lock()
                 .expect("poisoned")
@@ -129,6 +166,13 @@ impl Runtime for PlaceholderRuntime {
     }
 
     async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        if let Some(marker) = self.marker(notebook_id) {
+            match std::fs::remove_file(marker) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
         self.running.lock().expect("poisoned").remove(&notebook_id);
         Ok(())
     }
@@ -142,5 +186,55 @@ impl Runtime for PlaceholderRuntime {
             .lock()
             .expect("poisoned")
             .contains(&notebook_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(notebook_id: NotebookId) -> SandboxSpec {
+        SandboxSpec {
+            notebook_id,
+            image_swr_path: String::new(),
+            vcpus: 1,
+            memory_mib: 1024,
+            volume_category: VolumeCategory::Efs,
+            volume_capacity_gb: 50,
+            token: String::new(),
+        }
+    }
+
+    #[tokio::test]
+    async fn running_sandboxes_survive_a_new_runtime_on_the_same_state_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = NotebookId::new_random();
+        let first = PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.path().into()).unwrap();
+        for step in Step::ALL {
+            first.run_step(&spec(id), step).await.unwrap();
+        }
+        let second = PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.path().into()).unwrap();
+        assert!(second.is_running(id).await);
+        second.stop(id).await.unwrap();
+        let third = PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.path().into()).unwrap();
+        assert!(!third.is_running(id).await);
+    }
+
+    #[tokio::test]
+    async fn an_injected_failure_fails_its_step_only() {
+        let runtime = PlaceholderRuntime::new(Duration::ZERO);
+        let id = NotebookId::new_random();
+        runtime.fail_step(id, Step::PrepareCompute, "no capacity");
+        assert!(
+            runtime
+                .run_step(&spec(id), Step::PrepareStorage)
+                .await
+                .is_ok()
+        );
+        let error = runtime
+            .run_step(&spec(id), Step::PrepareCompute)
+            .await
+            .unwrap_err();
+        assert_eq!(error.to_string(), "no capacity");
     }
 }

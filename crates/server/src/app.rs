@@ -119,7 +119,10 @@ impl App {
         let service = Arc::new(NotebookService::load(store.clone(), clock.clone(), flavors).await?);
         let runtime: Arc<dyn Runtime> = match parts.runtime {
             Some(runtime) => runtime,
-            None => Arc::new(PlaceholderRuntime::new(config.runtime.step_delay)),
+            None => Arc::new(PlaceholderRuntime::with_state_dir(
+                config.runtime.step_delay,
+                config.data_dir.join("placeholder-sandboxes"),
+            )?),
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();

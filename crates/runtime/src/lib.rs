@@ -5,6 +5,11 @@
 //! a configurable delay. The local bubblewrap runtime replaces it as the default.
 #![forbid(unsafe_code)]
 
+mod cgroup;
+pub mod local;
+
+pub use local::{LocalConfig, LocalRuntime};
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -66,8 +71,24 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError>;
     /// Stops the sandbox and removes the work volume. Idempotent.
     async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError>;
-    /// Whether a sandbox for the notebook is alive (used when reconciling after a restart).
+    /// Whether a sandbox for the notebook is alive (used when reconciling after a restart;
+    /// a runtime adopts a live sandbox here).
     async fn is_running(&self, notebook_id: NotebookId) -> bool;
+    /// The Unix socket the notebook's JupyterLab listens on, if the runtime has one.
+    fn socket(&self, _notebook_id: NotebookId) -> Option<PathBuf> {
+        None
+    }
+    /// Resolves when the notebook's sandbox ends without being stopped, with the reason
+    /// (e.g. killed for exceeding its memory); `None` if there is no such sandbox or it was
+    /// stopped.
+    async fn wait_exit(&self, _notebook_id: NotebookId) -> Option<String> {
+        None
+    }
+    /// Notebooks that have sandbox remains on this host (processes, cgroups), so that the
+    /// server can remove those no notebook owns after a crash.
+    async fn leftovers(&self) -> Vec<NotebookId> {
+        Vec::new()
+    }
 }
 
 /// Starts nothing: each step completes after `step_delay`. Tests can make a step fail.

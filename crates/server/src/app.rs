@@ -11,7 +11,8 @@ use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use atelier_domain::{Image, Notebook};
-use atelier_runtime::{PlaceholderRuntime, Runtime};
+use atelier_gateway::Gateway;
+use atelier_runtime::{LocalConfig, LocalRuntime, PlaceholderRuntime, Runtime};
 use atelier_store::{SqliteStore, Store};
 use atelier_wire::NotebookResp;
 
@@ -31,6 +32,7 @@ pub struct AppState {
     pub identity: Arc<Identity>,
     pub lease_keeper: Arc<LeaseKeeper>,
     pub gateway_url: Arc<str>,
+    pub gateway: Arc<Gateway>,
     pub domain: Arc<(String, String)>,
 }
 
@@ -119,15 +121,18 @@ impl App {
         let service = Arc::new(NotebookService::load(store.clone(), clock.clone(), flavors).await?);
         let runtime: Arc<dyn Runtime> = match parts.runtime {
             Some(runtime) => runtime,
-            None => Arc::new(PlaceholderRuntime::with_state_dir(
-                config.runtime.step_delay,
-                config.data_dir.join("placeholder-sandboxes"),
-            )?),
+            None => build_runtime(&config)?,
         };
+        let gateway = Gateway::new();
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let orchestrator =
-            Orchestrator::new(service.clone(), runtime, tracker.clone(), shutdown.clone());
+        let orchestrator = Orchestrator::new(
+            service.clone(),
+            runtime,
+            gateway.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
         let lease_keeper = LeaseKeeper::new(clock.clone());
         for notebook in service.all() {
             lease_keeper.observe(&notebook);
@@ -146,6 +151,7 @@ impl App {
             identity: Arc::new(Identity::new(store, config.auth.clone())),
             lease_keeper,
             gateway_url,
+            gateway,
             domain: Arc::new(domain),
         };
         Ok(App {
@@ -192,7 +198,7 @@ impl App {
             internal.clone(),
         ));
         let api = crate::routes::router(state.clone());
-        let gateway = crate::gateway::router();
+        let gateway = state.gateway.clone().router();
         // Either the caller's token or our own stops both listeners.
         let stop = internal.child_token();
         {
@@ -220,4 +226,27 @@ impl App {
         gateway_result?;
         Ok(())
     }
+}
+
+fn build_runtime(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
+    let runtime: Arc<dyn Runtime> = match config.runtime.kind.as_str() {
+        "local" => Arc::new(LocalRuntime::new(LocalConfig {
+            data_dir: config.data_dir.clone(),
+            image_dir: config
+                .runtime
+                .image_dir
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("images")),
+            python: config.runtime.python.clone(),
+            jupyter_packages: config.runtime.jupyter_packages.clone(),
+            ready_timeout: config.runtime.ready_timeout,
+            stop_grace: config.runtime.stop_grace,
+            pids_max: config.runtime.pids_max,
+        })?),
+        _ => Arc::new(PlaceholderRuntime::with_state_dir(
+            config.runtime.step_delay,
+            config.data_dir.join("placeholder-sandboxes"),
+        )?),
+    };
+    Ok(runtime)
 }

@@ -62,11 +62,26 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfig {
-    /// `placeholder` (starts nothing; the local sandbox runtime is not built yet).
+    /// `local` (bubblewrap sandboxes with JupyterLab) or `placeholder` (starts nothing).
     pub kind: String,
     /// Artificial duration of each start step of the placeholder runtime.
     #[serde(with = "humantime_serde")]
     pub step_delay: Duration,
+    /// Where provisioned image environments live (default: DATA_DIR/images).
+    #[serde(default)]
+    pub image_dir: Option<PathBuf>,
+    /// The interpreter the built-in image is made from.
+    pub python: PathBuf,
+    /// What `pip install` puts into the built-in JupyterLab image.
+    pub jupyter_packages: Vec<String>,
+    /// How long JupyterLab may take to answer after its sandbox starts.
+    #[serde(with = "humantime_serde")]
+    pub ready_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a notebook stops.
+    #[serde(with = "humantime_serde")]
+    pub stop_grace: Duration,
+    /// Most processes one notebook may run.
+    pub pids_max: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -74,6 +89,12 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             kind: "placeholder".to_owned(),
             step_delay: Duration::from_millis(50),
+            image_dir: None,
+            python: PathBuf::from("/usr/bin/python3"),
+            jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
+            ready_timeout: Duration::from_secs(60),
+            stop_grace: Duration::from_secs(2),
+            pids_max: 1024,
         }
     }
 }
@@ -182,9 +203,9 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.runtime.kind != "placeholder" {
+        if !matches!(self.runtime.kind.as_str(), "local" | "placeholder") {
             return Err(ConfigError::Invalid(format!(
-                "runtime.kind `{}` is not available; use `placeholder`",
+                "runtime.kind `{}` is not available; use `local` or `placeholder`",
                 self.runtime.kind
             )));
         }

@@ -127,11 +127,15 @@ impl Identity {
 
     async fn is_member(&self, project: &ProjectId, user: &UserId) -> Result<bool, ApiError> {
         {
+            // Only a cached "member" is trusted for the TTL (so a removal takes effect within
+            // it); a miss is re-checked against the store, so a membership added while the
+            // server runs (`atelier credential create`) counts at once.
             let members = self.members.read().expect("poisoned");
             if let Some(entry) = members.as_ref()
                 && self.fresh(entry.fetched)
+                && entry.value.contains(&(project.clone(), user.clone()))
             {
-                return Ok(entry.value.contains(&(project.clone(), user.clone())));
+                return Ok(true);
             }
         }
         let all: HashSet<_> = self.store.project_members().await?.into_iter().collect();

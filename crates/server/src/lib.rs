@@ -6,7 +6,6 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
-pub mod gateway;
 pub mod identity;
 pub mod lease_keeper;
 pub mod openapi;

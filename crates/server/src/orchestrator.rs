@@ -12,6 +12,7 @@ use atelier_domain::{
     Event, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus, StopReason,
     step_description,
 };
+use atelier_gateway::Gateway;
 use atelier_runtime::{Runtime, SandboxSpec, Step};
 
 use crate::error::ApiError;
@@ -27,6 +28,7 @@ struct Slot {
 pub struct Orchestrator {
     service: Arc<NotebookService>,
     runtime: Arc<dyn Runtime>,
+    gateway: Arc<Gateway>,
     slots: Mutex<HashMap<NotebookId, Slot>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -51,12 +53,14 @@ impl Orchestrator {
     pub fn new(
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
+        gateway: Arc<Gateway>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
         Arc::new(Orchestrator {
             service,
             runtime,
+            gateway,
             slots: Mutex::new(HashMap::new()),
             tracker,
             shutdown,
@@ -89,15 +93,36 @@ impl Orchestrator {
         });
     }
 
-    /// Boot-time reconciliation: resume interrupted operations, check running sandboxes.
+    /// Boot-time reconciliation: resume interrupted operations, adopt running sandboxes (and
+    /// route to them again), mark lost ones, and kill sandboxes no notebook owns.
     pub async fn reconcile(self: &Arc<Self>) {
+        for leftover in self.runtime.leftovers().await {
+            let owned = self.service.get_any(&leftover).is_some_and(|nb| {
+                matches!(
+                    nb.status,
+                    NotebookStatus::Running
+                        | NotebookStatus::Init
+                        | NotebookStatus::Creating
+                        | NotebookStatus::Starting
+                )
+            });
+            if !owned {
+                tracing::info!(notebook_id = %leftover, "removing a sandbox no notebook owns");
+                if let Err(error) = self.runtime.stop(leftover).await {
+                    tracing::warn!(notebook_id = %leftover, %error, "could not remove orphan sandbox");
+                }
+            }
+        }
         for notebook in self.service.all() {
             if notebook.status.is_transitional() {
                 tracing::info!(notebook_id = %notebook.id, status = %notebook.status, "resuming interrupted operation");
                 self.kick(notebook.id);
-            } else if notebook.status == NotebookStatus::Running
-                && !self.runtime.is_running(notebook.id).await
-            {
+            } else if notebook.status == NotebookStatus::Running {
+                if self.runtime.is_running(notebook.id).await {
+                    self.route(&notebook);
+                    self.watch(notebook.id);
+                    continue;
+                }
                 let reason = "the notebook's sandbox was lost while the server was down";
                 let outcome = self
                     .service
@@ -111,8 +136,52 @@ impl Orchestrator {
                 if let Err(error) = outcome {
                     tracing::error!(notebook_id = %notebook.id, %error, "could not mark lost sandbox");
                 }
+                let _ = self.runtime.stop(notebook.id).await;
             }
         }
+    }
+
+    /// Points the gateway at the notebook's JupyterLab with the token of this start.
+    fn route(&self, notebook: &Notebook) {
+        if let (Some(socket), Some(token)) = (self.runtime.socket(notebook.id), &notebook.token) {
+            self.gateway.set_route(notebook.id, socket, token.clone());
+        }
+    }
+
+    /// Watches a running sandbox: if it ends by itself (a crash, the OOM killer), the
+    /// notebook becomes ERROR with the reason.
+    fn watch(&self, id: NotebookId) {
+        let (service, runtime, gateway) = (
+            self.service.clone(),
+            self.runtime.clone(),
+            self.gateway.clone(),
+        );
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let reason = tokio::select! {
+                () = shutdown.cancelled() => return,
+                reason = runtime.wait_exit(id) => reason,
+            };
+            let Some(reason) = reason else { return };
+            tracing::warn!(notebook_id = %id, %reason, "sandbox ended");
+            gateway.remove_route(&id);
+            let outcome = service
+                .mutate(&id, |nb| {
+                    if nb.status == NotebookStatus::Running {
+                        transition(nb, Event::Fault)?;
+                        nb.fail_reason = Some(reason.clone());
+                        nb.stop_reason = Some(StopReason::Fault);
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(error) = outcome {
+                tracing::error!(notebook_id = %id, %error, "could not record the sandbox's end");
+            }
+            if let Err(error) = runtime.stop(id).await {
+                tracing::warn!(notebook_id = %id, %error, "could not clean up after the sandbox");
+            }
+        });
     }
 
     pub async fn request_start(
@@ -275,18 +344,23 @@ impl Orchestrator {
                     })
                     .await?;
                 // Release whatever the start had taken.
+                self.gateway.remove_route(&id);
                 if let Err(error) = self.runtime.stop(id).await {
                     tracing::error!(notebook_id = %id, %error, "could not release a failed start");
                 }
                 return Ok(());
             }
-            self.service
+            let (updated, ()) = self
+                .service
                 .mutate(&id, |nb| {
                     Self::still_starting(nb)?;
                     nb.set_step(number, StepStatus::Completed);
                     Ok(())
                 })
                 .await?;
+            if step == Step::ConfigureNetwork {
+                self.route(&updated);
+            }
         }
         let now = self.service.now_ms();
         self.service
@@ -303,10 +377,12 @@ impl Orchestrator {
                 Ok(())
             })
             .await?;
+        self.watch(id);
         Ok(())
     }
 
     async fn run_stop(&self, id: NotebookId) -> Result<(), ApiError> {
+        self.gateway.remove_route(&id);
         match self.runtime.stop(id).await {
             Ok(()) => {
                 self.service
@@ -335,8 +411,13 @@ impl Orchestrator {
     }
 
     async fn run_delete(&self, id: NotebookId) -> Result<(), ApiError> {
+        self.gateway.remove_route(&id);
         match self.runtime.delete(id).await {
-            Ok(()) => self.service.remove(&id).await,
+            Ok(()) => {
+                self.service.remove(&id).await?;
+                self.slots.lock().expect("poisoned").remove(&id);
+                Ok(())
+            }
             Err(error) => {
                 self.service
                     .mutate(&id, |nb| {

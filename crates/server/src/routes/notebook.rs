@@ -144,8 +144,13 @@ fn workspace(value: Option<String>) -> Result<String, ApiError> {
 pub async fn create_notebook(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    ApiJson(body): ApiJson<NotebookCreateRequest>,
+    body: Result<ApiJson<NotebookCreateRequest>, ApiError>,
 ) -> Result<Json<NotebookResp>, ApiError> {
+    // A missing `volume` has its own code (spec §4.3), not the generic 6335.
+    let ApiJson(body) = body.map_err(|error| match error {
+        ApiError::MissingField(field) if field == "volume" => ApiError::MissingVolume,
+        other => other,
+    })?;
     let service = &state.service;
     let name = validate_name(body.name.trim())?;
     let description = validate_description(body.description.as_deref().unwrap_or(""))?;

@@ -1,0 +1,360 @@
+//! The notebook gateway: `/{notebook_id}/…` on its own listener, proxied to the notebook's
+//! JupyterLab, which listens on a Unix socket only the gateway reaches.
+//!
+//! It checks the notebook's access token (`?token=`, `Authorization: token …` or the
+//! path-scoped cookie it sets), streams bodies both ways without buffering, splices WebSocket
+//! upgrades, and records the last activity of every notebook.
+//!
+//! **Architecture Invariant:** the gateway never buffers bodies or parses WebSocket frames.
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio_util::sync::CancellationToken;
+
+use atelier_domain::NotebookId;
+
+/// The cookie that carries the token after a `?token=` visit (scoped to `/{id}/`).
+pub const TOKEN_COOKIE: &str = "atelier-token";
+
+/// Where one notebook is reached, and with which token.
+pub struct Route {
+    pub socket: PathBuf,
+    pub token: String,
+    /// Cancelled when the route goes away: closes the notebook's WebSocket tunnels.
+    tunnels: CancellationToken,
+    last_activity_ms: AtomicI64,
+    open_tunnels: AtomicUsize,
+}
+
+impl Route {
+    fn touch(&self) {
+        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The route table. Routes change in microseconds and live in memory only: the control plane
+/// re-registers them from the store at boot.
+#[derive(Default)]
+pub struct Gateway {
+    routes: RwLock<HashMap<NotebookId, Arc<Route>>>,
+}
+
+impl Gateway {
+    pub fn new() -> Arc<Gateway> {
+        Arc::new(Gateway::default())
+    }
+
+    /// Points `/{id}/` at `socket`, accepting `token`. Replaces (and disconnects) an older route.
+    pub fn set_route(&self, id: NotebookId, socket: PathBuf, token: String) {
+        let route = Arc::new(Route {
+            socket,
+            token,
+            tunnels: CancellationToken::new(),
+            last_activity_ms: AtomicI64::new(now_ms()),
+            open_tunnels: AtomicUsize::new(0),
+        });
+        if let Some(old) = self.routes.write().expect("poisoned").insert(id, route) {
+            old.tunnels.cancel();
+        }
+    }
+
+    /// Forgets the route and closes its open WebSocket tunnels.
+    pub fn remove_route(&self, id: &NotebookId) {
+        if let Some(old) = self.routes.write().expect("poisoned").remove(id) {
+            old.tunnels.cancel();
+        }
+    }
+
+    pub fn has_route(&self, id: &NotebookId) -> bool {
+        self.routes.read().expect("poisoned").contains_key(id)
+    }
+
+    /// Epoch ms of the last request or WebSocket byte for the notebook, and whether a
+    /// WebSocket (kernel channel, terminal) is open right now.
+    pub fn activity(&self, id: &NotebookId) -> Option<(i64, bool)> {
+        let routes = self.routes.read().expect("poisoned");
+        routes.get(id).map(|route| {
+            (
+                route.last_activity_ms.load(Ordering::Relaxed),
+                route.open_tunnels.load(Ordering::Relaxed) > 0,
+            )
+        })
+    }
+
+    fn route(&self, id: &NotebookId) -> Option<Arc<Route>> {
+        self.routes.read().expect("poisoned").get(id).cloned()
+    }
+
+    pub fn router(self: Arc<Self>) -> Router {
+        Router::new().fallback(proxy).with_state(self)
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    let body = format!(
+        "{{\"error_code\":\"{}\",\"error_msg\":\"{}\"}}",
+        match status {
+            StatusCode::UNAUTHORIZED => "ModelArts.0201",
+            StatusCode::FORBIDDEN => "ModelArts.0203",
+            StatusCode::BAD_GATEWAY => "ModelArts.6102",
+            _ => "ModelArts.6404",
+        },
+        message
+    );
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// How the request presented the token, if it did.
+enum Presented {
+    Query(String),
+    Header(String),
+    Cookie(String),
+}
+
+fn presented_token(uri: &Uri, headers: &HeaderMap) -> Option<Presented> {
+    if let Some(query) = uri.query()
+        && let Some((_, value)) =
+            form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token")
+    {
+        return Some(Presented::Query(value.into_owned()));
+    }
+    if let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let mut parts = value.splitn(2, ' ');
+        if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
+            && scheme.eq_ignore_ascii_case("token")
+        {
+            return Some(Presented::Header(token.trim().to_owned()));
+        }
+    }
+    for cookies in headers.get_all(header::COOKIE) {
+        let Ok(cookies) = cookies.to_str() else {
+            continue;
+        };
+        for cookie in cookies.split(';') {
+            if let Some((name, value)) = cookie.trim().split_once('=')
+                && name == TOKEN_COOKIE
+            {
+                return Some(Presented::Cookie(value.to_owned()));
+            }
+        }
+    }
+    None
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded, except the upgrade handshake.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ] {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
+    let path = request.uri().path();
+    let Some(id_text) = path
+        .strip_prefix('/')
+        .map(|p| p.split('/').next().unwrap_or(""))
+    else {
+        return error(StatusCode::NOT_FOUND, "No notebook at this path.");
+    };
+    let Ok(id) = id_text.parse::<NotebookId>() else {
+        return error(StatusCode::NOT_FOUND, "No notebook at this path.");
+    };
+    let Some(route) = gateway.route(&id) else {
+        return error(StatusCode::NOT_FOUND, "The notebook is not running.");
+    };
+    let presented = presented_token(request.uri(), request.headers());
+    let set_cookie = match &presented {
+        None => return error(StatusCode::UNAUTHORIZED, "A token is required."),
+        Some(Presented::Query(token) | Presented::Header(token) | Presented::Cookie(token)) => {
+            if !atelier_auth::constant_time_eq(token.as_bytes(), route.token.as_bytes()) {
+                return error(
+                    StatusCode::FORBIDDEN,
+                    "The token is not valid for this notebook.",
+                );
+            }
+            matches!(presented, Some(Presented::Query(_)))
+        }
+    };
+    route.touch();
+
+    let upgrade = is_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    strip_hop_by_hop(request.headers_mut(), upgrade);
+    let forwarded_for = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    if let Some(ip) = forwarded_for
+        && let Ok(value) = HeaderValue::from_str(&ip)
+    {
+        request.headers_mut().insert("x-forwarded-for", value);
+    }
+    // Jupyter checks that Host is local; the socket is, so say so.
+    request
+        .headers_mut()
+        .insert(header::HOST, HeaderValue::from_static("localhost"));
+
+    let stream = match UnixStream::connect(&route.socket).await {
+        Ok(stream) => stream,
+        Err(cause) => {
+            tracing::warn!(notebook_id = %id, %cause, "notebook socket unreachable");
+            return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
+        }
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(cause) => {
+                tracing::warn!(notebook_id = %id, %cause, "handshake with notebook failed");
+                return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
+            }
+        };
+    tokio::spawn(async move {
+        if let Err(cause) = connection.with_upgrades().await {
+            tracing::debug!(%cause, "notebook connection ended");
+        }
+    });
+    let mut response = match sender.send_request(request).await {
+        Ok(response) => response,
+        Err(cause) => {
+            tracing::warn!(notebook_id = %id, %cause, "request to notebook failed");
+            return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
+        }
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade else {
+            return error(StatusCode::BAD_GATEWAY, "Unexpected protocol switch.");
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let route = route.clone();
+        tokio::spawn(async move {
+            let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok(pair) => pair,
+                Err(cause) => {
+                    tracing::debug!(%cause, "upgrade failed");
+                    return;
+                }
+            };
+            route.open_tunnels.fetch_add(1, Ordering::Relaxed);
+            splice(TokioIo::new(client), TokioIo::new(upstream), &route).await;
+            route.open_tunnels.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    let (mut parts, body) = response.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        strip_hop_by_hop(&mut parts.headers, false);
+    }
+    if set_cookie {
+        let cookie = format!(
+            "{TOKEN_COOKIE}={}; Path=/{id}/; HttpOnly; SameSite=Lax",
+            route.token
+        );
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            parts.headers.append(header::SET_COOKIE, value);
+        }
+    }
+    Response::from_parts(parts, Body::new(body))
+}
+
+/// Copies bytes both ways until either side closes or the route is removed, recording activity.
+async fn splice<A, B>(client: A, upstream: B, route: &Route)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
+    let to_upstream = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let read = client_read.read(&mut buffer).await?;
+            if read == 0 {
+                upstream_write.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            route.touch();
+            upstream_write.write_all(&buffer[..read]).await?;
+        }
+    };
+    let to_client = async {
+        let mut buffer = vec![0u8; 16 * 1024];
+        loop {
+            let read = upstream_read.read(&mut buffer).await?;
+            if read == 0 {
+                client_write.shutdown().await?;
+                return Ok::<(), std::io::Error>(());
+            }
+            route.touch();
+            client_write.write_all(&buffer[..read]).await?;
+        }
+    };
+    tokio::select! {
+        () = route.tunnels.cancelled() => {}
+        result = async { tokio::try_join!(to_upstream, to_client) } => {
+            if let Err(cause) = result {
+                tracing::debug!(%cause, "tunnel closed");
+            }
+        }
+    }
+}

@@ -1,0 +1,760 @@
+//! The local runtime: one bubblewrap sandbox per notebook, inside a cgroup with the flavor's
+//! limits, running JupyterLab on a Unix socket that only the gateway reaches.
+//!
+//! Layout under the data dir: `volumes/{id}` (EFS: a directory; EVS: `{id}.ext4`, a sparse ext4
+//! image loop-mounted at `mounts/{id}`), `run/{id}/` (the socket, the sandbox's pid, its
+//! passwd/group and the Jupyter log). Sandboxes outlive a restart of the server and are adopted
+//! again from `run/{id}/pid`.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use atelier_domain::{NotebookId, VolumeCategory};
+
+use crate::cgroup::{self, Cgroup, Hierarchy, Limits};
+use crate::{Runtime, RuntimeError, SandboxSpec, Step};
+
+/// Settings of the local runtime.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    /// Where provisioned image environments live (shared by data dirs in tests).
+    pub image_dir: PathBuf,
+    /// The interpreter new image environments are made from.
+    pub python: PathBuf,
+    /// What `pip install` puts into the built-in JupyterLab image.
+    pub jupyter_packages: Vec<String>,
+    /// How long JupyterLab may take to answer `/api/status`.
+    pub ready_timeout: Duration,
+    /// Between SIGTERM and SIGKILL on stop.
+    pub stop_grace: Duration,
+    pub pids_max: u64,
+}
+
+/// What happened to a sandbox that ended without being asked to.
+type ExitReason = Option<String>;
+
+struct Sandbox {
+    pid: i32,
+    cgroup: Option<Cgroup>,
+    exited: watch::Receiver<ExitReason>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+pub struct LocalRuntime {
+    config: LocalConfig,
+    hierarchy: Option<Hierarchy>,
+    sandboxes: Mutex<HashMap<NotebookId, Sandbox>>,
+    provisioning: tokio::sync::Mutex<()>,
+}
+
+fn step_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::StepFailed(format!("{context}: {error}"))
+}
+
+async fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| step_error(&format!("cannot run {program}"), e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(step_error(
+            &format!("{program} {}", args.join(" ")),
+            stderr.trim(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn is_mounted(mount_point: &Path) -> bool {
+    let target = mount_point.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(target.as_ref()))
+}
+
+impl LocalRuntime {
+    /// Checks what the runtime needs (bubblewrap, cgroups) and finds sandboxes left running.
+    pub fn new(config: LocalConfig) -> Result<LocalRuntime, RuntimeError> {
+        for dir in ["volumes", "mounts", "run"] {
+            std::fs::create_dir_all(config.data_dir.join(dir))?;
+        }
+        std::fs::create_dir_all(&config.image_dir)?;
+        let hierarchy = cgroup::detect();
+        if hierarchy.is_none() {
+            tracing::warn!(
+                "no writable cgroup hierarchy: notebooks will run without resource limits"
+            );
+        }
+        Ok(LocalRuntime {
+            config,
+            hierarchy,
+            sandboxes: Mutex::new(HashMap::new()),
+            provisioning: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn run_dir(&self, id: NotebookId) -> PathBuf {
+        self.config.data_dir.join("run").join(id.to_string())
+    }
+
+    /// Where the notebook's JupyterLab listens.
+    pub fn socket_path(&self, id: NotebookId) -> PathBuf {
+        self.run_dir(id).join("jupyter.sock")
+    }
+
+    fn volume_dir(&self, id: NotebookId, category: VolumeCategory) -> PathBuf {
+        match category {
+            VolumeCategory::Evs => self.config.data_dir.join("mounts").join(id.to_string()),
+            _ => self.config.data_dir.join("volumes").join(id.to_string()),
+        }
+    }
+
+    fn evs_image(&self, id: NotebookId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("volumes")
+            .join(format!("{id}.ext4"))
+    }
+
+    async fn prepare_storage(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        let dir = self.volume_dir(spec.notebook_id, spec.volume_category);
+        std::fs::create_dir_all(&dir)?;
+        if spec.volume_category != VolumeCategory::Evs {
+            return Ok(());
+        }
+        let image = self.evs_image(spec.notebook_id);
+        let bytes = spec.volume_capacity_gb.max(1) as u64 * 1024 * 1024 * 1024;
+        if !image.exists() {
+            let file = std::fs::File::create(&image)?;
+            file.set_len(bytes)?;
+            run(
+                "mkfs.ext4",
+                &["-q", "-F", "-m", "0", &image.to_string_lossy()],
+            )
+            .await?;
+        }
+        let current = std::fs::metadata(&image)?.len();
+        if !is_mounted(&dir) {
+            run(
+                "mount",
+                &[
+                    "-o",
+                    "loop",
+                    &image.to_string_lossy(),
+                    &dir.to_string_lossy(),
+                ],
+            )
+            .await?;
+        }
+        if bytes > current {
+            self.grow_evs(&image, &dir, bytes).await?;
+        }
+        // The volume's root belongs to the sandbox user (uid 1000 inside = root outside).
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(())
+    }
+
+    /// Grows an EVS image (never shrinks), online while it is mounted.
+    async fn grow_evs(
+        &self,
+        image: &Path,
+        mount_point: &Path,
+        bytes: u64,
+    ) -> Result<(), RuntimeError> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(image)?
+            .set_len(bytes)?;
+        let source = run(
+            "findmnt",
+            &["-n", "-o", "SOURCE", &mount_point.to_string_lossy()],
+        )
+        .await?;
+        let device = source.trim();
+        if device.starts_with("/dev/loop") {
+            run("losetup", &["-c", device]).await?;
+            run("resize2fs", &[device]).await?;
+        } else {
+            run("resize2fs", &[&image.to_string_lossy()]).await?;
+        }
+        Ok(())
+    }
+
+    /// The Python environment prefix of the notebook's image; provisions the built-in one.
+    async fn image_prefix(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
+        if let Some(prefix) = spec.image_swr_path.strip_prefix("local://") {
+            let prefix = PathBuf::from(prefix);
+            if !prefix.join("bin/jupyter-lab").exists() {
+                return Err(step_error(
+                    "image",
+                    format!("{} has no bin/jupyter-lab", prefix.display()),
+                ));
+            }
+            return Ok(prefix);
+        }
+        if !spec.image_swr_path.starts_with("atelier.local/") {
+            return Err(step_error(
+                "image",
+                format!(
+                    "{} is not an image the local runtime can run (use local:///prefix)",
+                    spec.image_swr_path
+                ),
+            ));
+        }
+        let prefix = self.config.image_dir.join("jupyterlab");
+        let _guard = self.provisioning.lock().await;
+        if prefix.join(".complete").exists() {
+            return Ok(prefix);
+        }
+        self.provision(&prefix).await?;
+        Ok(prefix)
+    }
+
+    /// Makes the built-in image: a virtual environment with JupyterLab from PyPI.
+    pub async fn provision(&self, prefix: &Path) -> Result<(), RuntimeError> {
+        tracing::info!(prefix = %prefix.display(), "provisioning the JupyterLab image from PyPI");
+        let partial = prefix.with_extension("partial");
+        let _ = std::fs::remove_dir_all(&partial);
+        let python = self.config.python.to_string_lossy().into_owned();
+        run(&python, &["-m", "venv", &partial.to_string_lossy()])
+            .await
+            .map_err(|e| step_error("image provisioning failed (python3 -m venv)", e))?;
+        let pip = partial.join("bin/pip");
+        let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
+        args.extend(self.config.jupyter_packages.iter().map(String::as_str));
+        run(&pip.to_string_lossy(), &args)
+            .await
+            .map_err(|e| step_error("image provisioning failed (pip install)", e))?;
+        // A venv is tied to its path: recreate it in place rather than renaming.
+        let _ = std::fs::remove_dir_all(prefix);
+        run(&python, &["-m", "venv", &prefix.to_string_lossy()]).await?;
+        run(&prefix.join("bin/pip").to_string_lossy(), &args)
+            .await
+            .map_err(|e| step_error("image provisioning failed (pip install)", e))?;
+        let _ = std::fs::remove_dir_all(&partial);
+        std::fs::write(prefix.join(".complete"), b"")?;
+        Ok(())
+    }
+
+    fn write_identity_files(&self, run_dir: &Path) -> Result<(), RuntimeError> {
+        std::fs::write(
+            run_dir.join("passwd"),
+            "root:x:0:0:root:/root:/usr/sbin/nologin\nma-user:x:1000:1000:ma-user:/home/ma-user/work:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+        )?;
+        std::fs::write(
+            run_dir.join("group"),
+            "root:x:0:\nma-user:x:1000:\nnogroup:x:65534:\n",
+        )?;
+        Ok(())
+    }
+
+    fn bwrap_args(&self, spec: &SandboxSpec, prefix: &Path, run_dir: &Path) -> Vec<String> {
+        let id = spec.notebook_id;
+        let volume = self.volume_dir(id, spec.volume_category);
+        let prefix = prefix.to_string_lossy().into_owned();
+        let mut args: Vec<String> = [
+            "--unshare-all",
+            "--share-net",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/home",
+            "--dir",
+            "/etc",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for shared in [
+            "/etc/ssl",
+            "/etc/ca-certificates",
+            "/etc/resolv.conf",
+            "/etc/hosts",
+            "/etc/localtime",
+            "/etc/nsswitch.conf",
+            "/etc/alternatives",
+        ] {
+            if Path::new(shared).exists() {
+                args.extend(["--ro-bind".into(), shared.into(), shared.into()]);
+            }
+        }
+        let run_dir = run_dir.to_string_lossy().into_owned();
+        args.extend([
+            "--ro-bind".into(),
+            format!("{run_dir}/passwd"),
+            "/etc/passwd".into(),
+            "--ro-bind".into(),
+            format!("{run_dir}/group"),
+            "/etc/group".into(),
+            "--ro-bind".into(),
+            prefix.clone(),
+            prefix.clone(),
+            "--bind".into(),
+            volume.to_string_lossy().into_owned(),
+            "/home/ma-user/work".into(),
+            "--bind".into(),
+            run_dir,
+            "/run/atelier".into(),
+            "--uid".into(),
+            "1000".into(),
+            "--gid".into(),
+            "1000".into(),
+            "--hostname".into(),
+            format!("notebook-{}", &id.to_string()[..8]),
+            "--setenv".into(),
+            "HOME".into(),
+            "/home/ma-user/work".into(),
+            "--setenv".into(),
+            "USER".into(),
+            "ma-user".into(),
+            "--setenv".into(),
+            "SHELL".into(),
+            "/bin/bash".into(),
+            "--setenv".into(),
+            "PATH".into(),
+            format!("{prefix}/bin:/usr/local/bin:/usr/bin:/bin"),
+            "--setenv".into(),
+            "JUPYTER_RUNTIME_DIR".into(),
+            "/tmp/jupyter-runtime".into(),
+            "--chdir".into(),
+            "/home/ma-user/work".into(),
+            "--".into(),
+            format!("{prefix}/bin/jupyter-lab"),
+            "--no-browser".into(),
+            "--ServerApp.sock=/run/atelier/jupyter.sock".into(),
+            "--ServerApp.sock_mode=0600".into(),
+            format!("--ServerApp.base_url=/{id}/"),
+            "--ServerApp.root_dir=/home/ma-user/work".into(),
+            "--IdentityProvider.token=".into(),
+            "--ServerApp.password=".into(),
+            "--ServerApp.allow_remote_access=True".into(),
+            "--ServerApp.disable_check_xsrf=True".into(),
+            "--KernelManager.transport=ipc".into(),
+            "--LabApp.news_url=".into(),
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate".into(),
+        ]);
+        args
+    }
+
+    async fn initialise(
+        &self,
+        spec: &SandboxSpec,
+        prefix: &Path,
+        limits: Limits,
+    ) -> Result<(), RuntimeError> {
+        let id = spec.notebook_id;
+        // A sandbox already serving (adopted after a restart, or a retried step) is reused.
+        if self.alive(id) && probe(&self.socket_path(id), id).await {
+            return Ok(());
+        }
+        self.kill_sandbox(id, Duration::ZERO).await;
+        let run_dir = self.run_dir(id);
+        std::fs::create_dir_all(&run_dir)?;
+        std::fs::set_permissions(
+            &run_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )?;
+        let _ = std::fs::remove_file(self.socket_path(id));
+        self.write_identity_files(&run_dir)?;
+        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
+        if let Some(cgroup) = &cgroup {
+            cgroup.create(limits).map_err(|e| step_error("cgroup", e))?;
+        }
+        let log = std::fs::File::create(run_dir.join("jupyter.log"))?;
+        // Join the cgroups first, then become bwrap: the whole sandbox is limited from its start.
+        let mut script = String::new();
+        for procs in cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default() {
+            script.push_str(&format!("echo $$ > '{}' && ", procs.display()));
+        }
+        script.push_str("exec bwrap \"$@\"");
+        let mut command = Command::new("/bin/sh");
+        command
+            .arg("-c")
+            .arg(script)
+            .arg("bwrap")
+            .args(self.bwrap_args(spec, prefix, &run_dir))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = command
+            .spawn()
+            .map_err(|e| step_error("cannot start bwrap", e))?;
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| step_error("sandbox", "exited at once"))?;
+        std::fs::write(run_dir.join("pid"), pid.to_string())?;
+        let (sender, exited) = watch::channel(None);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        self.sandboxes.lock().expect("poisoned").insert(
+            id,
+            Sandbox {
+                pid,
+                cgroup: cgroup.clone(),
+                exited: exited.clone(),
+                stopping: stopping.clone(),
+            },
+        );
+        let memory_mib = limits.memory_mib;
+        let watch_cgroup = cgroup.clone();
+        tokio::spawn(async move {
+            let baseline = watch_cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0);
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let reason = loop {
+                tokio::select! {
+                    status = child.wait() => {
+                        let oom = watch_cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                        break if oom {
+                            format!("out of memory: the kernel killed the notebook for exceeding its {memory_mib} MiB memory limit")
+                        } else {
+                            format!("JupyterLab exited unexpectedly ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))
+                        };
+                    }
+                    _ = tick.tick() => {
+                        let oom = watch_cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                        if oom && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                            // A process was OOM-killed: fail the notebook rather than let it
+                            // limp on with a dead kernel.
+                            if let Some(cgroup) = &watch_cgroup {
+                                signal_all(cgroup, pid, Signal::SIGKILL);
+                            }
+                            let _ = child.wait().await;
+                            break format!("out of memory: the kernel killed a process that exceeded the notebook's {memory_mib} MiB memory limit");
+                        }
+                    }
+                }
+            };
+            if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = sender.send(Some(reason));
+            } else {
+                let _ = sender.send(Some(String::new()));
+            }
+        });
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        let socket = self.socket_path(id);
+        loop {
+            if probe(&socket, id).await {
+                return Ok(());
+            }
+            if exited.borrow().is_some() {
+                let tail = std::fs::read_to_string(run_dir.join("jupyter.log")).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+                return Err(step_error(
+                    "JupyterLab exited during start",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill_sandbox(id, Duration::ZERO).await;
+                return Err(step_error(
+                    "JupyterLab did not become ready",
+                    format!(
+                        "no answer on /api/status within {:?}",
+                        self.config.ready_timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    fn alive(&self, id: NotebookId) -> bool {
+        let sandboxes = self.sandboxes.lock().expect("poisoned");
+        sandboxes
+            .get(&id)
+            .is_some_and(|s| s.exited.borrow().is_none())
+    }
+
+    /// SIGTERM to every process of the sandbox, SIGKILL after `grace`; then clean up.
+    async fn kill_sandbox(&self, id: NotebookId, grace: Duration) {
+        let sandbox = self.sandboxes.lock().expect("poisoned").remove(&id);
+        let run_dir = self.run_dir(id);
+        let (pid, cgroup, mut exited) = match sandbox {
+            Some(sandbox) => {
+                sandbox
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                (Some(sandbox.pid), sandbox.cgroup, Some(sandbox.exited))
+            }
+            None => {
+                // Not ours (yet): a sandbox from before a restart, found through its files.
+                let pid = std::fs::read_to_string(run_dir.join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok());
+                (
+                    pid,
+                    self.hierarchy.map(|h| Cgroup::for_notebook(h, id)),
+                    None,
+                )
+            }
+        };
+        if let Some(pid) = pid {
+            let cgroup_ref = cgroup.as_ref().filter(|c| c.exists());
+            signal_tree(cgroup_ref, pid, Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline && tree_alive(cgroup_ref, pid) {
+                if let Some(exited) = exited.as_mut() {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), exited.changed()).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            for _ in 0..100 {
+                if !tree_alive(cgroup_ref, pid) {
+                    break;
+                }
+                signal_tree(cgroup_ref, pid, Signal::SIGKILL);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if let Some(cgroup) = cgroup
+            && let Err(error) = cgroup.remove()
+        {
+            tracing::warn!(notebook_id = %id, %error, "could not remove the cgroup");
+        }
+        let _ = std::fs::remove_file(run_dir.join("pid"));
+        let _ = std::fs::remove_file(self.socket_path(id));
+    }
+
+    /// Notebook ids with sandbox files or cgroups on this host (to find orphans).
+    fn leftover_ids(&self) -> Vec<NotebookId> {
+        let mut ids: Vec<NotebookId> = std::fs::read_dir(self.config.data_dir.join("run"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("pid").exists())
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let Some(hierarchy) = self.hierarchy {
+            for name in Cgroup::existing(hierarchy) {
+                if let Ok(id) = name.parse()
+                    && !ids.contains(&id)
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Kills a sandbox nobody owns any more.
+    pub async fn reap(&self, id: NotebookId) {
+        self.kill_sandbox(id, Duration::from_millis(200)).await;
+    }
+
+    async fn unmount_evs(&self, id: NotebookId) {
+        let mount_point = self.volume_dir(id, VolumeCategory::Evs);
+        if is_mounted(&mount_point)
+            && let Err(error) = run("umount", &[&mount_point.to_string_lossy()]).await
+        {
+            tracing::warn!(notebook_id = %id, %error, "could not unmount the EVS volume");
+        }
+    }
+}
+
+fn signal_tree(cgroup: Option<&Cgroup>, pid: i32, signal: Signal) {
+    match cgroup {
+        Some(cgroup) => signal_all(cgroup, pid, signal),
+        None => {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+        }
+    }
+}
+
+fn signal_all(cgroup: &Cgroup, pid: i32, signal: Signal) {
+    let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+    for member in cgroup.pids() {
+        let _ = kill(Pid::from_raw(member), signal);
+    }
+}
+
+fn tree_alive(cgroup: Option<&Cgroup>, pid: i32) -> bool {
+    let leader = Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    leader || cgroup.is_some_and(|c| !c.pids().is_empty())
+}
+
+/// GET `/{id}/api/status` over the socket; true on a 200.
+pub async fn probe(socket: &Path, id: NotebookId) -> bool {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    let Ok(stream) = tokio::net::UnixStream::connect(socket).await else {
+        return false;
+    };
+    let Ok((mut sender, connection)) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream)).await
+    else {
+        return false;
+    };
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("/{id}/api/status"))
+        .header("host", "localhost")
+        .body(Empty::new());
+    let Ok(request) = request else { return false };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), sender.send_request(request)).await,
+        Ok(Ok(response)) if response.status() == 200
+    )
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
+        match step {
+            Step::PrepareStorage => self.prepare_storage(spec).await,
+            Step::PrepareCompute => {
+                self.image_prefix(spec).await?;
+                Ok(())
+            }
+            Step::ConfigureNetwork => {
+                let run_dir = self.run_dir(spec.notebook_id);
+                std::fs::create_dir_all(&run_dir)?;
+                Ok(())
+            }
+            Step::Initialise => {
+                let prefix = self.image_prefix(spec).await?;
+                let limits = Limits {
+                    vcpus: spec.vcpus,
+                    memory_mib: spec.memory_mib,
+                    pids_max: self.config.pids_max,
+                };
+                self.initialise(spec, &prefix, limits).await
+            }
+        }
+    }
+
+    async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.kill_sandbox(notebook_id, self.config.stop_grace).await;
+        self.unmount_evs(notebook_id).await;
+        Ok(())
+    }
+
+    async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.stop(notebook_id).await?;
+        for path in [
+            self.config
+                .data_dir
+                .join("volumes")
+                .join(notebook_id.to_string()),
+            self.config
+                .data_dir
+                .join("mounts")
+                .join(notebook_id.to_string()),
+            self.run_dir(notebook_id),
+        ] {
+            if path.exists() {
+                std::fs::remove_dir_all(&path)?;
+            }
+        }
+        let image = self.evs_image(notebook_id);
+        if image.exists() {
+            std::fs::remove_file(image)?;
+        }
+        Ok(())
+    }
+
+    async fn is_running(&self, notebook_id: NotebookId) -> bool {
+        if self.alive(notebook_id) {
+            return true;
+        }
+        // After a restart: adopt a sandbox that is still serving.
+        let pid: Option<i32> = std::fs::read_to_string(self.run_dir(notebook_id).join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        let Some(pid) = pid else { return false };
+        if !Path::new(&format!("/proc/{pid}")).exists()
+            || !probe(&self.socket_path(notebook_id), notebook_id).await
+        {
+            return false;
+        }
+        let (sender, exited) = watch::channel(None);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, notebook_id));
+        self.sandboxes.lock().expect("poisoned").insert(
+            notebook_id,
+            Sandbox {
+                pid,
+                cgroup,
+                exited,
+                stopping: stopping.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            while Path::new(&format!("/proc/{pid}")).exists() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let reason = if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                String::new()
+            } else {
+                "JupyterLab exited unexpectedly".to_owned()
+            };
+            let _ = sender.send(Some(reason));
+        });
+        true
+    }
+
+    async fn leftovers(&self) -> Vec<NotebookId> {
+        self.leftover_ids()
+    }
+
+    fn socket(&self, notebook_id: NotebookId) -> Option<PathBuf> {
+        Some(self.socket_path(notebook_id))
+    }
+
+    async fn wait_exit(&self, notebook_id: NotebookId) -> Option<String> {
+        let mut exited = {
+            let sandboxes = self.sandboxes.lock().expect("poisoned");
+            sandboxes.get(&notebook_id)?.exited.clone()
+        };
+        loop {
+            if let Some(reason) = exited.borrow().clone() {
+                return (!reason.is_empty()).then_some(reason);
+            }
+            if exited.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Integration tests: the real server over HTTP, one binary, files mirroring the URL space.
+//!
+//! | file            | URLs                                                        |
+//! |-----------------|-------------------------------------------------------------|
+//! | `notebook/`     | `/v1/{project}/notebooks[/all]`, `/notebooks/{id}[/start|/stop]` |
+//! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |
+//! | `flavor`        | `/notebooks/flavors`, `/notebooks/{id}/flavors`             |
+//! | `tag`           | `/notebooks/{id}/tags/{create,delete}`, `/notebooks/tags`   |
+//! | `image`         | `/images[/{id}]`                                            |
+//! | `auth`          | signatures, tokens, project scope (every path)              |
+//! | `openapi`       | `/openapi.json`                                             |
+//! | `restart`       | a control plane restarted on the same data dir              |
+
+mod support;
+
+mod auth;
+mod flavor;
+mod image;
+mod lease;
+mod notebook;
+mod openapi;
+mod restart;
+mod tag;

@@ -4,5 +4,17 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v cargo >/dev/null || { echo "serve.sh needs a Rust toolchain (cargo)" >&2; exit 2; }
+# Notebooks run in bubblewrap sandboxes with a Python environment made by python3 -m venv.
+need=()
+command -v bwrap >/dev/null || need+=(bubblewrap)
+/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
+if [ "${#need[@]}" -gt 0 ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    else
+        echo "serve.sh: install ${need[*]} first (notebooks run in bubblewrap sandboxes)" >&2
+        exit 2
+    fi
+fi
 cargo build --release -p atelier
 exec ./target/release/atelier serve "$@"

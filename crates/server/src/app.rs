@@ -133,7 +133,7 @@ impl App {
             tracker.clone(),
             shutdown.clone(),
         );
-        let lease_keeper = LeaseKeeper::new(clock.clone());
+        let lease_keeper = LeaseKeeper::new(clock.clone(), Some(gateway.clone()));
         for notebook in service.all() {
             lease_keeper.observe(&notebook);
         }

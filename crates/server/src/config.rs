@@ -87,7 +87,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            kind: "placeholder".to_owned(),
+            kind: "local".to_owned(),
             step_delay: Duration::from_millis(50),
             image_dir: None,
             python: PathBuf::from("/usr/bin/python3"),

@@ -8,6 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use atelier_domain::{LeaseType, Notebook, NotebookId, NotebookStatus, StopReason};
 
+use atelier_gateway::Gateway;
+
 use crate::clock::Clock;
 use crate::orchestrator::Orchestrator;
 use crate::service::NotebookService;
@@ -54,15 +56,18 @@ pub struct LeaseKeeper {
     queue: Mutex<Queue>,
     /// Last activity per notebook (gateway traffic, kernels, terminals, SSH), epoch ms.
     activity: Mutex<HashMap<NotebookId, i64>>,
+    /// The gateway's record of HTTP and WebSocket traffic per notebook.
+    gateway: Option<Arc<Gateway>>,
     wake: Notify,
 }
 
 impl LeaseKeeper {
-    pub fn new(clock: Arc<dyn Clock>) -> Arc<LeaseKeeper> {
+    pub fn new(clock: Arc<dyn Clock>, gateway: Option<Arc<Gateway>>) -> Arc<LeaseKeeper> {
         Arc::new(LeaseKeeper {
             clock,
             queue: Mutex::new(Queue::default()),
             activity: Mutex::new(HashMap::new()),
+            gateway,
             wake: Notify::new(),
         })
     }
@@ -74,13 +79,18 @@ impl LeaseKeeper {
         match notebook.lease.kind {
             LeaseType::Timing => notebook.lease.timing_deadline(),
             LeaseType::Idle => {
-                let last = self
+                let recorded = self
                     .activity
                     .lock()
                     .expect("poisoned")
                     .get(&notebook.id)
-                    .copied()
-                    .unwrap_or(notebook.lease.update_at);
+                    .copied();
+                let proxied = self
+                    .gateway
+                    .as_ref()
+                    .and_then(|gateway| gateway.activity(&notebook.id))
+                    .map(|(last, _)| last);
+                let last = recorded.max(proxied).unwrap_or(notebook.lease.update_at);
                 notebook.lease.idle_deadline(last)
             }
         }

@@ -10,6 +10,7 @@
 //! | `auth`          | signatures, tokens, project scope (every path)              |
 //! | `openapi`       | `/openapi.json`                                             |
 //! | `restart`       | a control plane restarted on the same data dir              |
+//! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
 
 mod support;
 
@@ -17,6 +18,7 @@ mod auth;
 mod flavor;
 mod image;
 mod lease;
+mod local;
 mod notebook;
 mod openapi;
 mod restart;

@@ -52,6 +52,8 @@ pub struct TestAppBuilder {
     step_delay: Duration,
     runtime: Option<Arc<PlaceholderRuntime>>,
     data_dir: Option<PathBuf>,
+    local: bool,
+    flavors: Option<Vec<atelier_server::config::FlavorConfig>>,
 }
 
 impl TestAppBuilder {
@@ -80,6 +82,19 @@ impl TestAppBuilder {
         self
     }
 
+    /// The real local runtime (bubblewrap, cgroups, JupyterLab) instead of the placeholder.
+    /// The JupyterLab image is provisioned once into the target dir and shared by tests.
+    pub fn local(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// Replaces the flavor catalogue.
+    pub fn flavors(mut self, flavors: Vec<atelier_server::config::FlavorConfig>) -> Self {
+        self.flavors = Some(flavors);
+        self
+    }
+
     pub async fn spawn(self) -> TestApp {
         let (owned_dir, data_dir) = match self.data_dir {
             Some(path) => (None, path),
@@ -101,9 +116,17 @@ impl TestAppBuilder {
             ..Config::default()
         };
         config.runtime.step_delay = self.step_delay;
+        config.flavors = self.flavors;
+        if self.local {
+            config.runtime.kind = "local".to_owned();
+            config.runtime.image_dir =
+                Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"));
+            config.runtime.ready_timeout = Duration::from_secs(60);
+        }
         let runtime = self
             .runtime
             .unwrap_or_else(|| Arc::new(PlaceholderRuntime::new(self.step_delay)));
+        let local = self.local;
         let clock: Arc<dyn Clock> = match &self.clock {
             Some(manual) => manual.clone(),
             None => Arc::new(SystemClock),
@@ -112,7 +135,7 @@ impl TestAppBuilder {
             config,
             AppParts {
                 store: None,
-                runtime: Some(runtime.clone()),
+                runtime: (!local).then(|| runtime.clone() as Arc<dyn atelier_runtime::Runtime>),
                 clock: clock.clone(),
             },
         )
@@ -176,6 +199,8 @@ impl TestApp {
             step_delay: Duration::ZERO,
             runtime: None,
             data_dir: None,
+            local: false,
+            flavors: None,
         }
     }
 

@@ -1,0 +1,394 @@
+//! Real notebooks: the local runtime runs JupyterLab in bubblewrap inside a cgroup, and the
+//! gateway proxies `/{id}/…` to it. These tests need root, bubblewrap, cgroups and Python's
+//! venv module; `.ci/run` installs them and sets `ATELIER_REQUIRE_LOCAL_RUNTIME=1`, so there a
+//! missing piece fails the test. Elsewhere the tests skip with a message naming what is missing.
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{TestApp, id_of, notebook_body};
+
+/// What the local runtime needs that this machine lacks, if anything.
+fn missing_prerequisites() -> Vec<&'static str> {
+    let mut missing = Vec::new();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        missing.push("root");
+    }
+    let on_path = |tool: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).exists()))
+    };
+    if !on_path("bwrap") {
+        missing.push("bubblewrap");
+    }
+    if !(std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        || std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists())
+    {
+        missing.push("cgroups");
+    }
+    let venv = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import venv, ensurepip"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !venv {
+        missing.push("python3-venv");
+    }
+    missing
+}
+
+/// True when the test may run; panics in CI when something is missing.
+fn local_runtime_available(test: &str) -> bool {
+    let missing = missing_prerequisites();
+    if missing.is_empty() {
+        return true;
+    }
+    let required = std::env::var("ATELIER_REQUIRE_LOCAL_RUNTIME").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test}: the local runtime needs {}",
+        missing.join(", ")
+    );
+    eprintln!(
+        "skipping {test}: the local runtime needs {}",
+        missing.join(", ")
+    );
+    false
+}
+
+/// Starts of the first test provision the image from PyPI: allow for it.
+const FIRST_START: Duration = Duration::from_secs(600);
+
+struct Lab<'a> {
+    app: &'a TestApp,
+    id: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl<'a> Lab<'a> {
+    async fn of(app: &'a TestApp, notebook: &Value) -> Lab<'a> {
+        Lab {
+            app,
+            id: id_of(notebook).to_owned(),
+            token: notebook["token"]
+                .as_str()
+                .expect("a running notebook has a token")
+                .to_owned(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!(
+            "{}/{}/{}",
+            self.app.gateway_url,
+            self.id,
+            path.trim_start_matches('/')
+        )
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header("Authorization", format!("token {}", self.token))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn put_file(&self, name: &str, text: &str) -> reqwest::StatusCode {
+        self.client
+            .put(self.url(&format!("api/contents/{name}")))
+            .header("Authorization", format!("token {}", self.token))
+            .json(&json!({"type": "file", "format": "text", "content": text}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    }
+
+    async fn read_file(&self, name: &str) -> Option<String> {
+        let response = self.get(&format!("api/contents/{name}?content=1")).await;
+        if response.status() != 200 {
+            return None;
+        }
+        let body: Value = response.json().await.unwrap();
+        body["content"].as_str().map(str::to_owned)
+    }
+
+    /// Runs `code` in a new kernel over its WebSocket; returns stdout plus the result text.
+    async fn execute(&self, code: &str) -> String {
+        let kernel: Value = self
+            .client
+            .post(self.url("api/kernels"))
+            .header("Authorization", format!("token {}", self.token))
+            .json(&json!({"name": "python3"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let kernel_id = kernel["id"].as_str().expect("kernel id").to_owned();
+        let ws_url = format!(
+            "{}/api/kernels/{kernel_id}/channels?token={}",
+            self.url("")
+                .replace("http://", "ws://")
+                .trim_end_matches('/'),
+            self.token
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .expect("kernel websocket");
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        let request = json!({
+            "header": {"msg_id": msg_id, "username": "test", "session": uuid::Uuid::new_v4().to_string(),
+                       "msg_type": "execute_request", "version": "5.3", "date": ""},
+            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+            "content": {"code": code, "silent": false, "store_history": false,
+                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+        });
+        socket
+            .send(Message::text(request.to_string()))
+            .await
+            .unwrap();
+        let mut output = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let next = tokio::time::timeout_at(deadline, socket.next()).await;
+            let Ok(Some(Ok(message))) = next else { break };
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap();
+            if message["parent_header"]["msg_id"] != msg_id.as_str() {
+                continue;
+            }
+            match message["msg_type"].as_str() {
+                Some("stream") => {
+                    output.push_str(message["content"]["text"].as_str().unwrap_or(""))
+                }
+                Some("execute_result") => output.push_str(
+                    message["content"]["data"]["text/plain"]
+                        .as_str()
+                        .unwrap_or(""),
+                ),
+                Some("error") => output.push_str(&format!("ERROR {}", message["content"]["ename"])),
+                Some("status") if message["content"]["execution_state"] == "idle" => break,
+                _ => {}
+            }
+        }
+        let _ = socket.close(None).await;
+        output
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
+    if !local_runtime_available("jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume") {
+        return;
+    }
+    let app = TestApp::builder().local().spawn().await;
+    let created = app.create_notebook(&notebook_body("lab")).await;
+    let id = id_of(&created).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let steps: Vec<&str> = running["action_progress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps, ["COMPLETED"; 4], "{running}");
+    assert!(
+        running["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{id}/lab"))
+    );
+    let lab = Lab::of(&app, &running).await;
+
+    // The token is required, and checked.
+    let bare = lab.client.get(lab.url("api/status")).send().await.unwrap();
+    assert_eq!(bare.status(), 401);
+    let wrong = lab
+        .client
+        .get(lab.url("api/status?token=wrong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403);
+    // `?token=` works and leaves a cookie scoped to the notebook.
+    let with_query = lab
+        .client
+        .get(lab.url(&format!("api/status?token={}", lab.token)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_query.status(), 200);
+    let cookie = with_query
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("atelier-token="))
+        .expect("token cookie");
+    assert!(
+        cookie.contains(&format!("Path=/{id}/")) && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let by_cookie = lab
+        .client
+        .get(lab.url("api/status"))
+        .header("Cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_cookie.status(), 200);
+    // The lab page itself.
+    let page = lab.get("lab").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("JupyterLab"));
+
+    // Files through the contents API land in the work volume; code runs in a kernel.
+    assert!(
+        lab.put_file("kept.txt", "survives a stop")
+            .await
+            .is_success()
+    );
+    assert_eq!(lab.execute("1+1").await.trim(), "2");
+    let whoami = lab
+        .execute("import os, getpass; print(getpass.getuser(), os.getcwd(), os.environ['HOME'])")
+        .await;
+    assert_eq!(
+        whoami.trim(),
+        "ma-user /home/ma-user/work /home/ma-user/work"
+    );
+
+    // Stop, start: the file is still there, and the old token no longer opens anything.
+    let old_token = lab.token.clone();
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(30))
+        .await;
+    let stopped = lab
+        .client
+        .get(lab.url(&format!("api/status?token={old_token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stopped.status(), 404, "a stopped notebook has no route");
+    app.start(&id).await;
+    let restarted = app
+        .wait_status(&id, "RUNNING", Duration::from_secs(120))
+        .await;
+    let lab = Lab::of(&app, &restarted).await;
+    assert_ne!(lab.token, old_token, "every start makes a new token");
+    let old = lab
+        .client
+        .get(lab.url(&format!("api/status?token={old_token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 403);
+    assert_eq!(
+        lab.read_file("kept.txt").await.as_deref(),
+        Some("survives a stop")
+    );
+
+    // Delete removes the notebook and its volume.
+    // notebook_body asks for EVS: a sparse ext4 image, loop-mounted while running.
+    let volume = app.data_dir.join("volumes").join(format!("{id}.ext4"));
+    assert!(volume.exists());
+    let deleted = app.signed("DELETE", &app.notebook_path(&id), None).await;
+    assert_eq!(deleted.status(), 200);
+    app.wait_gone(&id).await;
+    assert!(!volume.exists(), "the volume goes with the notebook");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notebooks_are_isolated_and_one_running_out_of_memory_spares_the_other() {
+    if !local_runtime_available(
+        "notebooks_are_isolated_and_one_running_out_of_memory_spares_the_other",
+    ) {
+        return;
+    }
+    use atelier_server::config::FlavorConfig;
+    let tiny = FlavorConfig {
+        id: "modelarts.vm.cpu.tiny".to_owned(),
+        name: None,
+        vcpus: 1,
+        memory_gib: 1,
+        feature: "NOTEBOOK".to_owned(),
+        category: "CPU".to_owned(),
+        sold_out: false,
+    };
+    let app = TestApp::builder().local().flavors(vec![tiny]).spawn().await;
+    let mut body = notebook_body("a");
+    body["flavor"] = json!("modelarts.vm.cpu.tiny");
+    let a = id_of(&app.create_notebook(&body).await).to_owned();
+    body["name"] = json!("b");
+    let b = id_of(&app.create_notebook(&body).await).to_owned();
+    let a_running = app.wait_status(&a, "RUNNING", FIRST_START).await;
+    let b_running = app.wait_status(&b, "RUNNING", FIRST_START).await;
+    let lab_a = Lab::of(&app, &a_running).await;
+    let lab_b = Lab::of(&app, &b_running).await;
+    assert!(
+        lab_b
+            .put_file("secret-of-b.txt", "b only")
+            .await
+            .is_success()
+    );
+
+    // A sees only its own volume, none of B's files or processes, and no data dir.
+    let seen = lab_a.execute(&format!(
+        "import os, glob\n\
+         procs = [open(f'/proc/{{p}}/cmdline','rb').read().decode(errors='replace') for p in os.listdir('/proc') if p.isdigit()]\n\
+         print('files', sorted(f for f in glob.glob('/home/ma-user/work/*') if not f.endswith('lost+found')))\n\
+         print('b-in-procs', any('{b}' in c for c in procs))\n\
+         print('own-in-procs', any('{a}' in c for c in procs))\n\
+         print('secret', sum(len(glob.glob(d + '/**/secret-of-b.txt', recursive=True)) for d in ('/home', '/tmp', '/run', '/etc', '/var', '/srv', '/mnt')))\n\
+         print('datadir', os.path.exists('{data}'))\n\
+         print('server-env', sorted(k for k in os.environ if k.startswith(('ATELIER', 'CARGO', 'RUST'))))",
+        data = app.data_dir.display()
+    )).await;
+    assert!(seen.contains("files []"), "{seen}");
+    assert!(seen.contains("b-in-procs False"), "{seen}");
+    assert!(seen.contains("own-in-procs True"), "{seen}");
+    assert!(seen.contains("secret 0"), "{seen}");
+    assert!(seen.contains("datadir False"), "{seen}");
+    assert!(
+        seen.contains("server-env []"),
+        "the server's environment stays out: {seen}"
+    );
+
+    // A exceeds its 1 GiB: the kernel kills it, and A shows ERROR saying so.
+    let _ = lab_a.execute("x = bytearray(3 * 1024**3)").await;
+    let failed = app.wait_status(&a, "ERROR", Duration::from_secs(30)).await;
+    let reason = failed["fail_reason"].as_str().unwrap();
+    assert!(reason.contains("out of memory"), "{reason}");
+    // B is untouched.
+    assert_eq!(app.show_ok(&b).await["status"], "RUNNING");
+    assert_eq!(lab_b.execute("2+3").await.trim(), "5");
+    assert_eq!(
+        lab_b.read_file("secret-of-b.txt").await.as_deref(),
+        Some("b only")
+    );
+    // Sandboxes outlive the server by design: remove them before it goes.
+    for id in [&a, &b] {
+        assert_eq!(
+            app.signed("DELETE", &app.notebook_path(id), None)
+                .await
+                .status(),
+            200
+        );
+        app.wait_gone(id).await;
+    }
+    app.shutdown().await;
+}

@@ -17,6 +17,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # Real notebooks need a JupyterLab image: provision it once for every test in this checkout.
 export ATELIER_RUNTIME__IMAGE_DIR="$repo/target/tmp/atelier-images"
+step "JupyterLab image (atelier image pull)"
+cargo build --locked -p atelier
+pull_dir="$(mktemp -d)"
+target/debug/atelier image pull --data-dir "$pull_dir"
+rm -rf "$pull_dir"
 
 step "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then

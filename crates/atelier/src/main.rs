@@ -75,6 +75,11 @@ enum Command {
         #[arg(long)]
         credentials: Option<PathBuf>,
     },
+    /// Manage the local runtime's images.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
@@ -125,6 +130,12 @@ enum TokenCommand {
         #[arg(long, default_value = "24h")]
         lifetime: humantime::Duration,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Provision the built-in JupyterLab image now, so that the first start does not wait.
+    Pull,
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,6 +195,15 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Credential { command } => credential(command, &config).await,
+        Command::Image {
+            command: ImageCommand::Pull,
+        } => {
+            let runtime =
+                atelier_runtime::LocalRuntime::new(atelier_server::app::local_config(&config))?;
+            let prefix = runtime.pull_builtin().await?;
+            println!("JupyterLab image ready at {}", prefix.display());
+            Ok(())
+        }
         Command::Project { command } => project(command, &config).await,
         Command::Token { command } => token(command, &config).await,
         Command::Sign {

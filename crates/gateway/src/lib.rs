@@ -102,6 +102,31 @@ impl Gateway {
         })
     }
 
+    /// Whether JupyterLab reports work in progress: a busy kernel or an open terminal. Idle
+    /// culling must not stop such a notebook even when no traffic crosses the gateway.
+    pub async fn jupyter_busy(&self, id: &NotebookId) -> bool {
+        let Some(route) = self.route(id) else {
+            return false;
+        };
+        let kernels = get_json(&route.socket, &format!("/{id}/api/kernels")).await;
+        let busy_kernel = kernels
+            .as_ref()
+            .and_then(|k| k.as_array())
+            .is_some_and(|kernels| {
+                kernels
+                    .iter()
+                    .any(|kernel| kernel["execution_state"] == "busy")
+            });
+        if busy_kernel {
+            return true;
+        }
+        let terminals = get_json(&route.socket, &format!("/{id}/api/terminals")).await;
+        terminals
+            .as_ref()
+            .and_then(|t| t.as_array())
+            .is_some_and(|t| !t.is_empty())
+    }
+
     fn route(&self, id: &NotebookId) -> Option<Arc<Route>> {
         self.routes.read().expect("poisoned").get(id).cloned()
     }
@@ -109,6 +134,33 @@ impl Gateway {
     pub fn router(self: Arc<Self>) -> Router {
         Router::new().fallback(proxy).with_state(self)
     }
+}
+
+/// GET a JSON document from JupyterLab over its socket; `None` on any failure.
+async fn get_json(socket: &std::path::Path, path: &str) -> Option<serde_json::Value> {
+    use http_body_util::BodyExt;
+    let stream = UnixStream::connect(socket).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    let request = axum::http::Request::get(path)
+        .header(header::HOST, "localhost")
+        .body(Body::empty())
+        .ok()?;
+    let response = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sender.send_request(request),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    if response.status() != StatusCode::OK {
+        return None;
+    }
+    let bytes = response.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&bytes).ok()
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

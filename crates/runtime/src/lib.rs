@@ -84,6 +84,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn wait_exit(&self, _notebook_id: NotebookId) -> Option<String> {
         None
     }
+    /// Grows the work volume of a running notebook to `spec.volume_capacity_gb` (EVS only;
+    /// never shrinks). Idempotent.
+    async fn resize_volume(&self, _spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     /// Notebooks that have sandbox remains on this host (processes, cgroups), so that the
     /// server can remove those no notebook owns after a crash.
     async fn leftovers(&self) -> Vec<NotebookId> {

@@ -215,36 +215,61 @@ impl LocalRuntime {
             ));
         }
         let prefix = self.config.image_dir.join("jupyterlab");
-        let _guard = self.provisioning.lock().await;
-        if prefix.join(".complete").exists() {
-            return Ok(prefix);
-        }
-        self.provision(&prefix).await?;
+        self.ensure_provisioned(&prefix).await?;
         Ok(prefix)
     }
 
-    /// Makes the built-in image: a virtual environment with JupyterLab from PyPI.
-    pub async fn provision(&self, prefix: &Path) -> Result<(), RuntimeError> {
+    /// Provisions the built-in JupyterLab image now (`atelier image pull`); returns its prefix.
+    pub async fn pull_builtin(&self) -> Result<PathBuf, RuntimeError> {
+        let prefix = self.config.image_dir.join("jupyterlab");
+        self.ensure_provisioned(&prefix).await?;
+        Ok(prefix)
+    }
+
+    /// Provisions `prefix` unless a complete copy exists. Servers and tests may share an image
+    /// dir: an exclusive file lock makes one of them provision while the others wait.
+    async fn ensure_provisioned(&self, prefix: &Path) -> Result<(), RuntimeError> {
+        let _in_process = self.provisioning.lock().await;
+        if prefix.join(".complete").exists() {
+            return Ok(());
+        }
+        let lock_path = self.config.image_dir.join(".provision.lock");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| step_error("image provisioning", e))??;
+        let outcome = if prefix.join(".complete").exists() {
+            Ok(())
+        } else {
+            self.provision(prefix).await
+        };
+        drop(lock);
+        outcome
+    }
+
+    /// Makes the built-in image: a virtual environment with JupyterLab from PyPI. A venv is
+    /// tied to its path, so it is built in place; `.complete` marks it usable.
+    async fn provision(&self, prefix: &Path) -> Result<(), RuntimeError> {
         tracing::info!(prefix = %prefix.display(), "provisioning the JupyterLab image from PyPI");
-        let partial = prefix.with_extension("partial");
-        let _ = std::fs::remove_dir_all(&partial);
+        if prefix.exists() {
+            std::fs::remove_dir_all(prefix)?;
+        }
         let python = self.config.python.to_string_lossy().into_owned();
-        run(&python, &["-m", "venv", &partial.to_string_lossy()])
+        run(&python, &["-m", "venv", &prefix.to_string_lossy()])
             .await
             .map_err(|e| step_error("image provisioning failed (python3 -m venv)", e))?;
-        let pip = partial.join("bin/pip");
         let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
         args.extend(self.config.jupyter_packages.iter().map(String::as_str));
-        run(&pip.to_string_lossy(), &args)
-            .await
-            .map_err(|e| step_error("image provisioning failed (pip install)", e))?;
-        // A venv is tied to its path: recreate it in place rather than renaming.
-        let _ = std::fs::remove_dir_all(prefix);
-        run(&python, &["-m", "venv", &prefix.to_string_lossy()]).await?;
         run(&prefix.join("bin/pip").to_string_lossy(), &args)
             .await
             .map_err(|e| step_error("image provisioning failed (pip install)", e))?;
-        let _ = std::fs::remove_dir_all(&partial);
         std::fs::write(prefix.join(".complete"), b"")?;
         Ok(())
     }
@@ -744,6 +769,24 @@ impl Runtime for LocalRuntime {
 
     async fn leftovers(&self) -> Vec<NotebookId> {
         self.leftover_ids()
+    }
+
+    async fn resize_volume(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        if spec.volume_category != VolumeCategory::Evs {
+            return Ok(());
+        }
+        let image = self.evs_image(spec.notebook_id);
+        let mount_point = self.volume_dir(spec.notebook_id, VolumeCategory::Evs);
+        let bytes = spec.volume_capacity_gb.max(1) as u64 * 1024 * 1024 * 1024;
+        if !image.exists() || std::fs::metadata(&image)?.len() >= bytes {
+            return Ok(());
+        }
+        if is_mounted(&mount_point) {
+            self.grow_evs(&image, &mount_point, bytes).await
+        } else {
+            // Not mounted: the next start grows it (prepare_storage).
+            Ok(())
+        }
     }
 
     fn socket(&self, notebook_id: NotebookId) -> Option<PathBuf> {

@@ -228,21 +228,26 @@ impl App {
     }
 }
 
+/// The local runtime's settings from the configuration.
+pub fn local_config(config: &Config) -> LocalConfig {
+    LocalConfig {
+        data_dir: config.data_dir.clone(),
+        image_dir: config
+            .runtime
+            .image_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("images")),
+        python: config.runtime.python.clone(),
+        jupyter_packages: config.runtime.jupyter_packages.clone(),
+        ready_timeout: config.runtime.ready_timeout,
+        stop_grace: config.runtime.stop_grace,
+        pids_max: config.runtime.pids_max,
+    }
+}
+
 fn build_runtime(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
     let runtime: Arc<dyn Runtime> = match config.runtime.kind.as_str() {
-        "local" => Arc::new(LocalRuntime::new(LocalConfig {
-            data_dir: config.data_dir.clone(),
-            image_dir: config
-                .runtime
-                .image_dir
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join("images")),
-            python: config.runtime.python.clone(),
-            jupyter_packages: config.runtime.jupyter_packages.clone(),
-            ready_timeout: config.runtime.ready_timeout,
-            stop_grace: config.runtime.stop_grace,
-            pids_max: config.runtime.pids_max,
-        })?),
+        "local" => Arc::new(LocalRuntime::new(local_config(config))?),
         _ => Arc::new(PlaceholderRuntime::with_state_dir(
             config.runtime.step_delay,
             config.data_dir.join("placeholder-sandboxes"),

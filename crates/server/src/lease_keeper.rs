@@ -153,6 +153,14 @@ impl LeaseKeeper {
                 let Some(notebook) = service.get_any(&id) else {
                     continue;
                 };
+                // A busy kernel or an open terminal is activity, though nothing crosses the
+                // gateway: never cull work in progress.
+                if notebook.lease.kind == LeaseType::Idle
+                    && let Some(gateway) = &self.gateway
+                    && gateway.jupyter_busy(&id).await
+                {
+                    self.record_activity(id, now);
+                }
                 // Activity may have moved an IDLE deadline since it was queued.
                 match self.deadline(&notebook) {
                     Some(deadline) if deadline <= now => {}

@@ -184,6 +184,20 @@ impl Orchestrator {
         });
     }
 
+    /// Grows a running notebook's EVS volume to `capacity_gb` before the record says so.
+    pub async fn resize_volume(
+        &self,
+        notebook: &Notebook,
+        capacity_gb: i64,
+    ) -> Result<(), ApiError> {
+        let mut spec = self.sandbox_spec(notebook);
+        spec.volume_capacity_gb = capacity_gb;
+        self.runtime.resize_volume(&spec).await.map_err(|error| {
+            tracing::error!(notebook_id = %notebook.id, %error, "online volume growth failed");
+            ApiError::internal(error)
+        })
+    }
+
     pub async fn request_start(
         self: &Arc<Self>,
         id: &NotebookId,

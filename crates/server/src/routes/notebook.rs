@@ -644,6 +644,16 @@ pub async fn update_notebook(
     let endpoints = body.endpoints.as_deref().map(parse_endpoints).transpose()?;
     let hooks = hooks_json(body.hooks)?;
     let storage_new_size = body.storage_new_size;
+    // Growing a running notebook's disk happens online, before the record says so.
+    let current = state.service.get(&caller.project_id, &id)?;
+    if let Some(size) = storage_new_size
+        && size > current.volume.capacity_gb
+        && size <= Volume::EVS_MAX_GB
+        && current.volume.category == VolumeCategory::Evs
+        && current.status == NotebookStatus::Running
+    {
+        state.orchestrator.resize_volume(&current, size).await?;
+    }
     let service = state.service.clone();
     let (notebook, ()) = state
         .service

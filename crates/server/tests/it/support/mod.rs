@@ -598,6 +598,14 @@ impl TestApp {
             if code == StatusCode::OK && json["status"] == status {
                 return json;
             }
+            // A failure is final: say so now rather than at the deadline.
+            let failed = ["CREATE_FAILED", "START_FAILED", "DELETE_FAILED", "ERROR"];
+            let seen = json["status"].as_str().unwrap_or_default();
+            assert!(
+                !(failed.contains(&seen) && seen != status),
+                "notebook {id} ended {seen} while waiting for {status}: {}",
+                json["fail_reason"]
+            );
             assert!(
                 Instant::now() < deadline,
                 "notebook {id} did not reach {status} within {timeout:?}; last seen: {code} {json}"

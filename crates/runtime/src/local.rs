@@ -39,6 +39,19 @@ pub struct LocalConfig {
     pub pids_max: u64,
 }
 
+/// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
+/// instead of ~1.8 s to answer).
+const JUPYTER_LAUNCHER: &str = include_str!("jupyter_launch.py");
+
+/// Page settings of the built-in image: no build checks, no news, no language servers.
+const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
+ "disabledExtensions": {"@jupyterlab/lsp-extension": true,
+   "@jupyterlab/notebook-extension:language-server": true,
+   "@jupyterlab/fileeditor-extension:language-server": true}}
+"#;
+const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
+"#;
+
 /// What happened to a sandbox that ended without being asked to.
 type ExitReason = Option<String>;
 
@@ -197,7 +210,7 @@ impl LocalRuntime {
     async fn image_prefix(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
         if let Some(prefix) = spec.image_swr_path.strip_prefix("local://") {
             let prefix = PathBuf::from(prefix);
-            if !prefix.join("bin/jupyter-lab").exists() {
+            if !prefix.join("bin/jupyter-lab").exists() || !prefix.join("bin/python").exists() {
                 return Err(step_error(
                     "image",
                     format!("{} has no bin/jupyter-lab", prefix.display()),
@@ -270,6 +283,12 @@ impl LocalRuntime {
         run(&prefix.join("bin/pip").to_string_lossy(), &args)
             .await
             .map_err(|e| step_error("image provisioning failed (pip install)", e))?;
+        let labconfig = prefix.join("etc/jupyter/labconfig");
+        std::fs::create_dir_all(&labconfig)?;
+        std::fs::write(labconfig.join("page_config.json"), PAGE_CONFIG)?;
+        let settings = prefix.join("share/jupyter/lab/settings");
+        std::fs::create_dir_all(&settings)?;
+        std::fs::write(settings.join("overrides.json"), SETTINGS_OVERRIDES)?;
         std::fs::write(prefix.join(".complete"), b"")?;
         Ok(())
     }
@@ -383,19 +402,14 @@ impl LocalRuntime {
             "--chdir".into(),
             "/home/ma-user/work".into(),
             "--".into(),
-            format!("{prefix}/bin/jupyter-lab"),
-            "--no-browser".into(),
+            format!("{prefix}/bin/python"),
+            "/run/atelier/launch.py".into(),
             "--ServerApp.sock=/run/atelier/jupyter.sock".into(),
-            "--ServerApp.sock_mode=0600".into(),
             format!("--ServerApp.base_url=/{id}/"),
             "--ServerApp.root_dir=/home/ma-user/work".into(),
-            "--IdentityProvider.token=".into(),
-            "--ServerApp.password=".into(),
-            "--ServerApp.allow_remote_access=True".into(),
+            // The gateway's token cookie is SameSite=Lax on its own origin: cross-site
+            // requests never carry it, so Jupyter's own XSRF check adds nothing.
             "--ServerApp.disable_check_xsrf=True".into(),
-            "--KernelManager.transport=ipc".into(),
-            "--LabApp.news_url=".into(),
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate".into(),
         ]);
         args
     }
@@ -420,6 +434,7 @@ impl LocalRuntime {
         )?;
         let _ = std::fs::remove_file(self.socket_path(id));
         self.write_identity_files(&run_dir)?;
+        std::fs::write(run_dir.join("launch.py"), JUPYTER_LAUNCHER)?;
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
         if let Some(cgroup) = &cgroup {
             cgroup.create(limits).map_err(|e| step_error("cgroup", e))?;

@@ -7,6 +7,7 @@
 #   bench/api.sh                 full run: 10,000 notebooks, 10 s per measurement, 3 runs
 #   bench/api.sh --smoke         CI smoke run: 200 notebooks, 1 s, 1 run (checks the suite works)
 #
+# The notebooks are not started for real (placeholder runtime): this measures the control plane.
 # Environment: NOTEBOOKS, DURATION (s), RUNS, ATELIER_BIN (default target/release/atelier).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +21,7 @@ bin="${ATELIER_BIN:-$repo/target/release/atelier}"
 tmp="$(mktemp -d)"; pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-ATELIER_RUNTIME__STEP_DELAY=0s ATELIER_LOG=warn "$bin" serve --data-dir "$tmp/data" \
+ATELIER_RUNTIME__KIND=placeholder ATELIER_RUNTIME__STEP_DELAY=0s ATELIER_LOG=warn "$bin" serve --data-dir "$tmp/data" \
     --api-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 100); do grep -q '^api listening' "$tmp/out" 2>/dev/null && break; sleep 0.1; done

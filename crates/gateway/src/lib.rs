@@ -38,15 +38,20 @@ pub struct Route {
     tunnels: CancellationToken,
     last_activity_ms: AtomicI64,
     open_tunnels: AtomicUsize,
+    clock: Clock,
 }
 
 impl Route {
     fn touch(&self) {
-        self.last_activity_ms.store(now_ms(), Ordering::Relaxed);
+        self.last_activity_ms
+            .store((self.clock)(), Ordering::Relaxed);
     }
 }
 
-fn now_ms() -> i64 {
+/// Epoch milliseconds; the control plane passes its own clock so activity and leases agree.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+fn system_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -55,14 +60,22 @@ fn now_ms() -> i64 {
 
 /// The route table. Routes change in microseconds and live in memory only: the control plane
 /// re-registers them from the store at boot.
-#[derive(Default)]
 pub struct Gateway {
     routes: RwLock<HashMap<NotebookId, Arc<Route>>>,
+    clock: Clock,
 }
 
 impl Gateway {
+    /// A gateway recording activity in wall-clock time.
     pub fn new() -> Arc<Gateway> {
-        Arc::new(Gateway::default())
+        Gateway::with_clock(Arc::new(system_now_ms))
+    }
+
+    pub fn with_clock(clock: Clock) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            routes: RwLock::new(HashMap::new()),
+            clock,
+        })
     }
 
     /// Points `/{id}/` at `socket`, accepting `token`. Replaces (and disconnects) an older route.
@@ -71,8 +84,9 @@ impl Gateway {
             socket,
             token,
             tunnels: CancellationToken::new(),
-            last_activity_ms: AtomicI64::new(now_ms()),
+            last_activity_ms: AtomicI64::new((self.clock)()),
             open_tunnels: AtomicUsize::new(0),
+            clock: self.clock.clone(),
         });
         if let Some(old) = self.routes.write().expect("poisoned").insert(id, route) {
             old.tunnels.cancel();

@@ -90,6 +90,25 @@ async fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+fn file_len(path: &Path) -> Result<u64, RuntimeError> {
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// The size of the ext4 filesystem in an image (block count × block size).
+async fn filesystem_len(image: &Path) -> Result<u64, RuntimeError> {
+    let header = run("dumpe2fs", &["-h", &image.to_string_lossy()]).await?;
+    let field = |name: &str| -> Option<u64> {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    match (field("Block count:"), field("Block size:")) {
+        (Some(count), Some(size)) => Ok(count * size),
+        _ => Err(step_error("EVS volume", "cannot read the filesystem size")),
+    }
+}
+
 fn is_mounted(mount_point: &Path) -> bool {
     let target = mount_point.to_string_lossy();
     std::fs::read_to_string("/proc/self/mounts")
@@ -159,8 +178,19 @@ impl LocalRuntime {
             )
             .await?;
         }
-        let current = std::fs::metadata(&image)?.len();
         if !is_mounted(&dir) {
+            // Grow first, unmounted: the safe path, and the only one where online resizing
+            // is not permitted.
+            if file_len(&image)? < bytes {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&image)?
+                    .set_len(bytes)?;
+            }
+            if filesystem_len(&image).await? < file_len(&image)? {
+                run("e2fsck", &["-f", "-y", &image.to_string_lossy()]).await?;
+                run("resize2fs", &[&image.to_string_lossy()]).await?;
+            }
             run(
                 "mount",
                 &[
@@ -171,39 +201,35 @@ impl LocalRuntime {
                 ],
             )
             .await?;
+        } else if file_len(&image)? < bytes {
+            self.grow_online(&image, &dir, bytes).await;
         }
-        if bytes > current {
-            self.grow_evs(&image, &dir, bytes).await?;
-        }
-        // The volume's root belongs to the sandbox user (uid 1000 inside = root outside).
         std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
         Ok(())
     }
 
-    /// Grows an EVS image (never shrinks), online while it is mounted.
-    async fn grow_evs(
-        &self,
-        image: &Path,
-        mount_point: &Path,
-        bytes: u64,
-    ) -> Result<(), RuntimeError> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(image)?
-            .set_len(bytes)?;
-        let source = run(
-            "findmnt",
-            &["-n", "-o", "SOURCE", &mount_point.to_string_lossy()],
-        )
-        .await?;
-        let device = source.trim();
-        if device.starts_with("/dev/loop") {
+    /// Grows a mounted EVS volume. Where the kernel refuses online resizing (some container
+    /// hosts), the file is still extended and the filesystem follows at the next start.
+    async fn grow_online(&self, image: &Path, mount_point: &Path, bytes: u64) {
+        let outcome: Result<(), RuntimeError> = async {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(image)?
+                .set_len(bytes)?;
+            let source = run(
+                "findmnt",
+                &["-n", "-o", "SOURCE", &mount_point.to_string_lossy()],
+            )
+            .await?;
+            let device = source.trim();
             run("losetup", &["-c", device]).await?;
             run("resize2fs", &[device]).await?;
-        } else {
-            run("resize2fs", &[&image.to_string_lossy()]).await?;
+            Ok(())
         }
-        Ok(())
+        .await;
+        if let Err(error) = outcome {
+            tracing::warn!(image = %image.display(), %error, "online growth refused; the volume grows at the next start");
+        }
     }
 
     /// The Python environment prefix of the notebook's image; provisions the built-in one.
@@ -797,7 +823,8 @@ impl Runtime for LocalRuntime {
             return Ok(());
         }
         if is_mounted(&mount_point) {
-            self.grow_evs(&image, &mount_point, bytes).await
+            self.grow_online(&image, &mount_point, bytes).await;
+            Ok(())
         } else {
             // Not mounted: the next start grows it (prepare_storage).
             Ok(())

@@ -124,7 +124,10 @@ impl App {
             Some(runtime) => runtime,
             None => build_runtime(&config)?,
         };
-        let gateway = Gateway::new();
+        let gateway = {
+            let clock = clock.clone();
+            Gateway::with_clock(Arc::new(move || clock.now_ms()))
+        };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let orchestrator = Orchestrator::new(

@@ -65,17 +65,17 @@ fn local_runtime_available(test: &str) -> bool {
 /// Starts of the first test provision the image from PyPI: allow for it.
 const FIRST_START: Duration = Duration::from_secs(600);
 
-struct Lab<'a> {
-    app: &'a TestApp,
+struct Lab {
+    gateway_url: String,
     id: String,
     token: String,
     client: reqwest::Client,
 }
 
-impl<'a> Lab<'a> {
-    async fn of(app: &'a TestApp, notebook: &Value) -> Lab<'a> {
+impl Lab {
+    async fn of(app: &TestApp, notebook: &Value) -> Lab {
         Lab {
-            app,
+            gateway_url: app.gateway_url.clone(),
             id: id_of(notebook).to_owned(),
             token: notebook["token"]
                 .as_str()
@@ -88,7 +88,7 @@ impl<'a> Lab<'a> {
     fn url(&self, path: &str) -> String {
         format!(
             "{}/{}/{}",
-            self.app.gateway_url,
+            self.gateway_url,
             self.id,
             path.trim_start_matches('/')
         )
@@ -390,5 +390,206 @@ async fn notebooks_are_isolated_and_one_running_out_of_memory_spares_the_other()
         );
         app.wait_gone(id).await;
     }
+    app.shutdown().await;
+}
+
+/// Reads a host-side cgroup limit of the notebook (v1 or v2 file names).
+fn cgroup_value(id: &str, v1: &str, v2: &str) -> String {
+    let v2_path = format!("/sys/fs/cgroup/atelier/{id}/{v2}");
+    let text = std::fs::read_to_string(&v2_path)
+        .or_else(|_| std::fs::read_to_string(format!("/sys/fs/cgroup/{v1}").replace("{id}", id)))
+        .unwrap_or_default();
+    text.trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evs_grows_online_limits_follow_the_flavor_and_a_local_image_runs() {
+    if !local_runtime_available("evs_grows_online_limits_follow_the_flavor_and_a_local_image_runs")
+    {
+        return;
+    }
+    let app = TestApp::builder().local().spawn().await;
+    let created = app.create_notebook(&notebook_body("disk")).await;
+    let id = id_of(&created).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let lab = Lab::of(&app, &running).await;
+    let size_gb = "import os; s = os.statvfs('/home/ma-user/work'); print(round(s.f_blocks * s.f_frsize / 2**30))";
+    assert_eq!(
+        lab.execute(size_gb).await.trim(),
+        "5",
+        "EVS capacity is a real limit"
+    );
+
+    // The flavor's limits (modelarts.vm.cpu.2u: 2 vCPUs, 8 GiB) are set on the cgroup.
+    let memory = cgroup_value(
+        &id,
+        "memory/atelier/{id}/memory.limit_in_bytes",
+        "memory.max",
+    );
+    assert_eq!(memory, (8u64 << 30).to_string());
+    let cpu = cgroup_value(&id, "cpu/atelier/{id}/cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "200000" || cpu == "200000 100000", "{cpu}");
+    assert_eq!(
+        cgroup_value(&id, "pids/atelier/{id}/pids.max", "pids.max"),
+        "1024"
+    );
+
+    // Growing the disk of a running notebook happens online; shrinking is refused.
+    let grown = app
+        .signed(
+            "PUT",
+            &app.notebook_path(&id),
+            Some(r#"{"storage_new_size": 6}"#),
+        )
+        .await;
+    assert_eq!(grown.status(), 200);
+    // Online where the kernel allows it (some container hosts refuse EXT4 online resizing);
+    // otherwise at the next start, never lost.
+    let lab = if lab.execute(size_gb).await.trim() == "6" {
+        lab
+    } else {
+        app.stop(&id).await;
+        app.wait_status(&id, "STOPPED", Duration::from_secs(30))
+            .await;
+        app.start(&id).await;
+        Lab::of(
+            &app,
+            &app.wait_status(&id, "RUNNING", Duration::from_secs(120))
+                .await,
+        )
+        .await
+    };
+    assert_eq!(lab.execute(size_gb).await.trim(), "6", "the volume grew");
+    assert_eq!(app.show_ok(&id).await["volume"]["capacity"], 6);
+    let shrink = app
+        .signed(
+            "PUT",
+            &app.notebook_path(&id),
+            Some(r#"{"storage_new_size": 5}"#),
+        )
+        .await;
+    assert_eq!(shrink.status(), 400);
+
+    // A DEDICATED image naming an existing environment (here: the built-in one) runs too.
+    let prefix =
+        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images/jupyterlab");
+    let registered = app
+        .signed(
+            "POST",
+            &format!("/v1/{}/images", crate::support::PROJECT_ID),
+            Some(&json!({"swr_path": format!("local://{}", prefix.display())}).to_string()),
+        )
+        .await;
+    assert_eq!(registered.status(), 200);
+    let image: Value = registered.json().await.unwrap();
+    let mut body = notebook_body("own-image");
+    body["image_id"] = image["id"].clone();
+    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
+    let own = id_of(&app.create_notebook(&body).await).to_owned();
+    let own_running = app
+        .wait_status(&own, "RUNNING", Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        Lab::of(&app, &own_running)
+            .await
+            .execute("6*7")
+            .await
+            .trim(),
+        "42"
+    );
+
+    for id in [&id, &own] {
+        assert_eq!(
+            app.signed("DELETE", &app.notebook_path(id), None)
+                .await
+                .status(),
+            200
+        );
+        app.wait_gone(id).await;
+    }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_culling_spares_traffic_and_busy_kernels_and_stops_the_idle() {
+    if !local_runtime_available("idle_culling_spares_traffic_and_busy_kernels_and_stops_the_idle") {
+        return;
+    }
+    let clock = atelier_server::clock::ManualClock::new(crate::support::wall_clock_ms());
+    let app = TestApp::builder().local().clock(clock).spawn().await;
+    let mut body = notebook_body("idle");
+    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
+    body["lease"] = json!({"duration": 900_000, "type": "IDLE"});
+    let id = id_of(&app.create_notebook(&body).await).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let lab = Lab::of(&app, &running).await;
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+
+    // Traffic through the gateway at minute 14 moves the deadline past minute 15.
+    app.advance(minutes(14));
+    assert_eq!(lab.get("api/status").await.status(), 200);
+    app.advance(minutes(2));
+    app.assert_status_holds(&id, "RUNNING", Duration::from_millis(500))
+        .await;
+
+    // A kernel busy for a while keeps the notebook, though nothing crosses the gateway.
+    let busy = {
+        let worker = Lab {
+            gateway_url: lab.gateway_url.clone(),
+            id: lab.id.clone(),
+            token: lab.token.clone(),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        tokio::spawn(async move { worker.execute("import time; time.sleep(6)").await })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let kernels: Value = lab.get("api/kernels").await.json().await.unwrap();
+        if kernels
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["execution_state"] == "busy")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the kernel never got busy"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.advance(minutes(16));
+    app.assert_status_holds(&id, "RUNNING", Duration::from_millis(800))
+        .await;
+    busy.await.unwrap();
+
+    // Nothing happens for longer than the lease: the notebook is stopped as idle.
+    // (A last WebSocket frame of the finished execution, e.g. its close handshake, may land
+    // after the clock moved and count as activity then: allow one more idle period.)
+    let stopped = 'culled: {
+        for _ in 0..2 {
+            app.advance(minutes(16));
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            while tokio::time::Instant::now() < until {
+                let shown = app.show_ok(&id).await;
+                if shown["status"] != "RUNNING" {
+                    break 'culled app
+                        .wait_status(&id, "STOPPED", Duration::from_secs(30))
+                        .await;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("an idle notebook was not stopped");
+    };
+    assert_eq!(stopped["stop_reason"], "idle");
+    assert_eq!(
+        app.signed("DELETE", &app.notebook_path(&id), None)
+            .await
+            .status(),
+        200
+    );
+    app.wait_gone(&id).await;
     app.shutdown().await;
 }

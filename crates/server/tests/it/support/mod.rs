@@ -161,6 +161,7 @@ impl TestAppBuilder {
             clock,
             manual_clock: self.clock,
             data_dir,
+            local,
             _owned_dir: owned_dir,
             shutdown,
             task: Some(task),
@@ -181,6 +182,8 @@ pub struct TestApp {
     clock: Arc<dyn Clock>,
     manual_clock: Option<Arc<ManualClock>>,
     pub data_dir: PathBuf,
+    /// Runs the local runtime: Drop removes its sandboxes.
+    local: bool,
     _owned_dir: Option<TempDir>,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -189,6 +192,56 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if self.local {
+            remove_sandboxes(&self.data_dir);
+        }
+    }
+}
+
+/// Sandboxes outlive their server by design; a test that fails half-way must not leave its
+/// JupyterLab processes, loop mounts and cgroups behind for the next test.
+fn remove_sandboxes(data_dir: &Path) {
+    let marker = format!("{}/run/", data_dir.display());
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if !args.first().is_some_and(|a| a.ends_with("bwrap")) {
+            continue;
+        }
+        if let Some(id) = args
+            .iter()
+            .filter_map(|a| a.strip_prefix(&marker))
+            .find(|r| !r.contains('/'))
+        {
+            ids.push(id.to_owned());
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &entry.file_name().to_string_lossy()])
+                .status();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for id in ids {
+        let mount = data_dir.join("mounts").join(&id);
+        let _ = std::process::Command::new("umount").arg(&mount).output();
+        for controller in ["memory", "cpu", "pids"] {
+            let cgroup = format!("/sys/fs/cgroup/{controller}/atelier/{id}");
+            for pid in std::fs::read_to_string(format!("{cgroup}/cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", pid])
+                    .status();
+            }
+            let _ = std::fs::remove_dir(&cgroup);
+        }
+        let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/atelier/{id}"));
     }
 }
 

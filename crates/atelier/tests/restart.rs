@@ -59,7 +59,9 @@ fn serve(data_dir: &Path) -> Server {
             "127.0.0.1:0",
             "--data-dir",
         ])
-        .arg(data_dir)
+        .arg(data_dir.file_name().unwrap())
+        // A relative data dir, as the default `./atelier-data` is: sandbox paths must not be.
+        .current_dir(data_dir.parent().unwrap())
         .env("ATELIER_LOG", "warn")
         .env("ATELIER_RUNTIME__KIND", "local")
         .env("ATELIER_RUNTIME__IMAGE_DIR", image_dir)
@@ -215,6 +217,14 @@ fn sigkill_during_starts_leaves_every_notebook_settled_and_no_orphan_sandbox() {
     let deadline = Instant::now() + Duration::from_secs(600);
     while sandboxes(&data).is_empty() {
         assert!(Instant::now() < deadline, "no sandbox ever started");
+        let failed = ids
+            .iter()
+            .map(|id| api.show(id))
+            .find(|nb| nb["status"] == "CREATE_FAILED");
+        assert!(
+            failed.is_none(),
+            "a start failed before the kill: {failed:?}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     signal(&mut server, "-KILL");

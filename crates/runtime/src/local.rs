@@ -119,11 +119,15 @@ fn is_mounted(mount_point: &Path) -> bool {
 
 impl LocalRuntime {
     /// Checks what the runtime needs (bubblewrap, cgroups) and finds sandboxes left running.
-    pub fn new(config: LocalConfig) -> Result<LocalRuntime, RuntimeError> {
+    pub fn new(mut config: LocalConfig) -> Result<LocalRuntime, RuntimeError> {
         for dir in ["volumes", "mounts", "run"] {
             std::fs::create_dir_all(config.data_dir.join(dir))?;
         }
         std::fs::create_dir_all(&config.image_dir)?;
+        // Every path ends up on bwrap's command line and in venv scripts, which a relative
+        // path (the default data dir is `./atelier-data`) would break inside the sandbox.
+        config.data_dir = std::fs::canonicalize(&config.data_dir)?;
+        config.image_dir = std::fs::canonicalize(&config.image_dir)?;
         let hierarchy = cgroup::detect();
         if hierarchy.is_none() {
             tracing::warn!(

@@ -162,18 +162,18 @@ impl LeaseKeeper {
                     self.record_activity(id, now);
                 }
                 // Activity may have moved an IDLE deadline since it was queued.
-                match self.deadline(&notebook) {
-                    Some(deadline) if deadline <= now => {}
+                let deadline = match self.deadline(&notebook) {
+                    Some(deadline) if deadline <= now => deadline,
                     other => {
                         self.queue.lock().expect("poisoned").set(id, other);
                         continue;
                     }
-                }
+                };
                 let reason = match notebook.lease.kind {
                     LeaseType::Timing => StopReason::LeaseExpired,
                     LeaseType::Idle => StopReason::Idle,
                 };
-                tracing::info!(notebook_id = %id, reason = %reason, late_ms = now - self.deadline(&notebook).unwrap_or(now), "auto-stop");
+                tracing::info!(notebook_id = %id, reason = %reason, late_ms = now - deadline, "auto-stop");
                 if let Err(error) = orchestrator.request_stop(&id, reason).await {
                     tracing::warn!(notebook_id = %id, %error, "auto-stop refused");
                 }

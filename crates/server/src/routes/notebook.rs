@@ -616,7 +616,7 @@ pub async fn update_notebook(
     ApiJson(body): ApiJson<NotebookUpdateRequest>,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
-    state.service.get(&caller.project_id, &id)?;
+    let current = state.service.get(&caller.project_id, &id)?;
     // Parse everything before touching the record.
     let name = body
         .name
@@ -645,7 +645,6 @@ pub async fn update_notebook(
     let hooks = hooks_json(body.hooks)?;
     let storage_new_size = body.storage_new_size;
     // Growing a running notebook's disk happens online, before the record says so.
-    let current = state.service.get(&caller.project_id, &id)?;
     if let Some(size) = storage_new_size
         && size > current.volume.capacity_gb
         && size <= Volume::EVS_MAX_GB

@@ -5,6 +5,7 @@
 pub mod catalogue;
 pub mod id;
 pub mod identity;
+pub mod keypair;
 pub mod lease;
 pub mod notebook;
 pub mod state;
@@ -12,6 +13,7 @@ pub mod state;
 pub use catalogue::{BUILTIN_JUPYTERLAB_IMAGE_ID, Flavor, FlavorCategory, Image, ImageType};
 pub use id::{AccessKeyId, ImageId, InvalidId, NotebookId, ProjectId, UserId};
 pub use identity::{AccessToken, Credential, Project, User};
+pub use keypair::KeyPair;
 pub use lease::{Lease, LeaseError, LeaseRun, LeaseType};
 pub use notebook::{
     EndpointService, EndpointSpec, Feature, Notebook, StepProgress, StepStatus, StopReason, Tag,

@@ -162,6 +162,8 @@ pub struct EndpointSpec {
     pub service: EndpointService,
     pub key_pair_names: Vec<String>,
     pub allowed_access_ips: Vec<String>,
+    /// The notebook's SSH port, held from create (or the update adding the endpoint) to delete.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -94,6 +94,23 @@ pub trait Runtime: Send + Sync + 'static {
     async fn leftovers(&self) -> Vec<NotebookId> {
         Vec::new()
     }
+    /// Whether [`Runtime::ssh_session`] can serve SSH connections.
+    fn supports_ssh(&self) -> bool {
+        false
+    }
+    /// A command that serves one SSH connection on its stdin and stdout: an SSH server in the
+    /// notebook's sandbox (its files, processes and limits) that logs in `ma-user` with one
+    /// of `authorized_keys` (OpenSSH `authorized_keys` lines) and nothing else.
+    async fn ssh_session(
+        &self,
+        _notebook_id: NotebookId,
+        _authorized_keys: &str,
+    ) -> Result<tokio::process::Command, RuntimeError> {
+        Err(RuntimeError::StepFailed(format!(
+            "the {} runtime has no SSH access",
+            self.name()
+        )))
+    }
 }
 
 /// Starts nothing: each step completes after `step_delay`. Tests can make a step fail.

@@ -3,7 +3,8 @@
 //!
 //! Layout under the data dir: `volumes/{id}` (EFS: a directory; EVS: `{id}.ext4`, a sparse ext4
 //! image loop-mounted at `mounts/{id}`), `run/{id}/` (the socket, the sandbox's pid, its
-//! passwd/group and the Jupyter log). Sandboxes outlive a restart of the server and are adopted
+//! passwd/group and the Jupyter log), `ssh/{id}/` (the notebook's SSH host key, `sshd_config`
+//! and `authorized_keys`, read-only at `/etc/atelier-ssh` in the sandbox). Sandboxes outlive a restart of the server and are adopted
 //! again from `run/{id}/pid`.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +52,20 @@ const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
 "#;
 const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 "#;
+
+/// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A name for a temporary file no other connection uses.
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
 
 /// What happened to a sandbox that ended without being asked to.
 type ExitReason = Option<String>;
@@ -149,6 +164,97 @@ impl LocalRuntime {
     /// Where the notebook's JupyterLab listens.
     pub fn socket_path(&self, id: NotebookId) -> PathBuf {
         self.run_dir(id).join("jupyter.sock")
+    }
+
+    fn ssh_dir(&self, id: NotebookId) -> PathBuf {
+        self.config.data_dir.join("ssh").join(id.to_string())
+    }
+
+    /// The notebook's SSH files: a host key made once (stable across stops and starts) and
+    /// an `sshd_config` for `sshd -i` running as `ma-user` inside the sandbox.
+    fn prepare_ssh(&self, id: NotebookId, prefix: &Path) -> Result<(), RuntimeError> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = self.ssh_dir(id);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let host_key = dir.join("ssh_host_ed25519_key");
+        if !host_key.exists() {
+            let (private, _) = atelier_domain::keypair::generate(&format!("notebook-{id}"))
+                .map_err(|e| step_error("SSH host key", e))?;
+            let partial = dir.join("ssh_host_ed25519_key.partial");
+            std::io::Write::write_all(
+                &mut std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&partial)?,
+                private.as_bytes(),
+            )?;
+            std::fs::rename(&partial, &host_key)?;
+        }
+        let authorized = dir.join("authorized_keys");
+        if !authorized.exists() {
+            std::fs::write(&authorized, "")?;
+        }
+        let prefix = prefix.display();
+        std::fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "# Written by Atelier for each start; sshd -i runs as ma-user in the sandbox.
+HostKey /etc/atelier-ssh/ssh_host_ed25519_key
+AuthorizedKeysFile /etc/atelier-ssh/authorized_keys
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+UsePAM no
+AllowUsers ma-user
+PermitRootLogin no
+StrictModes no
+MaxAuthTries 6
+LoginGraceTime 30
+ClientAliveInterval 60
+PermitTTY yes
+AllowTcpForwarding local
+AllowStreamLocalForwarding no
+AllowAgentForwarding no
+X11Forwarding no
+PermitTunnel no
+GatewayPorts no
+PermitUserEnvironment no
+PidFile none
+PrintMotd no
+PrintLastLog no
+Subsystem sftp internal-sftp
+AcceptEnv LANG LC_*
+SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
+"
+            ),
+        )?;
+        Ok(())
+    }
+
+    /// The first process inside the sandbox's namespaces (bubblewrap's init), to enter them.
+    fn sandbox_init_pid(&self, id: NotebookId) -> Option<i32> {
+        let pid = self
+            .sandboxes
+            .lock()
+            .expect("poisoned")
+            .get(&id)
+            .map(|s| s.pid)
+            .or_else(|| {
+                std::fs::read_to_string(self.run_dir(id).join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok())
+            })?;
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 
     fn volume_dir(&self, id: NotebookId, category: VolumeCategory) -> PathBuf {
@@ -387,6 +493,9 @@ impl LocalRuntime {
         let run_dir = run_dir.to_string_lossy().into_owned();
         args.extend([
             "--ro-bind".into(),
+            self.ssh_dir(id).to_string_lossy().into_owned(),
+            "/etc/atelier-ssh".into(),
+            "--ro-bind".into(),
             format!("{run_dir}/passwd"),
             "/etc/passwd".into(),
             "--ro-bind".into(),
@@ -464,6 +573,7 @@ impl LocalRuntime {
         )?;
         let _ = std::fs::remove_file(self.socket_path(id));
         self.write_identity_files(&run_dir)?;
+        self.prepare_ssh(id, prefix)?;
         std::fs::write(run_dir.join("launch.py"), JUPYTER_LAUNCHER)?;
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
         if let Some(cgroup) = &cgroup {
@@ -760,6 +870,7 @@ impl Runtime for LocalRuntime {
                 .join("mounts")
                 .join(notebook_id.to_string()),
             self.run_dir(notebook_id),
+            self.ssh_dir(notebook_id),
         ] {
             if path.exists() {
                 std::fs::remove_dir_all(&path)?;
@@ -837,6 +948,65 @@ impl Runtime for LocalRuntime {
 
     fn socket(&self, notebook_id: NotebookId) -> Option<PathBuf> {
         Some(self.socket_path(notebook_id))
+    }
+
+    fn supports_ssh(&self) -> bool {
+        Path::new(SSHD).exists()
+    }
+
+    async fn ssh_session(
+        &self,
+        notebook_id: NotebookId,
+        authorized_keys: &str,
+    ) -> Result<Command, RuntimeError> {
+        let init = self
+            .sandbox_init_pid(notebook_id)
+            .ok_or_else(|| step_error("SSH", "the notebook's sandbox is not running"))?;
+        let dir = self.ssh_dir(notebook_id);
+        if !dir.join("sshd_config").exists() {
+            return Err(step_error(
+                "SSH",
+                "the sandbox was started without SSH files; restart the notebook",
+            ));
+        }
+        // Written for every connection, so key pairs and endpoint changes apply at once.
+        let partial = dir.join(format!("authorized_keys.{}", uuid_like()));
+        std::fs::write(&partial, authorized_keys)?;
+        std::fs::rename(&partial, dir.join("authorized_keys"))?;
+        // Join the notebook's cgroups, then enter its namespaces as ma-user (uid 1000 inside
+        // maps to no capability outside) and become `sshd -i` on the connection.
+        let mut script = String::new();
+        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, notebook_id));
+        for procs in cgroup.as_ref().map(Cgroup::procs_files).unwrap_or_default() {
+            script.push_str(&format!("echo $$ > '{}' && ", procs.display()));
+        }
+        script.push_str("exec \"$@\"");
+        let mut command = Command::new("/bin/sh");
+        command
+            .env_clear()
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(["/usr/bin/nsenter", "-t"])
+            .arg(init.to_string())
+            .args([
+                "--user",
+                "--mount",
+                "--pid",
+                "--ipc",
+                "--uts",
+                "--preserve-credentials",
+                "--root",
+                "--wd",
+                "/usr/bin/setpriv",
+                "--no-new-privs",
+                SSHD,
+                "-i",
+                "-e",
+                "-f",
+                "/etc/atelier-ssh/sshd_config",
+            ]);
+        Ok(command)
     }
 
     async fn wait_exit(&self, notebook_id: NotebookId) -> Option<String> {

@@ -24,6 +24,7 @@ use crate::lease_keeper::LeaseKeeper;
 use crate::orchestrator::Orchestrator;
 use crate::render;
 use crate::service::NotebookService;
+use crate::ssh::{SshService, SshSessions, SshSettings};
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -35,6 +36,7 @@ pub struct AppState {
     pub gateway_url: Arc<str>,
     pub gateway: Arc<Gateway>,
     pub domain: Arc<(String, String)>,
+    pub ssh: Arc<SshService>,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
                 image: image.as_deref(),
                 domain_id: &self.domain.0,
                 domain_name: &self.domain.1,
+                ssh_uri: self.ssh.uri(notebook),
             },
         )
     }
@@ -130,14 +133,29 @@ impl App {
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
+        let ssh_sessions = Arc::new(SshSessions::default());
+        let lease_keeper =
+            LeaseKeeper::new(clock.clone(), Some(gateway.clone()), ssh_sessions.clone());
+        let gateway_url: Arc<str> = match &config.gateway_public_url {
+            Some(url) => url.trim_end_matches('/').into(),
+            None => format!("http://{gateway_addr}").into(),
+        };
+        let ssh = SshService::new(
+            ssh_settings(&config, &gateway_url)?,
+            service.clone(),
+            runtime.clone(),
+            lease_keeper.clone(),
+            ssh_sessions,
+            shutdown.clone(),
+        );
         let orchestrator = Orchestrator::new(
             service.clone(),
             runtime,
             gateway.clone(),
+            ssh.clone(),
             tracker.clone(),
             shutdown.clone(),
         );
-        let lease_keeper = LeaseKeeper::new(clock.clone(), Some(gateway.clone()));
         for notebook in service.all() {
             lease_keeper.observe(&notebook);
         }
@@ -145,10 +163,6 @@ impl App {
             let lease_keeper = lease_keeper.clone();
             service.observe(Box::new(move |notebook| lease_keeper.observe(notebook)));
         }
-        let gateway_url: Arc<str> = match &config.gateway_public_url {
-            Some(url) => url.trim_end_matches('/').into(),
-            None => format!("http://{gateway_addr}").into(),
-        };
         let state = AppState {
             service,
             orchestrator,
@@ -157,6 +171,7 @@ impl App {
             gateway_url,
             gateway,
             domain: Arc::new(domain),
+            ssh,
         };
         Ok(App {
             api_listener,
@@ -237,6 +252,35 @@ impl App {
         gateway_result?;
         Ok(())
     }
+}
+
+/// Where SSH endpoints listen and the host their `uri` names.
+fn ssh_settings(config: &Config, gateway_url: &str) -> anyhow::Result<SshSettings> {
+    let (first_port, last_port) = config.ssh.port_range()?;
+    let listen_address = config.ssh.listen_address;
+    let public_host = match &config.ssh.public_host {
+        Some(host) => host.clone(),
+        None if config.gateway_public_url.is_some() => gateway_url
+            .split_once("://")
+            .map_or(gateway_url, |(_, rest)| rest)
+            .split(['/', '?'])
+            .next()
+            .map(|authority| match authority.rsplit_once(':') {
+                Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+                _ => authority,
+            })
+            .unwrap_or_default()
+            .trim_matches(['[', ']'])
+            .to_owned(),
+        None if listen_address.is_unspecified() => "127.0.0.1".to_owned(),
+        None => listen_address.to_string(),
+    };
+    Ok(SshSettings {
+        listen_address,
+        public_host,
+        first_port,
+        last_port,
+    })
 }
 
 /// The local runtime's settings from the configuration.

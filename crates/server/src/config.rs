@@ -30,9 +30,53 @@ pub struct Config {
     /// Replaces the built-in flavor catalogue when given.
     #[serde(default)]
     pub flavors: Option<Vec<FlavorConfig>>,
+    #[serde(default)]
+    pub ssh: SshConfig,
     /// First-start identity; random when absent.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// The address notebooks' SSH ports listen on.
+    pub listen_address: std::net::IpAddr,
+    /// The host users connect to (`ssh://ma-user@HOST:PORT`). Default: the gateway public
+    /// URL's host, else the listen address (127.0.0.1 when it is unspecified).
+    #[serde(default)]
+    pub public_host: Option<String>,
+    /// Ports handed to SSH-enabled notebooks, one each: `FIRST-LAST`.
+    pub ports: String,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            listen_address: "0.0.0.0".parse().expect("valid address"),
+            public_host: None,
+            ports: "2200-2999".to_owned(),
+        }
+    }
+}
+
+impl SshConfig {
+    /// The port range as `(first, last)`.
+    pub fn port_range(&self) -> Result<(u16, u16), ConfigError> {
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "ssh.ports `{}` must be FIRST-LAST with 1 <= FIRST <= LAST <= 65535",
+                self.ports
+            ))
+        };
+        let (first, last) = self.ports.split_once('-').ok_or_else(bad)?;
+        let first: u16 = first.trim().parse().map_err(|_| bad())?;
+        let last: u16 = last.trim().parse().map_err(|_| bad())?;
+        if first == 0 || first > last {
+            return Err(bad());
+        }
+        Ok((first, last))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +184,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             runtime: RuntimeConfig::default(),
             flavors: None,
+            ssh: SshConfig::default(),
             bootstrap: BootstrapConfig::default(),
         }
     }
@@ -173,6 +218,7 @@ const ENV_KEYS: &[&str] = &[
     "gateway_public_url",
     "auth",
     "runtime",
+    "ssh",
 ];
 
 impl Config {
@@ -231,6 +277,7 @@ impl Config {
             ));
         }
         self.flavor_catalogue()?;
+        self.ssh.port_range()?;
         Ok(())
     }
 

@@ -69,6 +69,14 @@ pub enum ApiError {
     ImageConflict(String),
     #[error("The instance is frozen.")]
     Frozen,
+    #[error("no permission to use SSH key pair {0}")]
+    UnknownKeyPair(String),
+    #[error("'public_key' property value is incorrect: {0}")]
+    BadPublicKey(String),
+    #[error("The key pair {0} already exists.")]
+    KeyPairExists(String),
+    #[error("insufficient background resources: {0}")]
+    Exhausted(String),
     #[error("The storage can only grow: '{0}' property value is incorrect.")]
     StorageShrink(String),
 
@@ -134,6 +142,10 @@ impl ApiError {
             E::WorkspaceNotFound(_) => "ModelArts.7005",
             E::NotAuthorized(_) => "ModelArts.0108",
             E::ImageConflict(_) => "ModelArts.6737",
+            E::UnknownKeyPair(_) => "ModelArts.6789",
+            E::BadPublicKey(_) => "ModelArts.6336",
+            E::KeyPairExists(_) => "ModelArts.6301",
+            E::Exhausted(_) => "ModelArts.6360",
             E::NotebookNotFound => "ModelArts.6309",
             E::ResourceNotFound(_) | E::RouteNotFound => "ModelArts.6404",
             E::MethodNotAllowed => "ModelArts.0101",
@@ -240,6 +252,10 @@ mod tests {
                 400,
                 "ModelArts.6347",
             ),
+            (ApiError::UnknownKeyPair("kp".into()), 400, "ModelArts.6789"),
+            (ApiError::BadPublicKey("x".into()), 400, "ModelArts.6336"),
+            (ApiError::KeyPairExists("kp".into()), 400, "ModelArts.6301"),
+            (ApiError::Exhausted("ports".into()), 400, "ModelArts.6360"),
             (ApiError::NotebookNotFound, 404, "ModelArts.6309"),
             (ApiError::ResourceNotFound("image"), 404, "ModelArts.6404"),
             (ApiError::Internal("boom".into()), 500, "ModelArts.0010"),

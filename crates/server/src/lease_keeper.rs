@@ -13,6 +13,7 @@ use atelier_gateway::Gateway;
 use crate::clock::Clock;
 use crate::orchestrator::Orchestrator;
 use crate::service::NotebookService;
+use crate::ssh::SshSessions;
 
 #[derive(Default)]
 struct Queue {
@@ -58,16 +59,23 @@ pub struct LeaseKeeper {
     activity: Mutex<HashMap<NotebookId, i64>>,
     /// The gateway's record of HTTP and WebSocket traffic per notebook.
     gateway: Option<Arc<Gateway>>,
+    /// Open SSH sessions per notebook.
+    ssh_sessions: Arc<SshSessions>,
     wake: Notify,
 }
 
 impl LeaseKeeper {
-    pub fn new(clock: Arc<dyn Clock>, gateway: Option<Arc<Gateway>>) -> Arc<LeaseKeeper> {
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        gateway: Option<Arc<Gateway>>,
+        ssh_sessions: Arc<SshSessions>,
+    ) -> Arc<LeaseKeeper> {
         Arc::new(LeaseKeeper {
             clock,
             queue: Mutex::new(Queue::default()),
             activity: Mutex::new(HashMap::new()),
             gateway,
+            ssh_sessions,
             wake: Notify::new(),
         })
     }
@@ -153,13 +161,17 @@ impl LeaseKeeper {
                 let Some(notebook) = service.get_any(&id) else {
                     continue;
                 };
-                // A busy kernel or an open terminal is activity, though nothing crosses the
-                // gateway: never cull work in progress.
-                if notebook.lease.kind == LeaseType::Idle
-                    && let Some(gateway) = &self.gateway
-                    && gateway.jupyter_busy(&id).await
-                {
-                    self.record_activity(id, now);
+                // A busy kernel, an open terminal or an SSH session is activity, though
+                // nothing crosses the gateway: never cull work in progress.
+                if notebook.lease.kind == LeaseType::Idle {
+                    let busy = self.ssh_sessions.open(&id) > 0
+                        || match &self.gateway {
+                            Some(gateway) => gateway.jupyter_busy(&id).await,
+                            None => false,
+                        };
+                    if busy {
+                        self.record_activity(id, now);
+                    }
                 }
                 // Activity may have moved an IDLE deadline since it was queued.
                 let deadline = match self.deadline(&notebook) {

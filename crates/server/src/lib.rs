@@ -13,6 +13,7 @@ pub mod orchestrator;
 pub mod render;
 pub mod routes;
 pub mod service;
+pub mod ssh;
 
 pub use app::{App, AppParts, AppState};
 pub use config::{Config, ConfigOverrides};

@@ -17,6 +17,7 @@ use atelier_runtime::{Runtime, SandboxSpec, Step};
 
 use crate::error::ApiError;
 use crate::service::NotebookService;
+use crate::ssh::SshService;
 
 #[derive(Default)]
 struct Slot {
@@ -29,6 +30,7 @@ pub struct Orchestrator {
     service: Arc<NotebookService>,
     runtime: Arc<dyn Runtime>,
     gateway: Arc<Gateway>,
+    ssh: Arc<SshService>,
     slots: Mutex<HashMap<NotebookId, Slot>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -54,6 +56,7 @@ impl Orchestrator {
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
         gateway: Arc<Gateway>,
+        ssh: Arc<SshService>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
@@ -61,6 +64,7 @@ impl Orchestrator {
             service,
             runtime,
             gateway,
+            ssh,
             slots: Mutex::new(HashMap::new()),
             tracker,
             shutdown,
@@ -120,6 +124,9 @@ impl Orchestrator {
             } else if notebook.status == NotebookStatus::Running {
                 if self.runtime.is_running(notebook.id).await {
                     self.route(&notebook);
+                    if let Err(error) = self.ssh.open(&notebook).await {
+                        tracing::warn!(notebook_id = %notebook.id, %error, "SSH endpoint not reopened");
+                    }
                     self.watch(notebook.id);
                     continue;
                 }
@@ -148,13 +155,20 @@ impl Orchestrator {
         }
     }
 
+    /// Takes the notebook off the gateway and closes its SSH port (and sessions).
+    fn unroute(&self, id: &NotebookId) {
+        self.gateway.remove_route(id);
+        self.ssh.close(id);
+    }
+
     /// Watches a running sandbox: if it ends by itself (a crash, the OOM killer), the
     /// notebook becomes ERROR with the reason.
     fn watch(&self, id: NotebookId) {
-        let (service, runtime, gateway) = (
+        let (service, runtime, gateway, ssh) = (
             self.service.clone(),
             self.runtime.clone(),
             self.gateway.clone(),
+            self.ssh.clone(),
         );
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
@@ -165,6 +179,7 @@ impl Orchestrator {
             let Some(reason) = reason else { return };
             tracing::warn!(notebook_id = %id, %reason, "sandbox ended");
             gateway.remove_route(&id);
+            ssh.close(&id);
             let outcome = service
                 .mutate(&id, |nb| {
                     if nb.status == NotebookStatus::Running {
@@ -331,10 +346,13 @@ impl Orchestrator {
                     Ok(())
                 })
                 .await?;
-            let outcome = tokio::select! {
+            let mut outcome = tokio::select! {
                 () = token.cancelled() => return Ok(()),
-                outcome = self.runtime.run_step(&spec, step) => outcome,
+                outcome = self.runtime.run_step(&spec, step) => outcome.map_err(|e| e.to_string()),
             };
+            if outcome.is_ok() && step == Step::ConfigureNetwork {
+                outcome = self.ssh.open(&notebook).await;
+            }
             if let Err(error) = outcome {
                 let reason = format!(
                     "step {number} ({}) failed: {error}",
@@ -358,7 +376,7 @@ impl Orchestrator {
                     })
                     .await?;
                 // Release whatever the start had taken.
-                self.gateway.remove_route(&id);
+                self.unroute(&id);
                 if let Err(error) = self.runtime.stop(id).await {
                     tracing::error!(notebook_id = %id, %error, "could not release a failed start");
                 }
@@ -396,7 +414,7 @@ impl Orchestrator {
     }
 
     async fn run_stop(&self, id: NotebookId) -> Result<(), ApiError> {
-        self.gateway.remove_route(&id);
+        self.unroute(&id);
         match self.runtime.stop(id).await {
             Ok(()) => {
                 self.service
@@ -425,10 +443,17 @@ impl Orchestrator {
     }
 
     async fn run_delete(&self, id: NotebookId) -> Result<(), ApiError> {
-        self.gateway.remove_route(&id);
+        self.unroute(&id);
+        let port = self
+            .service
+            .get_any(&id)
+            .and_then(|nb| nb.ssh_endpoint().and_then(|e| e.port));
         match self.runtime.delete(id).await {
             Ok(()) => {
                 self.service.remove(&id).await?;
+                if let Some(port) = port {
+                    self.ssh.release_port(port);
+                }
                 self.slots.lock().expect("poisoned").remove(&id);
                 Ok(())
             }

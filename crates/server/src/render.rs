@@ -67,6 +67,8 @@ pub struct NotebookContext<'a> {
     pub image: Option<&'a Image>,
     pub domain_id: &'a str,
     pub domain_name: &'a str,
+    /// `ssh://ma-user@HOST:PORT` while the notebook's SSH endpoint is listening.
+    pub ssh_uri: Option<String>,
 }
 
 pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookResp {
@@ -92,8 +94,7 @@ pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookR
         endpoints.push(EndpointsRes {
             service: "SSH".to_owned(),
             dev_service: "SSH".to_owned(),
-            // The SSH access service does not exist yet: no address to show.
-            uri: None,
+            uri: context.ssh_uri.clone(),
             key_pair_names: Some(endpoint.key_pair_names.clone()),
             ssh_keys: Some(endpoint.key_pair_names.clone()),
             allowed_access_ips: Some(endpoint.allowed_access_ips.clone()),

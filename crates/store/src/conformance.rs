@@ -148,6 +148,54 @@ async fn suite(store: &dyn Store) {
         Some(image.clone())
     );
     assert_eq!(store.list_images().await.unwrap(), vec![image]);
+
+    let other = Project {
+        id: ProjectId::new_random(),
+        name: "other".to_owned(),
+        create_at: 4,
+    };
+    store.create_project(&other).await.unwrap();
+    let keypair = |project: &ProjectId, name: &str| atelier_domain::KeyPair {
+        project_id: project.clone(),
+        name: name.to_owned(),
+        public_key: format!("ssh-ed25519 AAAA {name}"),
+        fingerprint: format!("SHA256:{name}"),
+        algorithm: "ssh-ed25519".to_owned(),
+        create_at: 5,
+    };
+    store
+        .insert_keypair(&keypair(&project.id, "b"))
+        .await
+        .unwrap();
+    store
+        .insert_keypair(&keypair(&project.id, "a"))
+        .await
+        .unwrap();
+    // Names are unique per project, not globally.
+    store
+        .insert_keypair(&keypair(&other.id, "a"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_keypair(&keypair(&project.id, "a")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let names: Vec<String> = store
+        .list_keypairs(&project.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.name)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(
+        store.find_keypair(&project.id, "b").await.unwrap(),
+        Some(keypair(&project.id, "b"))
+    );
+    assert!(store.delete_keypair(&project.id, "a").await.unwrap());
+    assert!(!store.delete_keypair(&project.id, "a").await.unwrap());
+    assert_eq!(store.find_keypair(&project.id, "a").await.unwrap(), None);
+    assert!(store.find_keypair(&other.id, "a").await.unwrap().is_some());
 }
 
 #[tokio::test]

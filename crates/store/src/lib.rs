@@ -10,8 +10,8 @@ mod sqlite;
 use async_trait::async_trait;
 
 use atelier_domain::{
-    AccessKeyId, AccessToken, Credential, Image, ImageId, Notebook, NotebookId, Project, ProjectId,
-    User, UserId,
+    AccessKeyId, AccessToken, Credential, Image, ImageId, KeyPair, Notebook, NotebookId, Project,
+    ProjectId, User, UserId,
 };
 
 pub use sqlite::SqliteStore;
@@ -66,6 +66,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every notebook, for the in-memory index the server builds at boot.
     async fn list_notebooks(&self) -> StoreResult<Vec<Notebook>>;
     async fn find_image(&self, id: &ImageId) -> StoreResult<Option<Image>>;
+
+    /// [`StoreError::Conflict`] when the project already has a key pair of that name.
+    async fn insert_keypair(&self, keypair: &KeyPair) -> StoreResult<()>;
+    /// A project's key pairs by name.
+    async fn list_keypairs(&self, project: &ProjectId) -> StoreResult<Vec<KeyPair>>;
+    async fn find_keypair(&self, project: &ProjectId, name: &str) -> StoreResult<Option<KeyPair>>;
+    async fn delete_keypair(&self, project: &ProjectId, name: &str) -> StoreResult<bool>;
 }
 
 #[cfg(test)]

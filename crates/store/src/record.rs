@@ -51,6 +51,8 @@ struct EndpointRecord {
     service: String,
     key_pair_names: Vec<String>,
     allowed_access_ips: Vec<String>,
+    #[serde(default)]
+    port: Option<u16>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -102,6 +104,7 @@ impl NotebookRecord {
                     service: e.service.as_str().to_owned(),
                     key_pair_names: e.key_pair_names.clone(),
                     allowed_access_ips: e.allowed_access_ips.clone(),
+                    port: e.port,
                 })
                 .collect(),
             hooks_json: nb.hooks_json.clone(),
@@ -171,6 +174,7 @@ impl NotebookRecord {
                         service: parse::<EndpointService>(&e.service, "endpoint service")?,
                         key_pair_names: e.key_pair_names,
                         allowed_access_ips: e.allowed_access_ips,
+                        port: e.port,
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,

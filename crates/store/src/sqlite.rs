@@ -11,8 +11,8 @@ use sqlx::sqlite::{
 };
 
 use atelier_domain::{
-    AccessKeyId, AccessToken, Credential, Image, ImageId, Notebook, NotebookId, Project, ProjectId,
-    User, UserId,
+    AccessKeyId, AccessToken, Credential, Image, ImageId, KeyPair, Notebook, NotebookId, Project,
+    ProjectId, User, UserId,
 };
 
 use crate::record::{ImageRecord, NotebookRecord};
@@ -111,6 +111,20 @@ fn notebook_from_row(row: &SqliteRow) -> StoreResult<Notebook> {
     let record: NotebookRecord =
         serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     record.into_domain(row.get("version"))
+}
+
+fn keypair_from_row(row: &SqliteRow) -> StoreResult<KeyPair> {
+    let project: String = row.get("project_id");
+    Ok(KeyPair {
+        project_id: project
+            .parse()
+            .map_err(|_| StoreError::Corrupt("keypair project id".to_owned()))?,
+        name: row.get("name"),
+        public_key: row.get("public_key"),
+        fingerprint: row.get("fingerprint"),
+        algorithm: row.get("algorithm"),
+        create_at: row.get("create_at"),
+    })
 }
 
 fn image_from_row(row: &SqliteRow) -> StoreResult<Image> {
@@ -342,6 +356,52 @@ impl Store for SqliteStore {
             .await
             .map_err(classify)?;
         row.as_ref().map(image_from_row).transpose()
+    }
+
+    async fn insert_keypair(&self, keypair: &KeyPair) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO keypairs (project_id, name, public_key, fingerprint, algorithm, create_at)
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(keypair.project_id.to_string())
+        .bind(&keypair.name)
+        .bind(&keypair.public_key)
+        .bind(&keypair.fingerprint)
+        .bind(&keypair.algorithm)
+        .bind(keypair.create_at)
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn list_keypairs(&self, project: &ProjectId) -> StoreResult<Vec<KeyPair>> {
+        let rows = sqlx::query("SELECT * FROM keypairs WHERE project_id = ? ORDER BY name")
+            .bind(project.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(keypair_from_row).collect()
+    }
+
+    async fn find_keypair(&self, project: &ProjectId, name: &str) -> StoreResult<Option<KeyPair>> {
+        let row = sqlx::query("SELECT * FROM keypairs WHERE project_id = ? AND name = ?")
+            .bind(project.to_string())
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(keypair_from_row).transpose()
+    }
+
+    async fn delete_keypair(&self, project: &ProjectId, name: &str) -> StoreResult<bool> {
+        let result = sqlx::query("DELETE FROM keypairs WHERE project_id = ? AND name = ?")
+            .bind(project.to_string())
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(result.rows_affected() > 0)
     }
 
     async fn insert_notebook(&self, notebook: &Notebook) -> StoreResult<()> {

@@ -4,10 +4,12 @@
 
 pub mod error;
 pub mod image;
+pub mod keypair;
 pub mod notebook;
 
 pub use error::ErrorBody;
 pub use image::*;
+pub use keypair::*;
 pub use notebook::*;
 
 use serde::{Deserialize, Serialize};

@@ -1,6 +1,7 @@
 //! Every route of the API, listed once: the same list builds the router and `/openapi.json`.
 pub mod flavor;
 pub mod image;
+pub mod keypair;
 pub mod lease;
 pub mod notebook;
 pub mod tag;
@@ -41,6 +42,8 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tag::show_notebook_tags))
         .routes(routes!(image::list_image, image::register_image))
         .routes(routes!(image::show_image, image::delete_image))
+        .routes(routes!(keypair::create_keypair, keypair::list_keypairs))
+        .routes(routes!(keypair::show_keypair, keypair::delete_keypair))
         .split_for_parts()
 }
 

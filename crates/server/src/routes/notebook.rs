@@ -7,7 +7,7 @@ use axum::{Extension, Json};
 
 use atelier_domain::{
     EndpointService, EndpointSpec, Feature, Lease, LeaseRun, LeaseType, Notebook, NotebookId,
-    NotebookStatus, Operation, StopReason, Volume, VolumeCategory, VolumeOwnership,
+    NotebookStatus, Operation, ProjectId, StopReason, Volume, VolumeCategory, VolumeOwnership,
     lease::DEFAULT_RUN_MS,
 };
 use atelier_wire::{
@@ -108,13 +108,57 @@ pub fn parse_endpoints(endpoints: &[EndpointsReq]) -> Result<Vec<EndpointSpec>, 
             // The JupyterLab endpoint always exists; naming it changes nothing.
             continue;
         }
+        if parsed.iter().any(|e: &EndpointSpec| e.service == service) {
+            return Err(ApiError::BadValue(format!("endpoints[{index}].service")));
+        }
         parsed.push(EndpointSpec {
             service,
             key_pair_names: keys,
             allowed_access_ips: ips.iter().map(|ip| ip.trim().to_owned()).collect(),
+            port: None,
         });
     }
     Ok(parsed)
+}
+
+/// Every key pair an endpoint names must exist in the project (`ModelArts.6789`).
+async fn check_key_pairs(
+    state: &AppState,
+    project: &ProjectId,
+    endpoints: &[EndpointSpec],
+) -> Result<(), ApiError> {
+    for name in endpoints.iter().flat_map(|e| &e.key_pair_names) {
+        if state
+            .service
+            .store()
+            .find_keypair(project, name)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::UnknownKeyPair(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// A port held for the length of a request; given back unless [`PortHold::keep`] is called.
+struct PortHold<'a> {
+    ssh: &'a crate::ssh::SshService,
+    port: Option<u16>,
+}
+
+impl PortHold<'_> {
+    fn keep(mut self) {
+        self.port = None;
+    }
+}
+
+impl Drop for PortHold<'_> {
+    fn drop(&mut self) {
+        if let Some(port) = self.port {
+            self.ssh.release_port(port);
+        }
+    }
 }
 
 fn hooks_json(hooks: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
@@ -207,12 +251,26 @@ pub async fn create_notebook(
         }
         (None, None) => LeaseRun::default_timing(),
     };
-    let endpoints = parse_endpoints(body.endpoints.as_deref().unwrap_or(&[]))?;
+    let mut endpoints = parse_endpoints(body.endpoints.as_deref().unwrap_or(&[]))?;
     let hooks_json = hooks_json(body.hooks)?;
     if feature == Feature::Default
         && service.count_user_notebooks(&caller.user.id, |n| n.feature == Feature::Default) > 0
     {
         return Err(ApiError::InstanceLimit);
+    }
+    check_key_pairs(&state, &caller.project_id, &endpoints).await?;
+    let mut hold = PortHold {
+        ssh: &state.ssh,
+        port: None,
+    };
+    if let Some(ssh) = endpoints
+        .iter_mut()
+        .find(|e| e.service == EndpointService::Ssh)
+        && state.ssh.available()
+    {
+        let port = state.ssh.reserve_port()?;
+        hold.port = Some(port);
+        ssh.port = Some(port);
     }
     let now = service.now_ms();
     let mut notebook = Notebook {
@@ -244,6 +302,7 @@ pub async fn create_notebook(
     };
     notebook.reset_progress();
     let notebook = service.insert(notebook).await?;
+    hold.keep();
     tracing::info!(notebook_id = %notebook.id, "notebook created");
     state.orchestrator.kick(notebook.id);
     Ok(Json(state.render(&notebook)))
@@ -641,8 +700,31 @@ pub async fn update_notebook(
             }
         }
     };
-    let endpoints = body.endpoints.as_deref().map(parse_endpoints).transpose()?;
+    let mut endpoints = body.endpoints.as_deref().map(parse_endpoints).transpose()?;
     let hooks = hooks_json(body.hooks)?;
+    let old_port = current.ssh_endpoint().and_then(|e| e.port);
+    let mut hold = PortHold {
+        ssh: &state.ssh,
+        port: None,
+    };
+    if let Some(endpoints) = &mut endpoints {
+        check_key_pairs(&state, &caller.project_id, endpoints).await?;
+        // The SSH port stays with the notebook; an endpoint added now gets a new one.
+        if let Some(ssh) = endpoints
+            .iter_mut()
+            .find(|e| e.service == EndpointService::Ssh)
+        {
+            ssh.port = match old_port {
+                Some(port) => Some(port),
+                None if state.ssh.available() => {
+                    let port = state.ssh.reserve_port()?;
+                    hold.port = Some(port);
+                    Some(port)
+                }
+                None => None,
+            };
+        }
+    }
     let storage_new_size = body.storage_new_size;
     // Growing a running notebook's disk happens online, before the record says so.
     if let Some(size) = storage_new_size
@@ -723,6 +805,22 @@ pub async fn update_notebook(
             Ok(())
         })
         .await?;
+    hold.keep();
+    if endpoints.is_some() {
+        let new_port = notebook.ssh_endpoint().and_then(|e| e.port);
+        if new_port.is_none()
+            && let Some(port) = old_port
+        {
+            state.ssh.close(&notebook.id);
+            state.ssh.release_port(port);
+        }
+        if new_port.is_some() && notebook.status == NotebookStatus::Running {
+            // Until the next start, the sandbox has no SSH files if it predates them.
+            if let Err(error) = state.ssh.open(&notebook).await {
+                tracing::warn!(notebook_id = %notebook.id, %error, "SSH endpoint not opened");
+            }
+        }
+    }
     Ok(Json(state.render(&notebook)))
 }
 

@@ -44,7 +44,7 @@ fn missing_prerequisites() -> Vec<&'static str> {
 }
 
 /// True when the test may run; panics in CI when something is missing.
-fn local_runtime_available(test: &str) -> bool {
+pub(crate) fn local_runtime_available(test: &str) -> bool {
     let missing = missing_prerequisites();
     if missing.is_empty() {
         return true;
@@ -63,9 +63,9 @@ fn local_runtime_available(test: &str) -> bool {
 }
 
 /// Starts of the first test provision the image from PyPI: allow for it.
-const FIRST_START: Duration = Duration::from_secs(600);
+pub(crate) const FIRST_START: Duration = Duration::from_secs(600);
 
-struct Lab {
+pub(crate) struct Lab {
     gateway_url: String,
     id: String,
     token: String,
@@ -73,7 +73,7 @@ struct Lab {
 }
 
 impl Lab {
-    async fn of(app: &TestApp, notebook: &Value) -> Lab {
+    pub(crate) async fn of(app: &TestApp, notebook: &Value) -> Lab {
         Lab {
             gateway_url: app.gateway_url.clone(),
             id: id_of(notebook).to_owned(),
@@ -94,7 +94,7 @@ impl Lab {
         )
     }
 
-    async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
             .header("Authorization", format!("token {}", self.token))
@@ -103,7 +103,7 @@ impl Lab {
             .unwrap()
     }
 
-    async fn put_file(&self, name: &str, text: &str) -> reqwest::StatusCode {
+    pub(crate) async fn put_file(&self, name: &str, text: &str) -> reqwest::StatusCode {
         self.client
             .put(self.url(&format!("api/contents/{name}")))
             .header("Authorization", format!("token {}", self.token))
@@ -114,7 +114,7 @@ impl Lab {
             .status()
     }
 
-    async fn read_file(&self, name: &str) -> Option<String> {
+    pub(crate) async fn read_file(&self, name: &str) -> Option<String> {
         let response = self.get(&format!("api/contents/{name}?content=1")).await;
         if response.status() != 200 {
             return None;

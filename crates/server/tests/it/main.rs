@@ -11,6 +11,7 @@
 //! | `openapi`       | `/openapi.json`                                             |
 //! | `restart`       | a control plane restarted on the same data dir              |
 //! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
+//! | `ssh`           | `/keypairs[/{name}]`, SSH endpoints with real `ssh`/`sftp`  |
 
 mod support;
 
@@ -22,4 +23,5 @@ mod local;
 mod notebook;
 mod openapi;
 mod restart;
+mod ssh;
 mod tag;

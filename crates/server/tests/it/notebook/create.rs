@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use atelier_runtime::Step;
 
 use crate::support::{
-    JUPYTERLAB_IMAGE_ID, SETTLE, TestApp, id_of, json_of, notebook_body, wall_clock_ms,
+    JUPYTERLAB_IMAGE_ID, PROJECT_ID, SETTLE, TestApp, id_of, json_of, notebook_body, wall_clock_ms,
 };
 
 fn step_statuses(notebook: &Value) -> Vec<(i64, String)> {
@@ -200,6 +200,15 @@ async fn top_level_duration_wins_over_the_lease_object() {
 #[tokio::test]
 async fn ssh_endpoint_accepts_the_old_dev_service_and_ssh_keys_names() {
     let app = TestApp::spawn().await;
+    let keypair = json!({"keypair": {"name": "kp1", "public_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOa66lDBVQ3CEG+8xQYQZvr1UOYEzGGK5lhX422idrJF"}});
+    let registered = app
+        .signed(
+            "POST",
+            &format!("/v1/{PROJECT_ID}/keypairs"),
+            Some(&keypair.to_string()),
+        )
+        .await;
+    assert_eq!(registered.status(), 200);
     let mut body = notebook_body("ssh");
     body["endpoints"] = json!([
         {"dev_service": "ssh", "ssh_keys": ["kp1"], "allowed_access_ips": ["1.2.3.4"]}

@@ -116,6 +116,10 @@ impl TestAppBuilder {
             ..Config::default()
         };
         config.runtime.step_delay = self.step_delay;
+        // SSH endpoints on loopback, in a range of their own: tests run in parallel.
+        config.ssh.listen_address = "127.0.0.1".parse().expect("address");
+        let first = 20_000 + rand::random_range(0..500u16) * 20;
+        config.ssh.ports = format!("{first}-{}", first + 19);
         config.flavors = self.flavors;
         if self.local {
             config.runtime.kind = "local".to_owned();

@@ -14,6 +14,8 @@ use atelier_server::identity::create_token;
 use atelier_server::{App, AppParts, Config, ConfigOverrides};
 use atelier_store::{SqliteStore, Store};
 
+mod cli;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "atelier",
@@ -27,6 +29,17 @@ struct Cli {
     /// Data directory (database, credentials, volumes).
     #[arg(long, global = true, env = "ATELIER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// The CLI profile (in ~/.config/atelier/config.toml) the client commands use.
+    #[arg(
+        long,
+        global = true,
+        env = "ATELIER_PROFILE",
+        default_value = "default"
+    )]
+    profile: String,
+    /// Output of the client commands.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: cli::Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,7 +88,27 @@ enum Command {
         #[arg(long)]
         credentials: Option<PathBuf>,
     },
-    /// Manage the local runtime's images.
+    /// Notebooks: create, list, show, start, stop, delete, open, wait, events.
+    Notebook {
+        #[command(subcommand)]
+        command: cli::NotebookCommand,
+    },
+    /// A notebook's auto-stop lease.
+    Lease {
+        #[command(subcommand)]
+        command: cli::LeaseCommand,
+    },
+    /// Flavors.
+    Flavor {
+        #[command(subcommand)]
+        command: cli::FlavorCommand,
+    },
+    /// SSH key pairs.
+    Keypair {
+        #[command(subcommand)]
+        command: cli::KeypairCommand,
+    },
+    /// Images: list them (API), or provision the built-in one on this machine.
     Image {
         #[command(subcommand)]
         command: ImageCommand,
@@ -134,6 +167,8 @@ enum TokenCommand {
 
 #[derive(Subcommand, Debug)]
 enum ImageCommand {
+    /// The images notebooks can use.
+    List,
     /// Provision the built-in JupyterLab image now, so that the first start does not wait.
     Pull,
 }
@@ -148,6 +183,9 @@ const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_client() {
+        return client_main(cli);
+    }
     let overrides = ConfigOverrides {
         data_dir: cli.data_dir.clone(),
         api_listen: match &cli.command {
@@ -185,6 +223,63 @@ fn main() -> ExitCode {
     }
 }
 
+impl Command {
+    /// Commands that talk to a server through the API with a profile.
+    fn is_client(&self) -> bool {
+        matches!(
+            self,
+            Command::Notebook { .. }
+                | Command::Lease { .. }
+                | Command::Flavor { .. }
+                | Command::Keypair { .. }
+                | Command::Image {
+                    command: ImageCommand::List
+                }
+        )
+    }
+}
+
+/// Runs a client command; failures print `error: CODE: message` (or JSON) and exit 1.
+fn client_main(cli: Cli) -> ExitCode {
+    let output = cli.output;
+    let report = |message: &str| {
+        if output == cli::Output::Json {
+            println!("{}", cli::failure_json(message));
+        }
+        eprintln!("error: {message}");
+        ExitCode::FAILURE
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return report(&format!("cannot start the async runtime: {error}")),
+    };
+    let path = atelier_client::profile::default_path();
+    let client = match atelier_client::profile::load(path.as_deref(), &cli.profile)
+        .and_then(atelier_client::Client::new)
+    {
+        Ok(client) => client,
+        Err(error) => return report(&error.to_string()),
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Notebook { command } => cli::notebook(&client, command, output).await,
+            Command::Lease { command } => cli::lease(&client, command, output).await,
+            Command::Flavor {
+                command: cli::FlavorCommand::List,
+            } => cli::flavors(&client, output).await,
+            Command::Keypair { command } => cli::keypair(&client, command, output).await,
+            _ => cli::images(&client, output).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(cli::Failure(message)) => report(&message),
+    }
+}
+
 async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve { json_logs, .. } => serve(config, json_logs).await,
@@ -206,6 +301,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Project { command } => project(command, &config).await,
         Command::Token { command } => token(command, &config).await,
+        Command::Notebook { .. }
+        | Command::Lease { .. }
+        | Command::Flavor { .. }
+        | Command::Keypair { .. }
+        | Command::Image {
+            command: ImageCommand::List,
+        } => unreachable!("client commands run in client_main"),
         Command::Sign {
             method,
             url,
@@ -253,6 +355,7 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
         writeln!(stdout, "  project_id: {}", created.project_id)?;
         writeln!(stdout, "  access_key: {}", created.access_key)?;
         writeln!(stdout, "  secret_key: {}", created.secret_key)?;
+        write_profile(created, &mut stdout)?;
     }
     writeln!(stdout, "api listening on http://{}", app.api_addr())?;
     writeln!(stdout, "gateway listening on http://{}", app.gateway_addr())?;
@@ -267,6 +370,36 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
         });
     }
     app.run(shutdown).await
+}
+
+/// The local admin's CLI profile, written on first start unless a `default` one exists.
+fn write_profile(
+    created: &atelier_server::identity::AdminCredentials,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let Some(path) = atelier_client::profile::default_path() else {
+        return Ok(());
+    };
+    let profile = atelier_client::Profile {
+        endpoint: created.endpoint.clone(),
+        project_id: created.project_id.clone(),
+        access_key: created.access_key.clone(),
+        secret_key: created.secret_key.clone(),
+    };
+    match atelier_client::profile::write_if_absent(&path, "default", &profile) {
+        Ok(true) => writeln!(
+            out,
+            "  CLI profile `default` written to {} (try `atelier notebook list`)",
+            path.display()
+        )?,
+        Ok(false) => writeln!(
+            out,
+            "  {} already has a `default` profile; left as it is",
+            path.display()
+        )?,
+        Err(error) => writeln!(out, "  no CLI profile written: {error}")?,
+    }
+    Ok(())
 }
 
 struct Signals {

@@ -29,6 +29,8 @@ fn serve(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
         .arg("--data-dir")
         .arg(data_dir)
         .env("ATELIER_LOG", "warn")
+        // The CLI profile the first start writes goes to the test's dir, not ~/.config.
+        .env("XDG_CONFIG_HOME", data_dir.join("xdg"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     for (key, value) in envs {

@@ -63,6 +63,8 @@ fn serve(data_dir: &Path) -> Server {
         // A relative data dir, as the default `./atelier-data` is: sandbox paths must not be.
         .current_dir(data_dir.parent().unwrap())
         .env("ATELIER_LOG", "warn")
+        // The CLI profile the first start writes goes to the test's dir, not ~/.config.
+        .env("XDG_CONFIG_HOME", data_dir.join("xdg"))
         .env("ATELIER_RUNTIME__KIND", "local")
         .env("ATELIER_RUNTIME__IMAGE_DIR", image_dir)
         .stdout(Stdio::piped())

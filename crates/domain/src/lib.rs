@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod catalogue;
+pub mod events;
 pub mod id;
 pub mod identity;
 pub mod keypair;
@@ -11,6 +12,7 @@ pub mod notebook;
 pub mod state;
 
 pub use catalogue::{BUILTIN_JUPYTERLAB_IMAGE_ID, Flavor, FlavorCategory, Image, ImageType};
+pub use events::{EventLevel, NotebookEvent};
 pub use id::{AccessKeyId, ImageId, InvalidId, NotebookId, ProjectId, UserId};
 pub use identity::{AccessToken, Credential, Project, User};
 pub use keypair::KeyPair;

@@ -32,6 +32,8 @@ pub struct Notebook {
     pub stop_reason: Option<StopReason>,
     /// Set once the notebook has been running: `url` stays visible afterwards.
     pub has_run: bool,
+    /// The number of the notebook's last event (see [`crate::events`]).
+    pub event_seq: i64,
     pub create_at: EpochMillis,
     pub update_at: EpochMillis,
     /// Optimistic concurrency: the store refuses an update written against an older version.

@@ -37,6 +37,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub domain: Arc<(String, String)>,
     pub ssh: Arc<SshService>,
+    /// Cancelled when the server stops: long-lived responses (progress streams) end with it.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -172,6 +174,7 @@ impl App {
             gateway,
             domain: Arc::new(domain),
             ssh,
+            shutdown: shutdown.clone(),
         };
         Ok(App {
             api_listener,

@@ -195,3 +195,17 @@ pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookR
         update_at: notebook.update_at,
     }
 }
+
+pub fn event(event: &atelier_domain::NotebookEvent) -> atelier_wire::NotebookEventResp {
+    atelier_wire::NotebookEventResp {
+        id: event.seq,
+        time: event.at,
+        kind: event.level.as_str().to_owned(),
+        reason: event.reason.clone(),
+        message: event.message.clone(),
+        status: event.status.as_str().to_owned(),
+        step: event.step,
+        step_status: event.step_status.map(|s| s.as_str().to_owned()),
+        terminal: event.is_terminal(),
+    }
+}

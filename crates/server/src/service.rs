@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use atelier_domain::{
-    Flavor, Image, ImageId, Notebook, NotebookId, NotebookStatus, ProjectId, UserId,
+    Flavor, Image, ImageId, Notebook, NotebookEvent, NotebookId, NotebookStatus, ProjectId, UserId,
+    events,
 };
 use atelier_store::Store;
 
@@ -92,6 +93,8 @@ pub struct NotebookService {
     images: RwLock<HashMap<ImageId, Arc<Image>>>,
     /// Called with every notebook after a committed change (lease keeper, orchestrator).
     observers: RwLock<Vec<Observer>>,
+    /// Every event after its commit (progress streams).
+    events: tokio::sync::broadcast::Sender<Arc<NotebookEvent>>,
 }
 
 impl NotebookService {
@@ -119,6 +122,7 @@ impl NotebookService {
             builtin_images: Image::builtin().into_iter().map(Arc::new).collect(),
             images: RwLock::new(images),
             observers: RwLock::new(Vec::new()),
+            events: tokio::sync::broadcast::channel(4096).0,
         })
     }
 
@@ -295,15 +299,37 @@ impl NotebookService {
             .count()
     }
 
-    pub async fn insert(&self, notebook: Notebook) -> Result<Arc<Notebook>, ApiError> {
+    /// Events of every notebook as they are committed. A receiver that lags behind reads
+    /// what it missed from the store ([`Store::list_events`]).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<NotebookEvent>> {
+        self.events.subscribe()
+    }
+
+    fn publish(&self, events: Vec<NotebookEvent>) {
+        for event in events {
+            // No receiver is fine: nobody is watching.
+            let _ = self.events.send(Arc::new(event));
+        }
+    }
+
+    pub async fn insert(&self, mut notebook: Notebook) -> Result<Arc<Notebook>, ApiError> {
         let _guard = self.write_lock.lock().await;
-        self.store.insert_notebook(&notebook).await?;
+        let (events, last) = events::number(
+            notebook.id,
+            notebook.event_seq,
+            notebook.create_at,
+            notebook.status,
+            events::derive(None, &notebook),
+        );
+        notebook.event_seq = last;
+        self.store.insert_notebook(&notebook, &events).await?;
         let notebook = Arc::new(notebook);
         self.index
             .write()
             .expect("poisoned")
             .insert(notebook.clone());
         self.notify(&notebook);
+        self.publish(events);
         Ok(notebook)
     }
 
@@ -322,10 +348,19 @@ impl NotebookService {
             return Ok((current, outcome));
         }
         next.update_at = self.clock.now_ms().max(current.update_at);
-        next.version = self.store.update_notebook(&next).await?;
+        let (events, last) = events::number(
+            next.id,
+            current.event_seq,
+            next.update_at,
+            next.status,
+            events::derive(Some(&current), &next),
+        );
+        next.event_seq = last;
+        next.version = self.store.update_notebook(&next, &events).await?;
         let next = Arc::new(next);
         self.index.write().expect("poisoned").insert(next.clone());
         self.notify(&next);
+        self.publish(events);
         Ok((next, outcome))
     }
 
@@ -342,7 +377,18 @@ impl NotebookService {
         if let Some(removed) = removed {
             let mut gone = (*removed).clone();
             gone.status = NotebookStatus::Deleted;
+            // The last event is not stored (the events go with the notebook): only streams
+            // watching now see it.
+            let (events, last) = events::number(
+                gone.id,
+                gone.event_seq,
+                self.clock.now_ms(),
+                gone.status,
+                events::derive(Some(&removed), &gone),
+            );
+            gone.event_seq = last;
             self.notify(&Arc::new(gone));
+            self.publish(events);
         }
         Ok(())
     }

@@ -50,6 +50,7 @@ fn notebook(project: &ProjectId, owner: &User, create_at: i64) -> Notebook {
         action_progress: vec![],
         stop_reason: None,
         has_run: false,
+        event_seq: 0,
         create_at,
         update_at: create_at,
         version: 1,
@@ -120,22 +121,51 @@ async fn suite(store: &dyn Store) {
     );
 
     let mut nb = notebook(&project.id, &alice, 10);
-    store.insert_notebook(&nb).await.unwrap();
+    let nb_id = nb.id;
+    let event = |seq: i64, reason: &str| atelier_domain::NotebookEvent {
+        notebook_id: nb_id,
+        seq,
+        at: 10 + seq,
+        level: atelier_domain::EventLevel::Normal,
+        reason: reason.to_owned(),
+        message: format!("{reason} happened"),
+        status: NotebookStatus::Creating,
+        step: (seq > 1).then_some(1),
+        step_status: (seq > 1).then_some(StepStatus::Processing),
+    };
+    store
+        .insert_notebook(&nb, &[event(1, "Created")])
+        .await
+        .unwrap();
     assert_eq!(store.find_notebook(&nb.id).await.unwrap(), Some(nb.clone()));
     nb.status = NotebookStatus::Creating;
     nb.set_step(1, StepStatus::Processing);
-    let version = store.update_notebook(&nb).await.unwrap();
+    let version = store
+        .update_notebook(&nb, &[event(2, "PreparingStorage")])
+        .await
+        .unwrap();
     assert_eq!(version, 2);
-    // Writing against the old version again is refused.
+    // Writing against the old version again is refused, and writes no event.
     assert!(matches!(
-        store.update_notebook(&nb).await,
+        store.update_notebook(&nb, &[event(3, "Stale")]).await,
         Err(StoreError::StaleVersion)
     ));
+    let events = store.list_events(&nb.id, 0, 100).await.unwrap();
+    assert_eq!(
+        events,
+        vec![event(1, "Created"), event(2, "PreparingStorage")]
+    );
+    assert_eq!(
+        store.list_events(&nb.id, 1, 100).await.unwrap(),
+        vec![event(2, "PreparingStorage")]
+    );
+    assert_eq!(store.list_events(&nb.id, 0, 1).await.unwrap().len(), 1);
     nb.version = version;
     assert_eq!(store.find_notebook(&nb.id).await.unwrap(), Some(nb.clone()));
     assert_eq!(store.list_notebooks().await.unwrap().len(), 1);
     store.delete_notebook(&nb.id).await.unwrap();
     assert_eq!(store.find_notebook(&nb.id).await.unwrap(), None);
+    assert!(store.list_events(&nb.id, 0, 100).await.unwrap().is_empty());
 
     let mut image = Image::builtin().remove(0);
     image.id = atelier_domain::ImageId::new_random();

@@ -10,8 +10,8 @@ mod sqlite;
 use async_trait::async_trait;
 
 use atelier_domain::{
-    AccessKeyId, AccessToken, Credential, Image, ImageId, KeyPair, Notebook, NotebookId, Project,
-    ProjectId, User, UserId,
+    AccessKeyId, AccessToken, Credential, Image, ImageId, KeyPair, Notebook, NotebookEvent,
+    NotebookId, Project, ProjectId, User, UserId,
 };
 
 pub use sqlite::SqliteStore;
@@ -57,11 +57,29 @@ pub trait Store: Send + Sync + 'static {
     async fn update_image(&self, image: &Image) -> StoreResult<()>;
     async fn list_images(&self) -> StoreResult<Vec<Image>>;
 
-    async fn insert_notebook(&self, notebook: &Notebook) -> StoreResult<()>;
-    /// Writes `notebook` if the stored version equals `notebook.version`; returns the new
-    /// version (`notebook.version + 1`). [`StoreError::StaleVersion`] otherwise.
-    async fn update_notebook(&self, notebook: &Notebook) -> StoreResult<i64>;
+    /// Writes a new notebook and its first events, atomically.
+    async fn insert_notebook(
+        &self,
+        notebook: &Notebook,
+        events: &[NotebookEvent],
+    ) -> StoreResult<()>;
+    /// Writes `notebook` and `events` atomically if the stored version equals
+    /// `notebook.version`; returns the new version (`notebook.version + 1`).
+    /// [`StoreError::StaleVersion`] otherwise, and nothing is written.
+    async fn update_notebook(
+        &self,
+        notebook: &Notebook,
+        events: &[NotebookEvent],
+    ) -> StoreResult<i64>;
+    /// Removes the notebook and its events.
     async fn delete_notebook(&self, id: &NotebookId) -> StoreResult<()>;
+    /// The notebook's events numbered above `after_seq`, oldest first, at most `limit`.
+    async fn list_events(
+        &self,
+        id: &NotebookId,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<NotebookEvent>>;
     async fn find_notebook(&self, id: &NotebookId) -> StoreResult<Option<Notebook>>;
     /// Every notebook, for the in-memory index the server builds at boot.
     async fn list_notebooks(&self) -> StoreResult<Vec<Notebook>>;

@@ -33,6 +33,8 @@ pub(crate) struct NotebookRecord {
     action_progress: Vec<(u8, String)>,
     stop_reason: Option<String>,
     has_run: bool,
+    #[serde(default)]
+    event_seq: i64,
     create_at: i64,
     update_at: i64,
 }
@@ -130,6 +132,7 @@ impl NotebookRecord {
                 .collect(),
             stop_reason: nb.stop_reason.map(|r| r.as_str().to_owned()),
             has_run: nb.has_run,
+            event_seq: nb.event_seq,
             create_at: nb.create_at,
             update_at: nb.update_at,
         }
@@ -208,6 +211,7 @@ impl NotebookRecord {
                 .map(|r| parse::<StopReason>(&r, "stop reason"))
                 .transpose()?,
             has_run: self.has_run,
+            event_seq: self.event_seq,
             create_at: self.create_at,
             update_at: self.update_at,
             version,

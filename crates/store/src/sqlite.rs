@@ -11,8 +11,8 @@ use sqlx::sqlite::{
 };
 
 use atelier_domain::{
-    AccessKeyId, AccessToken, Credential, Image, ImageId, KeyPair, Notebook, NotebookId, Project,
-    ProjectId, User, UserId,
+    AccessKeyId, AccessToken, Credential, EventLevel, Image, ImageId, KeyPair, Notebook,
+    NotebookEvent, NotebookId, Project, ProjectId, User, UserId,
 };
 
 use crate::record::{ImageRecord, NotebookRecord};
@@ -111,6 +111,58 @@ fn notebook_from_row(row: &SqliteRow) -> StoreResult<Notebook> {
     let record: NotebookRecord =
         serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     record.into_domain(row.get("version"))
+}
+
+async fn insert_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    events: &[NotebookEvent],
+) -> StoreResult<()> {
+    for event in events {
+        sqlx::query(
+            "INSERT INTO notebook_events
+               (notebook_id, seq, at, level, reason, message, status, step, step_status)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(event.notebook_id.to_string())
+        .bind(event.seq)
+        .bind(event.at)
+        .bind(event.level.as_str())
+        .bind(&event.reason)
+        .bind(&event.message)
+        .bind(event.status.as_str())
+        .bind(event.step.map(i64::from))
+        .bind(event.step_status.map(|s| s.as_str()))
+        .execute(&mut **tx)
+        .await
+        .map_err(classify)?;
+    }
+    Ok(())
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<NotebookEvent> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("event {what}"));
+    let id: String = row.get("notebook_id");
+    let level: String = row.get("level");
+    let status: String = row.get("status");
+    let step: Option<i64> = row.get("step");
+    let step_status: Option<String> = row.get("step_status");
+    Ok(NotebookEvent {
+        notebook_id: id.parse().map_err(|_| corrupt("notebook id"))?,
+        seq: row.get("seq"),
+        at: row.get("at"),
+        level: if level == "Warning" {
+            EventLevel::Warning
+        } else {
+            EventLevel::Normal
+        },
+        reason: row.get("reason"),
+        message: row.get("message"),
+        status: status.parse().map_err(|_| corrupt("status"))?,
+        step: step.map(|s| s as u8),
+        step_status: step_status
+            .map(|s| s.parse().map_err(|_| corrupt("step status")))
+            .transpose()?,
+    })
 }
 
 fn keypair_from_row(row: &SqliteRow) -> StoreResult<KeyPair> {
@@ -404,7 +456,12 @@ impl Store for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
-    async fn insert_notebook(&self, notebook: &Notebook) -> StoreResult<()> {
+    async fn insert_notebook(
+        &self,
+        notebook: &Notebook,
+        events: &[NotebookEvent],
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         sqlx::query(
             "INSERT INTO notebooks (id, project_id, user_id, status, create_at, version, body)
              VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -416,14 +473,21 @@ impl Store for SqliteStore {
         .bind(notebook.create_at)
         .bind(notebook.version)
         .bind(to_json(&NotebookRecord::from_domain(notebook))?)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(classify)?;
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(classify)?;
         Ok(())
     }
 
-    async fn update_notebook(&self, notebook: &Notebook) -> StoreResult<i64> {
+    async fn update_notebook(
+        &self,
+        notebook: &Notebook,
+        events: &[NotebookEvent],
+    ) -> StoreResult<i64> {
         let next_version = notebook.version + 1;
+        let mut tx = self.pool.begin().await.map_err(classify)?;
         let result = sqlx::query(
             "UPDATE notebooks SET status = ?, version = ?, body = ? WHERE id = ? AND version = ?",
         )
@@ -432,22 +496,49 @@ impl Store for SqliteStore {
         .bind(to_json(&NotebookRecord::from_domain(notebook))?)
         .bind(notebook.id.to_string())
         .bind(notebook.version)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(classify)?;
         if result.rows_affected() == 0 {
             return Err(StoreError::StaleVersion);
         }
+        insert_events(&mut tx, events).await?;
+        tx.commit().await.map_err(classify)?;
         Ok(next_version)
     }
 
     async fn delete_notebook(&self, id: &NotebookId) -> StoreResult<()> {
-        sqlx::query("DELETE FROM notebooks WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        for statement in [
+            "DELETE FROM notebook_events WHERE notebook_id = ?",
+            "DELETE FROM notebooks WHERE id = ?",
+        ] {
+            sqlx::query(statement)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
         Ok(())
+    }
+
+    async fn list_events(
+        &self,
+        id: &NotebookId,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<NotebookEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM notebook_events WHERE notebook_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(id.to_string())
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn find_notebook(&self, id: &NotebookId) -> StoreResult<Option<Notebook>> {

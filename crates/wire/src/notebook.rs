@@ -252,3 +252,35 @@ pub struct FlavorList {
     pub data: Vec<NotebookFlavor>,
     pub flavors: Vec<NotebookFlavor>,
 }
+
+/// One thing that happened to a notebook (an Atelier extension): `GET …/{id}/events` and the
+/// `data` of each `GET …/{id}/progress` Server-Sent Event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotebookEventResp {
+    /// 1, 2, 3, … per notebook; the SSE `id`, for `Last-Event-ID`.
+    pub id: i64,
+    /// Epoch ms.
+    pub time: i64,
+    /// `Normal` or `Warning`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `Created`, `Scheduled`, `PulledImage`, `NotebookHealthy`, `Running`,
+    /// `StopNotebookResourceIdle`, `StopNotebookLeaseExpired`, `StartFailed`, …
+    pub reason: String,
+    pub message: String,
+    /// The notebook's status after the event.
+    pub status: String,
+    /// 1–4 for step transitions (storage, compute, network, init).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_status: Option<String>,
+    /// True for the status an operation ends in (RUNNING, STOPPED, a failure, …).
+    pub terminal: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NotebookEventList {
+    pub events: Vec<NotebookEventResp>,
+    pub total: i64,
+}

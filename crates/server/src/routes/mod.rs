@@ -1,4 +1,5 @@
 //! Every route of the API, listed once: the same list builds the router and `/openapi.json`.
+pub mod events;
 pub mod flavor;
 pub mod image;
 pub mod keypair;
@@ -34,6 +35,8 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(notebook::start_notebook))
         .routes(routes!(notebook::stop_notebook))
+        .routes(routes!(events::list_notebook_events))
+        .routes(routes!(events::show_notebook_progress))
         .routes(routes!(lease::show_lease, lease::renew_lease))
         .routes(routes!(flavor::list_flavors))
         .routes(routes!(flavor::show_switchable_flavors))

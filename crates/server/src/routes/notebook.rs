@@ -296,6 +296,7 @@ pub async fn create_notebook(
         action_progress: vec![],
         stop_reason: None,
         has_run: false,
+        event_seq: 0,
         create_at: now,
         update_at: now,
         version: 1,

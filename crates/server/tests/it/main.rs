@@ -3,6 +3,7 @@
 //! | file            | URLs                                                        |
 //! |-----------------|-------------------------------------------------------------|
 //! | `notebook/`     | `/v1/{project}/notebooks[/all]`, `/notebooks/{id}[/start|/stop]` |
+//! | `events`        | `/notebooks/{id}/events`, `/notebooks/{id}/progress` (SSE)  |
 //! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |
 //! | `flavor`        | `/notebooks/flavors`, `/notebooks/{id}/flavors`             |
 //! | `tag`           | `/notebooks/{id}/tags/{create,delete}`, `/notebooks/tags`   |
@@ -16,6 +17,7 @@
 mod support;
 
 mod auth;
+mod events;
 mod flavor;
 mod image;
 mod lease;

@@ -34,7 +34,7 @@ fi
 
 step "Python end-to-end tools (.venv-e2e)"
 venv="$repo/.venv-e2e"
-if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/python" -c 'import huaweicloudsdkmodelarts' 2>/dev/null; then
+if [ ! -x "$venv/bin/schemathesis" ] || ! "$venv/bin/python" -c 'import huaweicloudsdkmodelarts, playwright' 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
 fi
@@ -43,6 +43,10 @@ export ATELIER_BIN="$repo/target/debug/atelier" PY_VENV="$venv"
 
 step "Huawei Cloud Python SDK end to end"
 "$venv/bin/python" tests/e2e/sdk_e2e.py
+
+step "web console in headless Chromium (Playwright)"
+# Screenshots land in test-output/ (the CI artifact).
+"$venv/bin/python" tests/e2e/console_e2e.py
 
 step "schemathesis against /openapi.json (signed requests)"
 # The fuzzer creates notebooks by the hundred: it checks the API, so nothing needs to run.

@@ -147,6 +147,22 @@ impl Identity {
         Ok(member)
     }
 
+    /// The live token `token` and its user (the web console's sign-in).
+    pub async fn token_session(
+        &self,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<(AccessToken, Arc<User>), ApiError> {
+        let (token, user) = self
+            .token(token)
+            .await?
+            .ok_or(ApiError::Unauthenticated("decrypt token fail"))?;
+        if token.expires_at <= now_ms {
+            return Err(ApiError::Unauthenticated("token expired"));
+        }
+        Ok((token, user))
+    }
+
     /// Authenticates a request to `/v1/{project_id}/…` whose body has been read.
     pub async fn authenticate(
         &self,

@@ -4,6 +4,7 @@
 pub mod app;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod identity;

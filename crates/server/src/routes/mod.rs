@@ -77,6 +77,12 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .route("/console", axum::routing::get(crate::console::page))
+        .route("/console/", axum::routing::get(crate::console::page))
+        .route(
+            "/console/session",
+            axum::routing::get(crate::console::session),
+        )
         .fallback(|| async { ApiError::RouteNotFound.into_response() })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .with_state(state)

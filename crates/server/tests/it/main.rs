@@ -3,6 +3,7 @@
 //! | file            | URLs                                                        |
 //! |-----------------|-------------------------------------------------------------|
 //! | `notebook/`     | `/v1/{project}/notebooks[/all]`, `/notebooks/{id}[/start|/stop]` |
+//! | `console`       | `/console`, `/console/session`                              |
 //! | `events`        | `/notebooks/{id}/events`, `/notebooks/{id}/progress` (SSE)  |
 //! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |
 //! | `flavor`        | `/notebooks/flavors`, `/notebooks/{id}/flavors`             |
@@ -17,6 +18,7 @@
 mod support;
 
 mod auth;
+mod console;
 mod events;
 mod flavor;
 mod image;

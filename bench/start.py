@@ -46,7 +46,7 @@ class Server:
     def __init__(self):
         self.tmp = tempfile.mkdtemp(prefix="atelier-bench-")
         env = dict(os.environ, ATELIER_LOG="warn", ATELIER_RUNTIME__KIND="local",
-                   ATELIER_RUNTIME__IMAGE_DIR=IMAGE_DIR)
+                   ATELIER_RUNTIME__IMAGE_DIR=IMAGE_DIR, XDG_CONFIG_HOME=self.tmp + "/xdg")
         self.process = subprocess.Popen(
             [BIN, "serve", "--data-dir", self.tmp + "/data", "--api-listen", "127.0.0.1:0",
              "--gateway-listen", "127.0.0.1:0"],

@@ -54,9 +54,9 @@ ATELIER_RUNTIME__KIND=placeholder tests/e2e/run_schemathesis.sh
 
 step "benchmark suite, smoke mode"
 if command -v wrk >/dev/null; then
-    ATELIER_RUNTIME__KIND=placeholder ATELIER_BIN="$repo/target/debug/atelier" bench/api.sh --smoke
-    ATELIER_BIN="$repo/target/debug/atelier" IMAGE_DIR="$ATELIER_RUNTIME__IMAGE_DIR" \
-        python3 bench/start.py --smoke
+    cargo build --locked -p atelier -p atelier-loadgen
+    ATELIER_BIN="$repo/target/debug/atelier" LOADGEN="$repo/target/debug/atelier-loadgen" \
+        IMAGE_DIR="$ATELIER_RUNTIME__IMAGE_DIR" bench/run.sh --smoke
 else
     echo "wrk is not installed: the benchmark smoke run needs it (apt-get install wrk)" >&2
     exit 1

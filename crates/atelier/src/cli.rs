@@ -504,9 +504,11 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
             let id = client.resolve(&notebook).await?;
             let deleting = client.delete_notebook(&id).await?;
             if wait {
+                // Gone before the stream could be read, or while it was: deleted.
                 match follow(client, &id).await {
                     Ok(ended) => return settle(ended, output),
-                    Err(Failure(message)) if message.is_empty() => {}
+                    Err(Failure(message))
+                        if message.is_empty() || message.starts_with("ModelArts.6309") => {}
                     Err(other) => return Err(other),
                 }
                 match output {

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+use http_body_util::BodyExt as _;
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -39,9 +41,54 @@ pub struct Route {
     last_activity_ms: AtomicI64,
     open_tunnels: AtomicUsize,
     clock: Clock,
+    /// Idle keep-alive connections to the notebook's socket, reused by the next requests.
+    idle: std::sync::Mutex<Vec<Upstream>>,
 }
 
+type Upstream = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Idle connections kept per notebook.
+const MAX_IDLE: usize = 64;
+
 impl Route {
+    fn take_idle(&self) -> Option<Upstream> {
+        let mut idle = self.idle.lock().expect("poisoned");
+        while let Some(upstream) = idle.pop() {
+            if upstream.is_ready() && !upstream.is_closed() {
+                return Some(upstream);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, upstream: Upstream) {
+        let mut idle = self.idle.lock().expect("poisoned");
+        if idle.len() < MAX_IDLE {
+            idle.push(upstream);
+        }
+    }
+
+    /// A new connection to the notebook's socket.
+    async fn connect(&self, id: &NotebookId) -> Result<Upstream, Response> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|cause| {
+            tracing::warn!(notebook_id = %id, %cause, "notebook socket unreachable");
+            error(StatusCode::BAD_GATEWAY, "The notebook is not answering.")
+        })?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
+                .await
+                .map_err(|cause| {
+                    tracing::warn!(notebook_id = %id, %cause, "handshake with notebook failed");
+                    error(StatusCode::BAD_GATEWAY, "The notebook is not answering.")
+                })?;
+        tokio::spawn(async move {
+            if let Err(cause) = connection.with_upgrades().await {
+                tracing::debug!(%cause, "notebook connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
     fn touch(&self) {
         self.last_activity_ms
             .store((self.clock)(), Ordering::Relaxed);
@@ -63,6 +110,20 @@ fn system_now_ms() -> i64 {
 pub struct Gateway {
     routes: RwLock<HashMap<NotebookId, Arc<Route>>>,
     clock: Clock,
+    requests: AtomicU64,
+    bytes_to_notebook: AtomicU64,
+    bytes_from_notebook: AtomicU64,
+}
+
+/// Totals since the gateway started (the control plane's `/metrics`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GatewayStats {
+    pub requests: u64,
+    /// Request bodies and WebSocket bytes.
+    pub bytes_to_notebook: u64,
+    /// Response bodies and WebSocket bytes.
+    pub bytes_from_notebook: u64,
+    pub open_tunnels: usize,
 }
 
 impl Gateway {
@@ -75,6 +136,9 @@ impl Gateway {
         Arc::new(Gateway {
             routes: RwLock::new(HashMap::new()),
             clock,
+            requests: AtomicU64::new(0),
+            bytes_to_notebook: AtomicU64::new(0),
+            bytes_from_notebook: AtomicU64::new(0),
         })
     }
 
@@ -87,9 +151,28 @@ impl Gateway {
             last_activity_ms: AtomicI64::new((self.clock)()),
             open_tunnels: AtomicUsize::new(0),
             clock: self.clock.clone(),
+            idle: std::sync::Mutex::new(Vec::new()),
         });
         if let Some(old) = self.routes.write().expect("poisoned").insert(id, route) {
             old.tunnels.cancel();
+        }
+    }
+
+    pub fn stats(&self) -> GatewayStats {
+        GatewayStats {
+            requests: self.requests.load(Ordering::Relaxed),
+            bytes_to_notebook: self.bytes_to_notebook.load(Ordering::Relaxed),
+            bytes_from_notebook: self.bytes_from_notebook.load(Ordering::Relaxed),
+            open_tunnels: self
+                .routes
+                .read()
+                .map(|routes| {
+                    routes
+                        .values()
+                        .map(|r| r.open_tunnels.load(Ordering::Relaxed))
+                        .sum()
+                })
+                .unwrap_or(0),
         }
     }
 
@@ -261,6 +344,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// No body follows the head: no `Content-Length` (or 0) and no `Transfer-Encoding`.
+fn body_is_empty(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::TRANSFER_ENCODING)
+        && headers
+            .get(header::CONTENT_LENGTH)
+            .is_none_or(|v| v.as_bytes() == b"0")
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -301,6 +392,7 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         }
     };
     route.touch();
+    gateway.requests.fetch_add(1, Ordering::Relaxed);
 
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -319,33 +411,73 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         .headers_mut()
         .insert(header::HOST, HeaderValue::from_static("localhost"));
 
-    let stream = match UnixStream::connect(&route.socket).await {
-        Ok(stream) => stream,
-        Err(cause) => {
-            tracing::warn!(notebook_id = %id, %cause, "notebook socket unreachable");
-            return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
-        }
-    };
-    let (mut sender, connection) =
-        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
-            Ok(pair) => pair,
-            Err(cause) => {
-                tracing::warn!(notebook_id = %id, %cause, "handshake with notebook failed");
-                return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
-            }
-        };
-    tokio::spawn(async move {
-        if let Err(cause) = connection.with_upgrades().await {
-            tracing::debug!(%cause, "notebook connection ended");
-        }
+    // A request without a body can be sent again if a reused connection turns out closed.
+    let resend = (!upgrade && body_is_empty(request.headers())).then(|| {
+        (
+            request.method().clone(),
+            request.uri().clone(),
+            request.headers().clone(),
+        )
     });
+    let counted = gateway.clone();
+    let request = request.map(|body| {
+        Body::new(body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                counted
+                    .bytes_to_notebook
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
+            frame
+        }))
+    });
+    let pooled = if upgrade { None } else { route.take_idle() };
+    let reused = pooled.is_some();
+    let mut sender = match pooled {
+        Some(sender) => sender,
+        None => match route.connect(&id).await {
+            Ok(sender) => sender,
+            Err(response) => return response,
+        },
+    };
     let mut response = match sender.send_request(request).await {
         Ok(response) => response,
         Err(cause) => {
-            tracing::warn!(notebook_id = %id, %cause, "request to notebook failed");
-            return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
+            let retry = match resend {
+                Some((method, uri, headers)) if reused => {
+                    let mut again = Request::new(Body::empty());
+                    *again.method_mut() = method;
+                    *again.uri_mut() = uri;
+                    *again.headers_mut() = headers;
+                    Some(again)
+                }
+                _ => None,
+            };
+            let Some(again) = retry else {
+                tracing::warn!(notebook_id = %id, %cause, "request to notebook failed");
+                return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
+            };
+            sender = match route.connect(&id).await {
+                Ok(sender) => sender,
+                Err(response) => return response,
+            };
+            match sender.send_request(again).await {
+                Ok(response) => response,
+                Err(cause) => {
+                    tracing::warn!(notebook_id = %id, %cause, "request to notebook failed");
+                    return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
+                }
+            }
         }
     };
+    if !upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // Back to the pool once this response's body has been read.
+        let route = route.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                route.put_idle(sender);
+            }
+        });
+    }
 
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
@@ -353,6 +485,7 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let route = route.clone();
+        let gateway = gateway.clone();
         tokio::spawn(async move {
             let (client, upstream) = match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok(pair) => pair,
@@ -362,7 +495,13 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
                 }
             };
             route.open_tunnels.fetch_add(1, Ordering::Relaxed);
-            splice(TokioIo::new(client), TokioIo::new(upstream), &route).await;
+            splice(
+                TokioIo::new(client),
+                TokioIo::new(upstream),
+                &route,
+                &gateway,
+            )
+            .await;
             route.open_tunnels.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -380,11 +519,20 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
             parts.headers.append(header::SET_COOKIE, value);
         }
     }
+    let counted = gateway.clone();
+    let body = body.map_frame(move |frame| {
+        if let Some(data) = frame.data_ref() {
+            counted
+                .bytes_from_notebook
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        frame
+    });
     Response::from_parts(parts, Body::new(body))
 }
 
 /// Copies bytes both ways until either side closes or the route is removed, recording activity.
-async fn splice<A, B>(client: A, upstream: B, route: &Route)
+async fn splice<A, B>(client: A, upstream: B, route: &Route, gateway: &Gateway)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
@@ -400,6 +548,9 @@ where
                 return Ok::<(), std::io::Error>(());
             }
             route.touch();
+            gateway
+                .bytes_to_notebook
+                .fetch_add(read as u64, Ordering::Relaxed);
             upstream_write.write_all(&buffer[..read]).await?;
         }
     };
@@ -412,6 +563,9 @@ where
                 return Ok::<(), std::io::Error>(());
             }
             route.touch();
+            gateway
+                .bytes_from_notebook
+                .fetch_add(read as u64, Ordering::Relaxed);
             client_write.write_all(&buffer[..read]).await?;
         }
     };

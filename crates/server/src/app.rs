@@ -21,6 +21,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::identity::{self, AdminCredentials, Identity};
 use crate::lease_keeper::LeaseKeeper;
+use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
 use crate::render;
 use crate::service::NotebookService;
@@ -39,6 +40,7 @@ pub struct AppState {
     pub ssh: Arc<SshService>,
     /// Cancelled when the server stops: long-lived responses (progress streams) end with it.
     pub shutdown: CancellationToken,
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -136,8 +138,13 @@ impl App {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let ssh_sessions = Arc::new(SshSessions::default());
-        let lease_keeper =
-            LeaseKeeper::new(clock.clone(), Some(gateway.clone()), ssh_sessions.clone());
+        let metrics = Metrics::new(service.clone(), gateway.clone(), ssh_sessions.clone());
+        let lease_keeper = LeaseKeeper::new(
+            clock.clone(),
+            Some(gateway.clone()),
+            ssh_sessions.clone(),
+            metrics.clone(),
+        );
         let gateway_url: Arc<str> = match &config.gateway_public_url {
             Some(url) => url.trim_end_matches('/').into(),
             None => format!("http://{gateway_addr}").into(),
@@ -155,6 +162,7 @@ impl App {
             runtime,
             gateway.clone(),
             ssh.clone(),
+            metrics.clone(),
             tracker.clone(),
             shutdown.clone(),
         );
@@ -175,6 +183,7 @@ impl App {
             domain: Arc::new(domain),
             ssh,
             shutdown: shutdown.clone(),
+            metrics,
         };
         Ok(App {
             api_listener,

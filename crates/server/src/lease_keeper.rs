@@ -11,6 +11,7 @@ use atelier_domain::{LeaseType, Notebook, NotebookId, NotebookStatus, StopReason
 use atelier_gateway::Gateway;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
 use crate::service::NotebookService;
 use crate::ssh::SshSessions;
@@ -61,6 +62,7 @@ pub struct LeaseKeeper {
     gateway: Option<Arc<Gateway>>,
     /// Open SSH sessions per notebook.
     ssh_sessions: Arc<SshSessions>,
+    metrics: Arc<Metrics>,
     wake: Notify,
 }
 
@@ -69,6 +71,7 @@ impl LeaseKeeper {
         clock: Arc<dyn Clock>,
         gateway: Option<Arc<Gateway>>,
         ssh_sessions: Arc<SshSessions>,
+        metrics: Arc<Metrics>,
     ) -> Arc<LeaseKeeper> {
         Arc::new(LeaseKeeper {
             clock,
@@ -76,6 +79,7 @@ impl LeaseKeeper {
             activity: Mutex::new(HashMap::new()),
             gateway,
             ssh_sessions,
+            metrics,
             wake: Notify::new(),
         })
     }
@@ -186,8 +190,9 @@ impl LeaseKeeper {
                     LeaseType::Idle => StopReason::Idle,
                 };
                 tracing::info!(notebook_id = %id, reason = %reason, late_ms = now - deadline, "auto-stop");
-                if let Err(error) = orchestrator.request_stop(&id, reason).await {
-                    tracing::warn!(notebook_id = %id, %error, "auto-stop refused");
+                match orchestrator.request_stop(&id, reason).await {
+                    Ok(_) => self.metrics.lease_expiry(reason.as_str()),
+                    Err(error) => tracing::warn!(notebook_id = %id, %error, "auto-stop refused"),
                 }
             }
         }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod identity;
 pub mod lease_keeper;
+pub mod metrics;
 pub mod openapi;
 pub mod orchestrator;
 pub mod render;

@@ -16,6 +16,7 @@ use atelier_gateway::Gateway;
 use atelier_runtime::{Runtime, SandboxSpec, Step};
 
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::service::NotebookService;
 use crate::ssh::SshService;
 
@@ -31,6 +32,7 @@ pub struct Orchestrator {
     runtime: Arc<dyn Runtime>,
     gateway: Arc<Gateway>,
     ssh: Arc<SshService>,
+    metrics: Arc<Metrics>,
     slots: Mutex<HashMap<NotebookId, Slot>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -51,12 +53,23 @@ fn admit(notebook: &Notebook, operation: Operation, field: &str) -> Result<(), A
         .map_err(|a| ApiError::from_admission(a, notebook.status.as_str(), field))
 }
 
+/// The step's name in metrics.
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::PrepareStorage => "storage",
+        Step::PrepareCompute => "compute",
+        Step::ConfigureNetwork => "network",
+        Step::Initialise => "init",
+    }
+}
+
 impl Orchestrator {
     pub fn new(
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
         gateway: Arc<Gateway>,
         ssh: Arc<SshService>,
+        metrics: Arc<Metrics>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
@@ -65,6 +78,7 @@ impl Orchestrator {
             runtime,
             gateway,
             ssh,
+            metrics,
             slots: Mutex::new(HashMap::new()),
             tracker,
             shutdown,
@@ -327,6 +341,7 @@ impl Orchestrator {
             })
             .await?;
         let spec = self.sandbox_spec(&notebook);
+        let started = std::time::Instant::now();
         for step in Step::ALL {
             let number = step.number();
             let done = notebook
@@ -346,6 +361,7 @@ impl Orchestrator {
                     Ok(())
                 })
                 .await?;
+            let step_started = std::time::Instant::now();
             let mut outcome = tokio::select! {
                 () = token.cancelled() => return Ok(()),
                 outcome = self.runtime.run_step(&spec, step) => outcome.map_err(|e| e.to_string()),
@@ -353,6 +369,8 @@ impl Orchestrator {
             if outcome.is_ok() && step == Step::ConfigureNetwork {
                 outcome = self.ssh.open(&notebook).await;
             }
+            self.metrics
+                .step(step_name(step), outcome.is_ok(), step_started);
             if let Err(error) = outcome {
                 let reason = format!(
                     "step {number} ({}) failed: {error}",
@@ -375,6 +393,7 @@ impl Orchestrator {
                         Ok(())
                     })
                     .await?;
+                self.metrics.start(false, started);
                 // Release whatever the start had taken.
                 self.unroute(&id);
                 if let Err(error) = self.runtime.stop(id).await {
@@ -409,6 +428,7 @@ impl Orchestrator {
                 Ok(())
             })
             .await?;
+        self.metrics.start(true, started);
         self.watch(id);
         Ok(())
     }

@@ -48,6 +48,11 @@ impl SshSessions {
             .unwrap_or(0)
     }
 
+    /// Open sessions of all notebooks.
+    pub fn total(&self) -> usize {
+        self.open.lock().expect("poisoned").values().sum()
+    }
+
     fn add(&self, id: NotebookId, delta: isize) {
         let mut open = self.open.lock().expect("poisoned");
         let count = open.entry(id).or_insert(0);

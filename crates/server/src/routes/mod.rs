@@ -59,10 +59,15 @@ pub fn router(state: AppState) -> Router {
             .into_boxed_str(),
     );
     let request_id = HeaderName::from_static("x-request-id");
-    let api = api.route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        require_caller,
-    ));
+    let api = api
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_caller,
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ));
     Router::new()
         .merge(api)
         .route(
@@ -77,6 +82,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .route("/metrics", axum::routing::get(crate::metrics::serve))
         .route("/console", axum::routing::get(crate::console::page))
         .route("/console/", axum::routing::get(crate::console::page))
         .route(

@@ -309,6 +309,16 @@ async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
     assert_eq!(deleted.status(), 200);
     app.wait_gone(&id).await;
     assert!(!volume.exists(), "the volume goes with the notebook");
+    // The gateway's traffic shows in the control plane's metrics.
+    let metrics = crate::metrics::scrape(&app).await;
+    let requests = crate::metrics::sample(&metrics, "atelier_gateway_requests_total").unwrap();
+    assert!(requests >= 5.0, "{metrics}");
+    let from = crate::metrics::sample(
+        &metrics,
+        "atelier_gateway_bytes_total{direction=\"from_notebook\"}",
+    )
+    .unwrap();
+    assert!(from > 1000.0, "{metrics}");
     app.shutdown().await;
 }
 

@@ -10,6 +10,7 @@
 //! | `tag`           | `/notebooks/{id}/tags/{create,delete}`, `/notebooks/tags`   |
 //! | `image`         | `/images[/{id}]`                                            |
 //! | `auth`          | signatures, tokens, project scope (every path)              |
+//! | `metrics`       | `/metrics` (Prometheus text)                                |
 //! | `openapi`       | `/openapi.json`                                             |
 //! | `restart`       | a control plane restarted on the same data dir              |
 //! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
@@ -24,6 +25,7 @@ mod flavor;
 mod image;
 mod lease;
 mod local;
+mod metrics;
 mod notebook;
 mod openapi;
 mod restart;

@@ -1,0 +1,254 @@
+//! `atelier-loadgen`: the benchmark suite's load client. It measures the same target through
+//! the gateway (TCP) and directly (the notebook's Unix socket), with keep-alive HTTP/1.1
+//! connections or a Jupyter kernel WebSocket, and prints one JSON line of results.
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Parser)]
+struct Cli {
+    /// Connect to this TCP address (HOST:PORT)…
+    #[arg(long, global = true)]
+    tcp: Option<String>,
+    /// …or to this Unix socket.
+    #[arg(long, global = true)]
+    unix: Option<std::path::PathBuf>,
+    /// Extra request header `Name: value` (repeatable).
+    #[arg(long = "header", global = true)]
+    headers: Vec<String>,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// GET `path` on `concurrency` keep-alive connections for `seconds`.
+    Http {
+        #[arg(long)]
+        path: String,
+        #[arg(long, short = 'c', default_value_t = 1)]
+        concurrency: usize,
+        #[arg(long, short = 'd', default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Jupyter kernel messages over `path` (…/api/kernels/{id}/channels): `kernel_info`
+    /// requests with `window` in flight, or `execute` of `code` one at a time.
+    Kernel {
+        #[arg(long)]
+        path: String,
+        #[arg(long, default_value = "kernel_info")]
+        message: String,
+        #[arg(long, default_value = "1+1")]
+        code: String,
+        #[arg(long, default_value_t = 1)]
+        window: usize,
+        #[arg(long, short = 'd', default_value_t = 5.0)]
+        seconds: f64,
+    },
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Box<dyn Stream>> {
+    match (&cli.tcp, &cli.unix) {
+        (Some(address), None) => {
+            let stream = tokio::net::TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream))
+        }
+        (None, Some(path)) => Ok(Box::new(tokio::net::UnixStream::connect(path).await?)),
+        _ => Err(anyhow!("give exactly one of --tcp and --unix")),
+    }
+}
+
+fn header_pairs(cli: &Cli) -> anyhow::Result<Vec<(String, String)>> {
+    cli.headers
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| anyhow!("bad header {h}"))
+        })
+        .collect()
+}
+
+fn host(cli: &Cli) -> String {
+    cli.tcp.clone().unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Percentiles in ms of latencies in µs.
+fn summary(mut latencies: Vec<u64>, elapsed: Duration) -> Value {
+    latencies.sort_unstable();
+    let at = |q: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[index] as f64 / 1000.0
+    };
+    json!({
+        "count": latencies.len(),
+        "per_second": latencies.len() as f64 / elapsed.as_secs_f64(),
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p99_ms": at(0.99),
+    })
+}
+
+async fn http_worker(cli: &Cli, path: &str, until: Instant) -> anyhow::Result<Vec<u64>> {
+    let stream = connect(cli).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+            .await?;
+    tokio::spawn(connection);
+    let headers = header_pairs(cli)?;
+    let mut latencies = Vec::new();
+    while Instant::now() < until {
+        let mut request = http::Request::get(path).header("host", host(cli));
+        for (name, value) in &headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(Empty::new())?;
+        let started = Instant::now();
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        response.into_body().collect().await?;
+        if !status.is_success() {
+            return Err(anyhow!("HTTP {status} for {path}"));
+        }
+        latencies.push(started.elapsed().as_micros() as u64);
+    }
+    Ok(latencies)
+}
+
+async fn http(cli: &Cli, path: &str, concurrency: usize, seconds: f64) -> anyhow::Result<Value> {
+    // Warm up the connection path once.
+    http_worker(cli, path, Instant::now() + Duration::from_millis(200)).await?;
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    let workers = (0..concurrency).map(|_| http_worker(cli, path, until));
+    let results = futures_util::future::join_all(workers).await;
+    let elapsed = started.elapsed();
+    let mut all = Vec::new();
+    for result in results {
+        all.extend(result?);
+    }
+    Ok(summary(all, elapsed))
+}
+
+fn kernel_message(msg_type: &str, code: &str) -> (String, String) {
+    let msg_id = uuid::Uuid::new_v4().to_string();
+    let content = if msg_type == "execute_request" {
+        json!({"code": code, "silent": false, "store_history": false, "user_expressions": {},
+               "allow_stdin": false, "stop_on_error": true})
+    } else {
+        json!({})
+    };
+    let message = json!({
+        "header": {"msg_id": msg_id, "username": "bench", "session": "bench-session",
+                   "msg_type": msg_type, "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [], "content": content,
+    });
+    (msg_id, message.to_string())
+}
+
+async fn kernel(
+    cli: &Cli,
+    path: &str,
+    message: &str,
+    code: &str,
+    window: usize,
+    seconds: f64,
+) -> anyhow::Result<Value> {
+    let stream = connect(cli).await?;
+    let url = format!("ws://{}{path}", host(cli));
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    for (name, value) in header_pairs(cli)? {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes())?,
+            http::HeaderValue::from_str(&value)?,
+        );
+    }
+    let (mut socket, _) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .context("WebSocket handshake")?;
+    let (msg_type, reply_type, window) = match message {
+        "execute" => ("execute_request", "execute_reply", 1),
+        _ => ("kernel_info_request", "kernel_info_reply", window.max(1)),
+    };
+    let mut in_flight: std::collections::HashMap<String, Instant> = Default::default();
+    let mut latencies = Vec::new();
+    let warmup_until = Instant::now() + Duration::from_millis(500);
+    let mut started = Instant::now();
+    let mut until = warmup_until + Duration::from_secs_f64(seconds);
+    let mut warm = false;
+    loop {
+        let now = Instant::now();
+        if !warm && now >= warmup_until {
+            warm = true;
+            latencies.clear();
+            started = now;
+            until = now + Duration::from_secs_f64(seconds);
+        }
+        if now < until {
+            while in_flight.len() < window {
+                let (id, text) = kernel_message(msg_type, code);
+                in_flight.insert(id, Instant::now());
+                socket.send(Message::text(text)).await?;
+            }
+        } else if in_flight.is_empty() {
+            break;
+        }
+        let next = tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .context("no kernel reply within 30 s")?;
+        let Some(next) = next else {
+            return Err(anyhow!("the kernel WebSocket closed"));
+        };
+        let Message::Text(text) = next? else { continue };
+        let reply: Value = serde_json::from_str(&text)?;
+        if reply["msg_type"] != reply_type {
+            continue;
+        }
+        if let Some(parent) = reply["parent_header"]["msg_id"].as_str()
+            && let Some(sent) = in_flight.remove(parent)
+            && Instant::now() < until
+        {
+            latencies.push(sent.elapsed().as_micros() as u64);
+        }
+    }
+    let elapsed = until.min(Instant::now()) - started;
+    let _ = socket.close(None).await;
+    Ok(summary(latencies, elapsed))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let result = match &cli.mode {
+        Mode::Http {
+            path,
+            concurrency,
+            seconds,
+        } => http(&cli, path, *concurrency, *seconds).await?,
+        Mode::Kernel {
+            path,
+            message,
+            code,
+            window,
+            seconds,
+        } => kernel(&cli, path, message, code, *window, *seconds).await?,
+    };
+    println!("{result}");
+    Ok(())
+}

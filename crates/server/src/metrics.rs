@@ -1,0 +1,268 @@
+//! Prometheus metrics, served as text at `/metrics` on the API listener. One explicit
+//! registry per app (no global state): start duration per step and outcome, API request
+//! durations, notebooks by status, SSH sessions, gateway requests and bytes, lease expiries.
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use atelier_gateway::Gateway;
+
+use crate::app::AppState;
+use crate::service::NotebookService;
+use crate::ssh::SshSessions;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabels {
+    pub step: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: String,
+}
+
+fn seconds_histogram() -> Histogram {
+    // 1 ms … ~65 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.001, 2.0, 17,
+    ))
+}
+
+fn api_histogram() -> Histogram {
+    // 50 µs … ~1.6 s.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.000_05, 2.0, 16,
+    ))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub start_steps: Family<StepLabels, Histogram>,
+    pub starts: Family<OutcomeLabels, Histogram>,
+    pub api_requests: Family<ApiLabels, Histogram, fn() -> Histogram>,
+    pub lease_expiries: Family<ReasonLabels, Counter>,
+}
+
+impl Metrics {
+    /// The registry, with the metrics read at scrape time from the service, the gateway and
+    /// the SSH sessions.
+    pub fn new(
+        service: Arc<NotebookService>,
+        gateway: Arc<Gateway>,
+        ssh: Arc<SshSessions>,
+    ) -> Arc<Metrics> {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(StateCollector {
+            service,
+            gateway,
+            ssh,
+        }));
+        let start_steps = Family::<StepLabels, Histogram>::new_with_constructor(seconds_histogram);
+        let starts = Family::<OutcomeLabels, Histogram>::new_with_constructor(seconds_histogram);
+        let api_requests =
+            Family::<ApiLabels, Histogram, fn() -> Histogram>::new_with_constructor(api_histogram);
+        let lease_expiries = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "atelier_start_step_duration_seconds",
+            "Duration of each start step (storage, compute, network, init) by outcome",
+            start_steps.clone(),
+        );
+        registry.register(
+            "atelier_start_duration_seconds",
+            "Duration of whole starts (first step to RUNNING or failure) by outcome",
+            starts.clone(),
+        );
+        registry.register(
+            "atelier_api_request_duration_seconds",
+            "API request durations (to the response head) by method, route and status",
+            api_requests.clone(),
+        );
+        registry.register(
+            "atelier_lease_expiries",
+            "Notebooks stopped by the lease keeper, by reason (lease_expired, idle)",
+            lease_expiries.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            start_steps,
+            starts,
+            api_requests,
+            lease_expiries,
+        })
+    }
+
+    pub fn step(&self, step: &str, completed: bool, started: Instant) {
+        self.start_steps
+            .get_or_create(&StepLabels {
+                step: step.to_owned(),
+                outcome: outcome(completed),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn start(&self, completed: bool, started: Instant) {
+        self.starts
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome(completed),
+            })
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn lease_expiry(&self, reason: &str) {
+        self.lease_expiries
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+fn outcome(completed: bool) -> String {
+    if completed { "completed" } else { "failed" }.to_owned()
+}
+
+struct StateCollector {
+    service: Arc<NotebookService>,
+    gateway: Arc<Gateway>,
+    ssh: Arc<SshSessions>,
+}
+
+impl std::fmt::Debug for StateCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateCollector")
+    }
+}
+
+impl Collector for StateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut by_status: std::collections::BTreeMap<&'static str, i64> = Default::default();
+        for notebook in self.service.all() {
+            *by_status.entry(notebook.status.as_str()).or_default() += 1;
+        }
+        let gauge = ConstGauge::new(0i64);
+        let mut family = encoder.encode_descriptor(
+            "atelier_notebooks",
+            "Notebooks by status",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (status, count) in by_status {
+            ConstGauge::new(count).encode(family.encode_family(&StatusLabels {
+                status: status.to_owned(),
+            })?)?;
+        }
+        let sessions = ConstGauge::new(self.ssh.total() as i64);
+        sessions.encode(encoder.encode_descriptor(
+            "atelier_ssh_sessions",
+            "Open SSH sessions",
+            None,
+            sessions.metric_type(),
+        )?)?;
+        let stats = self.gateway.stats();
+        let requests = ConstCounter::new(stats.requests);
+        requests.encode(encoder.encode_descriptor(
+            "atelier_gateway_requests",
+            "Requests proxied to notebooks (WebSocket upgrades included)",
+            None,
+            requests.metric_type(),
+        )?)?;
+        let bytes = ConstCounter::new(0u64);
+        let mut family = encoder.encode_descriptor(
+            "atelier_gateway_bytes",
+            "Bytes proxied, by direction (to_notebook, from_notebook)",
+            None,
+            bytes.metric_type(),
+        )?;
+        for (direction, value) in [
+            ("to_notebook", stats.bytes_to_notebook),
+            ("from_notebook", stats.bytes_from_notebook),
+        ] {
+            ConstCounter::new(value).encode(family.encode_family(&DirectionLabels {
+                direction: direction.to_owned(),
+            })?)?;
+        }
+        let tunnels = ConstGauge::new(stats.open_tunnels as i64);
+        tunnels.encode(encoder.encode_descriptor(
+            "atelier_gateway_open_websockets",
+            "Open WebSocket tunnels to notebooks",
+            None,
+            tunnels.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+pub async fn serve(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Middleware: times every API request by its route template.
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .api_requests
+        .get_or_create(&ApiLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

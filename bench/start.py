@@ -3,7 +3,8 @@
 
 start: POST .../start -> first 200 on GATEWAY/{id}/api/status with the new token.
 stop:  POST .../stop  -> the notebook shows STOPPED.
-Runs one at a time (RUNS times) and TEN at once (RUNS times), against its own
+Runs one at a time (RUNS times) and TEN at once (RUNS times) with the warm pool off, then
+RUNS starts served by the warm pool (size 1, refilled between runs), against its own
 `atelier serve` (release build) in a temp data dir. The JupyterLab image is provisioned
 once into IMAGE_DIR (default target/atelier-images) and reused.
 
@@ -43,10 +44,11 @@ def request(method, url, token=None, body=None, timeout=30):
 
 
 class Server:
-    def __init__(self):
+    def __init__(self, warm_pool=0):
         self.tmp = tempfile.mkdtemp(prefix="atelier-bench-")
         env = dict(os.environ, ATELIER_LOG="warn", ATELIER_RUNTIME__KIND="local",
-                   ATELIER_RUNTIME__IMAGE_DIR=IMAGE_DIR, XDG_CONFIG_HOME=self.tmp + "/xdg")
+                   ATELIER_RUNTIME__IMAGE_DIR=IMAGE_DIR, XDG_CONFIG_HOME=self.tmp + "/xdg",
+                   ATELIER_RUNTIME__WARM_POOL=str(warm_pool))
         self.process = subprocess.Popen(
             [BIN, "serve", "--data-dir", self.tmp + "/data", "--api-listen", "127.0.0.1:0",
              "--gateway-listen", "127.0.0.1:0"],
@@ -112,6 +114,20 @@ class Server:
         self.wait(nb_id, "STOPPED", timeout=60)
         return time.monotonic() - began
 
+    def warm_sandboxes(self):
+        with urllib.request.urlopen(f"{self.api}/metrics", timeout=10) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("atelier_warm_pool_sandboxes "):
+                    return float(line.split()[-1])
+        return 0.0
+
+    def wait_warm(self, timeout=120):
+        deadline = time.monotonic() + timeout
+        while self.warm_sandboxes() < 1:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the warm pool did not refill")
+            time.sleep(0.05)
+
     def close(self):
         for nb in request("GET", f"{self.base}?limit=100", self.token)[1]["data"]:
             request("DELETE", f"{self.base}/{nb['id']}", self.token)
@@ -125,6 +141,23 @@ class Server:
 def summary(name, values):
     values = sorted(values)
     return f"{name:<34} {min(values):7.3f} {statistics.median(values):7.3f} {max(values):7.3f}   (n={len(values)})"
+
+
+def warm_starts():
+    """Starts served from the warm pool (size 1): the pool refills between runs."""
+    server = Server(warm_pool=1)
+    try:
+        nb_id = server.create("warm")
+        server.wait(nb_id, "RUNNING")  # cold: the first of its image and flavor
+        server.stop_to_stopped(nb_id)
+        warm = []
+        for _ in range(RUNS):
+            server.wait_warm()
+            warm.append(server.start_to_ready(nb_id))
+            server.stop_to_stopped(nb_id)
+        return warm
+    finally:
+        server.close()
 
 
 def main():
@@ -165,6 +198,7 @@ def main():
         print(summary("stop", stop))
     finally:
         server.close()
+    print(summary("start from the warm pool", warm_starts()))
 
 
 if __name__ == "__main__":

@@ -62,13 +62,20 @@ fn serve(data_dir: &Path) -> Server {
         .arg(data_dir.file_name().unwrap())
         // A relative data dir, as the default `./atelier-data` is: sandbox paths must not be.
         .current_dir(data_dir.parent().unwrap())
-        .env("ATELIER_LOG", "warn")
+        .env("ATELIER_LOG", "info")
         // The CLI profile the first start writes goes to the test's dir, not ~/.config.
         .env("XDG_CONFIG_HOME", data_dir.join("xdg"))
         .env("ATELIER_RUNTIME__KIND", "local")
         .env("ATELIER_RUNTIME__IMAGE_DIR", image_dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        // Kept beside the data dir: what the server said, should the test fail.
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(data_dir.with_extension("log"))
+                .expect("log file"),
+        )
         .spawn()
         .expect("atelier starts");
     let mut reader = BufReader::new(child.stdout.take().unwrap());
@@ -110,6 +117,21 @@ fn signal(server: &mut Server, signal: &str) {
 
 /// Notebook ids of the bwrap sandboxes running for this data dir.
 fn sandboxes(data_dir: &Path) -> Vec<String> {
+    all_sandboxes(data_dir)
+        .into_iter()
+        .filter(|name| !name.starts_with("pool-"))
+        .collect()
+}
+
+/// Idle warm sandboxes (`run/pool-*`) running for this data dir.
+fn warm_sandboxes(data_dir: &Path) -> Vec<String> {
+    all_sandboxes(data_dir)
+        .into_iter()
+        .filter(|name| name.starts_with("pool-"))
+        .collect()
+}
+
+fn all_sandboxes(data_dir: &Path) -> Vec<String> {
     let marker = format!("{}/run/", data_dir.display());
     let mut ids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -266,8 +288,11 @@ fn sigkill_during_starts_leaves_every_notebook_settled_and_no_orphan_sandbox() {
     assert_eq!(
         sandboxes(&data),
         running,
-        "exactly one sandbox per running notebook"
+        "exactly one sandbox per running notebook: {settled:?}"
     );
+    // The killed server's warm sandbox was reaped at boot; at most the new one is idle.
+    let warm = warm_sandboxes(&data);
+    assert!(warm.len() <= 1, "warm sandboxes: {warm:?}");
 
     // A graceful restart keeps running notebooks reachable with the same token.
     let tokens: Vec<(String, String)> = settled

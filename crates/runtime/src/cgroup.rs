@@ -46,15 +46,29 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
 
 impl Cgroup {
     pub fn for_notebook(hierarchy: Hierarchy, id: NotebookId) -> Cgroup {
-        let name = id.to_string();
+        Cgroup::named(hierarchy, &id.to_string())
+    }
+
+    /// The cgroup(s) called `name` under Atelier's parent (a notebook id, or a warm sandbox).
+    pub fn named(hierarchy: Hierarchy, name: &str) -> Cgroup {
         let dirs = match hierarchy {
             Hierarchy::V1 => ["memory", "cpu", "pids"]
                 .iter()
-                .map(|controller| Path::new(ROOT).join(controller).join(PARENT).join(&name))
+                .map(|controller| Path::new(ROOT).join(controller).join(PARENT).join(name))
                 .collect(),
-            Hierarchy::V2 => vec![Path::new(ROOT).join(PARENT).join(&name)],
+            Hierarchy::V2 => vec![Path::new(ROOT).join(PARENT).join(name)],
         };
         Cgroup { hierarchy, dirs }
+    }
+
+    /// Renames the cgroup(s), processes and limits included (a warm sandbox becoming a
+    /// notebook's).
+    pub fn rename(&self, name: &str) -> io::Result<Cgroup> {
+        let renamed = Cgroup::named(self.hierarchy, name);
+        for (from, to) in self.dirs.iter().zip(&renamed.dirs) {
+            fs::rename(from, to)?;
+        }
+        Ok(renamed)
     }
 
     /// Creates the cgroup(s) and applies the limits. Idempotent.

@@ -94,6 +94,12 @@ pub trait Runtime: Send + Sync + 'static {
     async fn leftovers(&self) -> Vec<NotebookId> {
         Vec::new()
     }
+    /// Called once when the server stops (the local runtime drains its warm pool).
+    async fn shutdown(&self) {}
+    /// Idle warm sandboxes ready for a start (metrics).
+    fn warm_sandboxes(&self) -> usize {
+        0
+    }
     /// Whether [`Runtime::ssh_session`] can serve SSH connections.
     fn supports_ssh(&self) -> bool {
         false

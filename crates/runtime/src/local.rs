@@ -38,6 +38,8 @@ pub struct LocalConfig {
     /// Between SIGTERM and SIGKILL on stop.
     pub stop_grace: Duration,
     pub pids_max: u64,
+    /// Warm sandboxes kept per image and flavor (0: none).
+    pub warm_pool: usize,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
@@ -73,6 +75,8 @@ type ExitReason = Option<String>;
 struct Sandbox {
     pid: i32,
     cgroup: Option<Cgroup>,
+    /// The cgroup as the supervisor sees it (renamed when a warm sandbox is claimed).
+    cell: Arc<Mutex<Option<Cgroup>>>,
     exited: watch::Receiver<ExitReason>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -82,6 +86,41 @@ pub struct LocalRuntime {
     hierarchy: Option<Hierarchy>,
     sandboxes: Mutex<HashMap<NotebookId, Sandbox>>,
     provisioning: tokio::sync::Mutex<()>,
+    /// Itself, for background refills of the warm pool.
+    me: std::sync::Weak<LocalRuntime>,
+    /// Idle warm sandboxes.
+    pool: Mutex<Vec<Warm>>,
+    /// Pool keys being refilled now.
+    refilling: Mutex<std::collections::HashSet<PoolKey>>,
+    /// Set at shutdown: no more refills.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// Where a sandbox's pieces come from.
+struct Layout {
+    run_dir: PathBuf,
+    /// Bound at /home/ma-user/work.
+    work: PathBuf,
+    /// Bound read-only at /etc/atelier-ssh.
+    ssh: PathBuf,
+    hostname: String,
+    /// None for a warm sandbox: it waits for its claim.
+    base_url: Option<String>,
+}
+
+/// What a warm sandbox must match to serve a start: the image and the flavor's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    prefix: PathBuf,
+    vcpus: u32,
+    memory_mib: u64,
+}
+
+/// An idle warm sandbox.
+struct Warm {
+    key: PoolKey,
+    slot: String,
+    sandbox: Sandbox,
 }
 
 fn step_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
@@ -134,7 +173,7 @@ fn is_mounted(mount_point: &Path) -> bool {
 
 impl LocalRuntime {
     /// Checks what the runtime needs (bubblewrap, cgroups) and finds sandboxes left running.
-    pub fn new(mut config: LocalConfig) -> Result<LocalRuntime, RuntimeError> {
+    pub fn new(mut config: LocalConfig) -> Result<Arc<LocalRuntime>, RuntimeError> {
         for dir in ["volumes", "mounts", "run"] {
             std::fs::create_dir_all(config.data_dir.join(dir))?;
         }
@@ -149,12 +188,16 @@ impl LocalRuntime {
                 "no writable cgroup hierarchy: notebooks will run without resource limits"
             );
         }
-        Ok(LocalRuntime {
+        Ok(Arc::new_cyclic(|me| LocalRuntime {
             config,
             hierarchy,
             sandboxes: Mutex::new(HashMap::new()),
             provisioning: tokio::sync::Mutex::new(()),
-        })
+            me: me.clone(),
+            pool: Mutex::new(Vec::new()),
+            refilling: Mutex::new(std::collections::HashSet::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        }))
     }
 
     fn run_dir(&self, id: NotebookId) -> PathBuf {
@@ -441,9 +484,7 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         Ok(())
     }
 
-    fn bwrap_args(&self, spec: &SandboxSpec, prefix: &Path, run_dir: &Path) -> Vec<String> {
-        let id = spec.notebook_id;
-        let volume = self.volume_dir(id, spec.volume_category);
+    fn bwrap_args(&self, layout: &Layout, prefix: &Path) -> Vec<String> {
         let prefix = prefix.to_string_lossy().into_owned();
         let mut args: Vec<String> = [
             "--unshare-all",
@@ -490,10 +531,10 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                 args.extend(["--ro-bind".into(), shared.into(), shared.into()]);
             }
         }
-        let run_dir = run_dir.to_string_lossy().into_owned();
+        let run_dir = layout.run_dir.to_string_lossy().into_owned();
         args.extend([
             "--ro-bind".into(),
-            self.ssh_dir(id).to_string_lossy().into_owned(),
+            layout.ssh.to_string_lossy().into_owned(),
             "/etc/atelier-ssh".into(),
             "--ro-bind".into(),
             format!("{run_dir}/passwd"),
@@ -505,7 +546,7 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             prefix.clone(),
             prefix.clone(),
             "--bind".into(),
-            volume.to_string_lossy().into_owned(),
+            layout.work.to_string_lossy().into_owned(),
             "/home/ma-user/work".into(),
             "--bind".into(),
             run_dir,
@@ -515,7 +556,7 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             "--gid".into(),
             "1000".into(),
             "--hostname".into(),
-            format!("notebook-{}", &id.to_string()[..8]),
+            layout.hostname.clone(),
             "--clearenv".into(),
             "--setenv".into(),
             "LANG".into(),
@@ -538,18 +579,28 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             "--setenv".into(),
             "JUPYTER_RUNTIME_DIR".into(),
             "/tmp/jupyter-runtime".into(),
+            "--setenv".into(),
+            "ATELIER_CLAIM".into(),
+            if layout.base_url.is_none() {
+                "/run/atelier/claim".into()
+            } else {
+                String::new()
+            },
             "--chdir".into(),
             "/home/ma-user/work".into(),
             "--".into(),
             format!("{prefix}/bin/python"),
             "/run/atelier/launch.py".into(),
             "--ServerApp.sock=/run/atelier/jupyter.sock".into(),
-            format!("--ServerApp.base_url=/{id}/"),
             "--ServerApp.root_dir=/home/ma-user/work".into(),
             // The gateway's token cookie is SameSite=Lax on its own origin: cross-site
             // requests never carry it, so Jupyter's own XSRF check adds nothing.
             "--ServerApp.disable_check_xsrf=True".into(),
         ]);
+        // A warm sandbox learns its notebook (and so its base URL) when it is claimed.
+        if let Some(base_url) = &layout.base_url {
+            args.push(format!("--ServerApp.base_url={base_url}"));
+        }
         args
     }
 
@@ -565,17 +616,54 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             return Ok(());
         }
         self.kill_sandbox(id, Duration::ZERO).await;
-        let run_dir = self.run_dir(id);
-        std::fs::create_dir_all(&run_dir)?;
-        std::fs::set_permissions(
-            &run_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )?;
-        let _ = std::fs::remove_file(self.socket_path(id));
-        self.write_identity_files(&run_dir)?;
         self.prepare_ssh(id, prefix)?;
-        std::fs::write(run_dir.join("launch.py"), JUPYTER_LAUNCHER)?;
+        let key = PoolKey {
+            prefix: prefix.to_owned(),
+            vcpus: limits.vcpus,
+            memory_mib: limits.memory_mib,
+        };
+        if self.config.warm_pool > 0 {
+            let warm = self.take_warm(&key);
+            // Whatever happens next, the pool refills in the background.
+            self.refill(key.clone(), limits);
+            if let Some(warm) = warm {
+                match self.claim(warm, spec).await {
+                    Ok(exited) => return self.wait_ready(id, exited).await,
+                    Err(error) => {
+                        tracing::warn!(notebook_id = %id, %error, "warm sandbox unusable; starting cold");
+                        self.kill_sandbox(id, Duration::ZERO).await;
+                    }
+                }
+            }
+        }
+        let layout = Layout {
+            run_dir: self.run_dir(id),
+            work: self.volume_dir(id, spec.volume_category),
+            ssh: self.ssh_dir(id),
+            hostname: format!("notebook-{}", &id.to_string()[..8]),
+            base_url: Some(format!("/{id}/")),
+        };
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
+        let sandbox = self.launch(&layout, prefix, limits, cgroup).await?;
+        let exited = sandbox.exited.clone();
+        self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
+        self.wait_ready(id, exited).await
+    }
+
+    /// Starts bwrap with `layout` in its cgroup and supervises it (exit, OOM kills).
+    async fn launch(
+        &self,
+        layout: &Layout,
+        prefix: &Path,
+        limits: Limits,
+        cgroup: Option<Cgroup>,
+    ) -> Result<Sandbox, RuntimeError> {
+        let run_dir = &layout.run_dir;
+        std::fs::create_dir_all(run_dir)?;
+        std::fs::set_permissions(run_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        let _ = std::fs::remove_file(run_dir.join("jupyter.sock"));
+        self.write_identity_files(run_dir)?;
+        std::fs::write(run_dir.join("launch.py"), JUPYTER_LAUNCHER)?;
         if let Some(cgroup) = &cgroup {
             cgroup.create(limits).map_err(|e| step_error("cgroup", e))?;
         }
@@ -591,7 +679,7 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             .arg("-c")
             .arg(script)
             .arg("bwrap")
-            .args(self.bwrap_args(spec, prefix, &run_dir))
+            .args(self.bwrap_args(layout, prefix))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -607,24 +695,19 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         std::fs::write(run_dir.join("pid"), pid.to_string())?;
         let (sender, exited) = watch::channel(None);
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        self.sandboxes.lock().expect("poisoned").insert(
-            id,
-            Sandbox {
-                pid,
-                cgroup: cgroup.clone(),
-                exited: exited.clone(),
-                stopping: stopping.clone(),
-            },
-        );
         let memory_mib = limits.memory_mib;
-        let watch_cgroup = cgroup.clone();
+        let cell = Arc::new(Mutex::new(cgroup.clone()));
+        let watch_cell = cell.clone();
+        let watch_stopping = stopping.clone();
         tokio::spawn(async move {
-            let baseline = watch_cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0);
+            // The cgroup is renamed when a warm sandbox is claimed: read it from the cell.
+            let current = || watch_cell.lock().expect("poisoned").clone();
+            let baseline = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0);
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             let reason = loop {
                 tokio::select! {
                     status = child.wait() => {
-                        let oom = watch_cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                        let oom = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
                         break if oom {
                             format!("out of memory: the kernel killed the notebook for exceeding its {memory_mib} MiB memory limit")
                         } else {
@@ -632,11 +715,12 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                         };
                     }
                     _ = tick.tick() => {
-                        let oom = watch_cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
-                        if oom && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        let cgroup = current();
+                        let oom = cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                        if oom && !watch_stopping.load(std::sync::atomic::Ordering::SeqCst) {
                             // A process was OOM-killed: fail the notebook rather than let it
                             // limp on with a dead kernel.
-                            if let Some(cgroup) = &watch_cgroup {
+                            if let Some(cgroup) = &cgroup {
                                 signal_all(cgroup, pid, Signal::SIGKILL);
                             }
                             let _ = child.wait().await;
@@ -645,12 +729,27 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                     }
                 }
             };
-            if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            if !watch_stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 let _ = sender.send(Some(reason));
             } else {
                 let _ = sender.send(Some(String::new()));
             }
         });
+        Ok(Sandbox {
+            pid,
+            cgroup,
+            cell,
+            exited,
+            stopping,
+        })
+    }
+
+    /// Waits until the notebook's JupyterLab answers on its socket.
+    async fn wait_ready(
+        &self,
+        id: NotebookId,
+        exited: watch::Receiver<ExitReason>,
+    ) -> Result<(), RuntimeError> {
         let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
         let socket = self.socket_path(id);
         loop {
@@ -658,7 +757,8 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                 return Ok(());
             }
             if exited.borrow().is_some() {
-                let tail = std::fs::read_to_string(run_dir.join("jupyter.log")).unwrap_or_default();
+                let log = self.run_dir(id).join("jupyter.log");
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
                 let tail: Vec<&str> = tail.lines().rev().take(3).collect();
                 return Err(step_error(
                     "JupyterLab exited during start",
@@ -675,8 +775,301 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    // --- the warm pool ----------------------------------------------------------------------
+
+    fn pool_dir(&self, slot: &str) -> PathBuf {
+        self.config.data_dir.join("pool").join(slot)
+    }
+
+    /// An idle warm sandbox for `key`, if one is alive.
+    fn take_warm(&self, key: &PoolKey) -> Option<Warm> {
+        let mut pool = self.pool.lock().expect("poisoned");
+        let index = pool
+            .iter()
+            .position(|w| w.key == *key && w.sandbox.exited.borrow().is_none())?;
+        Some(pool.swap_remove(index))
+    }
+
+    /// Tops the pool for `key` up to its size, in the background, one sandbox at a time.
+    fn refill(&self, key: PoolKey, limits: Limits) {
+        let Some(this) = self.me.upgrade() else {
+            return;
+        };
+        if !self.refilling.lock().expect("poisoned").insert(key.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                let have = this
+                    .pool
+                    .lock()
+                    .expect("poisoned")
+                    .iter()
+                    .filter(|w| w.key == key)
+                    .count();
+                if have >= this.config.warm_pool
+                    || this.closing.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    break;
+                }
+                match this.spawn_warm(&key, limits).await {
+                    Ok(warm) => this.pool.lock().expect("poisoned").push(warm),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot start a warm sandbox");
+                        break;
+                    }
+                }
+            }
+            this.refilling.lock().expect("poisoned").remove(&key);
+        });
+    }
+
+    /// A sandbox started ahead of need: JupyterLab imported, waiting on `/run/atelier/claim`
+    /// for the notebook it will serve. Its work dir and SSH dir are empty shared mount
+    /// points; a claim mounts the notebook's volume and SSH files on them, which the
+    /// sandbox sees through mount propagation.
+    async fn spawn_warm(&self, key: &PoolKey, limits: Limits) -> Result<Warm, RuntimeError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let slot = format!(
+            "pool-{:x}{:x}-{}",
+            std::process::id(),
+            nanos,
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let dir = self.pool_dir(&slot);
+        let (work, ssh) = (dir.join("work"), dir.join("ssh"));
+        for point in [&work, &ssh] {
+            std::fs::create_dir_all(point)?;
+            let point = point.to_string_lossy();
+            run("mount", &["--bind", &point, &point]).await?;
+            run("mount", &["--make-shared", &point]).await?;
+        }
+        let run_dir = self.config.data_dir.join("run").join(&slot);
+        std::fs::create_dir_all(&run_dir)?;
+        nix::unistd::mkfifo(
+            &run_dir.join("claim"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .map_err(|e| step_error("claim fifo", e))?;
+        let layout = Layout {
+            run_dir,
+            work,
+            ssh,
+            hostname: "notebook".to_owned(),
+            base_url: None,
+        };
+        let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
+        match self.launch(&layout, &key.prefix, limits, cgroup).await {
+            Ok(sandbox) => Ok(Warm {
+                key: key.clone(),
+                slot,
+                sandbox,
+            }),
+            Err(error) => {
+                self.discard_slot(&slot, None).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Makes a warm sandbox the notebook's: its volume and SSH files mounted in, its run dir
+    /// and cgroup renamed after the notebook, then JupyterLab told its base URL.
+    async fn claim(
+        &self,
+        warm: Warm,
+        spec: &SandboxSpec,
+    ) -> Result<watch::Receiver<ExitReason>, RuntimeError> {
+        let id = spec.notebook_id;
+        let dir = self.pool_dir(&warm.slot);
+        let volume = self.volume_dir(id, spec.volume_category);
+        let mount = |source: PathBuf, target: PathBuf| async move {
+            run(
+                "mount",
+                &[
+                    "--bind",
+                    &source.to_string_lossy(),
+                    &target.to_string_lossy(),
+                ],
+            )
+            .await
+        };
+        let outcome: Result<(), RuntimeError> = async {
+            mount(volume, dir.join("work")).await?;
+            mount(self.ssh_dir(id), dir.join("ssh")).await?;
+            let run_dir = self.run_dir(id);
+            if run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir)?;
+            }
+            std::fs::rename(self.config.data_dir.join("run").join(&warm.slot), &run_dir)?;
+            std::fs::write(run_dir.join("slot"), &warm.slot)?;
+            Ok(())
+        }
+        .await;
+        let Warm { slot, sandbox, .. } = warm;
+        let mut sandbox = sandbox;
+        if let Err(error) = outcome {
+            sandbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(cgroup) = &sandbox.cgroup {
+                signal_all(cgroup, sandbox.pid, Signal::SIGKILL);
+            }
+            self.discard_slot(&slot, sandbox.cgroup.as_ref()).await;
+            return Err(error);
+        }
+        if let Some(cgroup) = &sandbox.cgroup {
+            let renamed = cgroup
+                .rename(&id.to_string())
+                .map_err(|e| step_error("cgroup", e))?;
+            *sandbox.cell.lock().expect("poisoned") = Some(renamed.clone());
+            sandbox.cgroup = Some(renamed);
+        }
+        let exited = sandbox.exited.clone();
+        self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
+        let claim = format!(r#"{{"args": ["--ServerApp.base_url=/{id}/"]}}"#);
+        let fifo = self.run_dir(id).join("claim");
+        // The warm JupyterLab may still be importing: until it opens the FIFO for reading, a
+        // non-blocking open for writing fails with ENXIO; try again shortly.
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        loop {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let opened = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                .open(&fifo);
+            match opened {
+                Ok(mut writer) => {
+                    writer.write_all(claim.as_bytes())?;
+                    return Ok(exited);
+                }
+                Err(error) if error.raw_os_error() == Some(nix::libc::ENXIO) => {}
+                Err(error) => return Err(step_error("warm sandbox claim", error)),
+            }
+            if exited.borrow().is_some() || tokio::time::Instant::now() >= deadline {
+                return Err(step_error("warm sandbox", "did not take its claim"));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Unmounts and removes a warm sandbox's mount points (and its empty cgroup).
+    async fn discard_slot(&self, slot: &str, cgroup: Option<&Cgroup>) {
+        let dir = self.pool_dir(slot);
+        for point in [dir.join("work"), dir.join("ssh")] {
+            // The self-bind, and a notebook's mount on top of it.
+            for _ in 0..3 {
+                if !is_mounted(&point) {
+                    break;
+                }
+                let _ = run("umount", &["-l", &point.to_string_lossy()]).await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(cgroup) = cgroup {
+            for _ in 0..50 {
+                if cgroup.remove().is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    /// Kills every idle warm sandbox (shutdown), and the remains of any from an earlier run.
+    pub async fn drain_pool(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // A refill in progress finishes its sandbox first (it then sees `closing` and stops).
+        for _ in 0..1000 {
+            if self.refilling.lock().expect("poisoned").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let idle: Vec<Warm> = std::mem::take(&mut *self.pool.lock().expect("poisoned"));
+        for warm in idle {
+            warm.sandbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let cgroup = warm.sandbox.cgroup.clone();
+            signal_tree(cgroup.as_ref(), warm.sandbox.pid, Signal::SIGKILL);
+            for _ in 0..100 {
+                if !tree_alive(cgroup.as_ref(), warm.sandbox.pid) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.discard_slot(&warm.slot, cgroup.as_ref()).await;
+            let _ = std::fs::remove_dir_all(self.config.data_dir.join("run").join(&warm.slot));
+        }
+    }
+
+    /// Warm sandboxes left by an earlier server (killed, unmounted, removed).
+    async fn reap_stale_pool(&self) {
+        let entries: Vec<String> = std::fs::read_dir(self.config.data_dir.join("run"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                    .filter(|name| name.starts_with("pool-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut slots: Vec<String> = entries;
+        if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join("pool")) {
+            for entry in entries.flatten() {
+                if let Some(name) = entry.file_name().to_str()
+                    && !slots.iter().any(|s| s == name)
+                {
+                    slots.push(name.to_owned());
+                }
+            }
+        }
+        for slot in slots {
+            let run_dir = self.config.data_dir.join("run").join(&slot);
+            let pid: Option<i32> = std::fs::read_to_string(run_dir.join("pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+            let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
+            // Everything in the slot's cgroup, and the recorded pid (it may not have joined).
+            for _ in 0..100 {
+                let mut alive = false;
+                if let Some(cgroup) = cgroup.as_ref().filter(|c| c.exists()) {
+                    for member in cgroup.pids() {
+                        alive = true;
+                        let _ = kill(Pid::from_raw(member), Signal::SIGKILL);
+                    }
+                }
+                if let Some(pid) = pid
+                    && Path::new(&format!("/proc/{pid}")).exists()
+                    && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.contains(&slot))
+                {
+                    alive = true;
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                if !alive {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            self.discard_slot(&slot, cgroup.as_ref()).await;
+            let _ = std::fs::remove_dir_all(run_dir);
+        }
+    }
+
+    /// How many warm sandboxes are idle.
+    pub fn warm_count(&self) -> usize {
+        self.pool.lock().expect("poisoned").len()
     }
 
     fn alive(&self, id: NotebookId) -> bool {
@@ -735,6 +1128,11 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         }
         let _ = std::fs::remove_file(run_dir.join("pid"));
         let _ = std::fs::remove_file(self.socket_path(id));
+        // A sandbox that came from the warm pool leaves its mount points behind.
+        if let Ok(slot) = std::fs::read_to_string(run_dir.join("slot")) {
+            self.discard_slot(slot.trim(), None).await;
+            let _ = std::fs::remove_file(run_dir.join("slot"));
+        }
     }
 
     /// Notebook ids with sandbox files or cgroups on this host (to find orphans).
@@ -904,6 +1302,7 @@ impl Runtime for LocalRuntime {
             notebook_id,
             Sandbox {
                 pid,
+                cell: Arc::new(Mutex::new(cgroup.clone())),
                 cgroup,
                 exited,
                 stopping: stopping.clone(),
@@ -924,7 +1323,16 @@ impl Runtime for LocalRuntime {
     }
 
     async fn leftovers(&self) -> Vec<NotebookId> {
+        self.reap_stale_pool().await;
         self.leftover_ids()
+    }
+
+    async fn shutdown(&self) {
+        self.drain_pool().await;
+    }
+
+    fn warm_sandboxes(&self) -> usize {
+        self.warm_count()
     }
 
     async fn resize_volume(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {

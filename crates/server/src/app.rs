@@ -138,7 +138,12 @@ impl App {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let ssh_sessions = Arc::new(SshSessions::default());
-        let metrics = Metrics::new(service.clone(), gateway.clone(), ssh_sessions.clone());
+        let metrics = Metrics::new(
+            service.clone(),
+            gateway.clone(),
+            ssh_sessions.clone(),
+            runtime.clone(),
+        );
         let lease_keeper = LeaseKeeper::new(
             clock.clone(),
             Some(gateway.clone()),
@@ -260,6 +265,8 @@ impl App {
         {
             tracing::warn!("background tasks did not finish within 10 s");
         }
+        // Idle warm sandboxes serve nobody once the server is gone.
+        state.orchestrator.runtime().shutdown().await;
         api_result?;
         gateway_result?;
         Ok(())
@@ -309,12 +316,13 @@ pub fn local_config(config: &Config) -> LocalConfig {
         ready_timeout: config.runtime.ready_timeout,
         stop_grace: config.runtime.stop_grace,
         pids_max: config.runtime.pids_max,
+        warm_pool: config.runtime.warm_pool,
     }
 }
 
 fn build_runtime(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
     let runtime: Arc<dyn Runtime> = match config.runtime.kind.as_str() {
-        "local" => Arc::new(LocalRuntime::new(local_config(config))?),
+        "local" => LocalRuntime::new(local_config(config))?,
         _ => Arc::new(PlaceholderRuntime::with_state_dir(
             config.runtime.step_delay,
             config.data_dir.join("placeholder-sandboxes"),

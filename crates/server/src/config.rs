@@ -126,6 +126,14 @@ pub struct RuntimeConfig {
     pub stop_grace: Duration,
     /// Most processes one notebook may run.
     pub pids_max: u64,
+    /// Warm sandboxes kept ready per image and flavor once a notebook of that kind has
+    /// started (JupyterLab imported, waiting for its notebook); 0 turns the pool off.
+    #[serde(default = "default_warm_pool")]
+    pub warm_pool: usize,
+}
+
+fn default_warm_pool() -> usize {
+    1
 }
 
 impl Default for RuntimeConfig {
@@ -139,6 +147,7 @@ impl Default for RuntimeConfig {
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(2),
             pids_max: 1024,
+            warm_pool: default_warm_pool(),
         }
     }
 }

@@ -17,6 +17,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use atelier_gateway::Gateway;
+use atelier_runtime::Runtime;
 
 use crate::app::AppState;
 use crate::service::NotebookService;
@@ -84,12 +85,14 @@ impl Metrics {
         service: Arc<NotebookService>,
         gateway: Arc<Gateway>,
         ssh: Arc<SshSessions>,
+        runtime: Arc<dyn Runtime>,
     ) -> Arc<Metrics> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(StateCollector {
             service,
             gateway,
             ssh,
+            runtime,
         }));
         let start_steps = Family::<StepLabels, Histogram>::new_with_constructor(seconds_histogram);
         let starts = Family::<OutcomeLabels, Histogram>::new_with_constructor(seconds_histogram);
@@ -167,6 +170,7 @@ struct StateCollector {
     service: Arc<NotebookService>,
     gateway: Arc<Gateway>,
     ssh: Arc<SshSessions>,
+    runtime: Arc<dyn Runtime>,
 }
 
 impl std::fmt::Debug for StateCollector {
@@ -199,6 +203,13 @@ impl Collector for StateCollector {
             "Open SSH sessions",
             None,
             sessions.metric_type(),
+        )?)?;
+        let warm = ConstGauge::new(self.runtime.warm_sandboxes() as i64);
+        warm.encode(encoder.encode_descriptor(
+            "atelier_warm_pool_sandboxes",
+            "Idle warm sandboxes ready to serve a start",
+            None,
+            warm.metric_type(),
         )?)?;
         let stats = self.gateway.stats();
         let requests = ConstCounter::new(stats.requests);

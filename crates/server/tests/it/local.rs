@@ -603,3 +603,136 @@ async fn idle_culling_spares_traffic_and_busy_kernels_and_stops_the_idle() {
     app.wait_gone(&id).await;
     app.shutdown().await;
 }
+
+/// The idle warm sandboxes, from `/metrics`.
+async fn warm_sandboxes(app: &TestApp) -> f64 {
+    let text = crate::metrics::scrape(app).await;
+    crate::metrics::sample(&text, "atelier_warm_pool_sandboxes").unwrap_or(-1.0)
+}
+
+async fn wait_warm(app: &TestApp, wanted: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while warm_sandboxes(app).await != wanted {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the warm pool never held {wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_sandbox_serves_the_next_start_with_the_notebooks_own_volume_and_token() {
+    let test = "a_warm_sandbox_serves_the_next_start_with_the_notebooks_own_volume_and_token";
+    if !local_runtime_available(test) {
+        return;
+    }
+    // A data dir of the test's own: it is inspected after the server has stopped.
+    let owned = tempfile::tempdir().unwrap();
+    let app = TestApp::builder()
+        .local()
+        .warm_pool(1)
+        .data_dir(owned.path())
+        .spawn()
+        .await;
+    let mut body = notebook_body("warm-a");
+    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
+    let id = id_of(&app.create_notebook(&body).await).to_owned();
+    // The first start of this image and flavor is cold; it fills the pool behind it.
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    assert!(!app.data_dir.join("run").join(&id).join("slot").exists());
+    wait_warm(&app, 1.0).await;
+    let lab = Lab::of(&app, &running).await;
+    assert_eq!(lab.put_file("mine.txt", "a's work").await, 201);
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(30))
+        .await;
+
+    // The next start claims the warm sandbox: the notebook's volume, a new token, kernels.
+    app.start(&id).await;
+    let running = app
+        .wait_status(&id, "RUNNING", Duration::from_secs(60))
+        .await;
+    assert!(
+        app.data_dir.join("run").join(&id).join("slot").exists(),
+        "the start did not come from the pool"
+    );
+    let warm_lab = Lab::of(&app, &running).await;
+    assert_ne!(warm_lab.token, lab.token);
+    assert_eq!(
+        warm_lab.read_file("mine.txt").await.as_deref(),
+        Some("a's work")
+    );
+    assert_eq!(
+        lab.get("api/status").await.status(),
+        403,
+        "the old token is dead"
+    );
+    assert_eq!(warm_lab.execute("1+1").await.trim(), "2");
+    assert_eq!(warm_lab.put_file("written-warm.txt", "x").await, 201);
+    // Limits and the cgroup follow the notebook.
+    let memory = cgroup_value(
+        &id,
+        "memory/atelier/{id}/memory.limit_in_bytes",
+        "memory.max",
+    );
+    assert_eq!(memory.trim(), (8u64 * 1024 * 1024 * 1024).to_string());
+
+    // Another notebook gets a fresh warm sandbox: nothing of the first one's.
+    wait_warm(&app, 1.0).await;
+    let mut other = notebook_body("warm-b");
+    other["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
+    let other_id = id_of(&app.create_notebook(&other).await).to_owned();
+    let other_running = app
+        .wait_status(&other_id, "RUNNING", Duration::from_secs(60))
+        .await;
+    assert!(
+        app.data_dir
+            .join("run")
+            .join(&other_id)
+            .join("slot")
+            .exists()
+    );
+    let other_lab = Lab::of(&app, &other_running).await;
+    assert_eq!(other_lab.read_file("mine.txt").await, None);
+    assert_eq!(other_lab.read_file("written-warm.txt").await, None);
+    assert!(
+        app.data_dir
+            .join("volumes")
+            .join(&id)
+            .join("written-warm.txt")
+            .exists(),
+        "the claimed sandbox wrote to the notebook's own volume"
+    );
+
+    // Stops release the claimed mount points; shutdown drains the pool.
+    for notebook in [&id, &other_id] {
+        app.stop(notebook).await;
+        app.wait_status(notebook, "STOPPED", Duration::from_secs(30))
+            .await;
+    }
+    wait_warm(&app, 1.0).await;
+    let data_dir = app.data_dir.clone();
+    let pool = data_dir.join("pool");
+    app.shutdown().await;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    assert!(
+        !mounts.contains(&pool.display().to_string()),
+        "mount points left: {mounts}"
+    );
+    let left: Vec<_> = std::fs::read_dir(data_dir.join("run"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("pool-"))
+        .collect();
+    assert!(left.is_empty(), "warm sandboxes left: {left:?}");
+    let bwraps = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|c| {
+            String::from_utf8_lossy(c).contains(&format!("{}/run/pool-", data_dir.display()))
+        })
+        .count();
+    assert_eq!(bwraps, 0, "warm sandbox processes left");
+}

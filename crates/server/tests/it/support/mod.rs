@@ -54,6 +54,7 @@ pub struct TestAppBuilder {
     data_dir: Option<PathBuf>,
     local: bool,
     flavors: Option<Vec<atelier_server::config::FlavorConfig>>,
+    warm_pool: usize,
 }
 
 impl TestAppBuilder {
@@ -89,6 +90,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Keeps `size` warm sandboxes per image and flavor (the local runtime; tests default to 0).
+    pub fn warm_pool(mut self, size: usize) -> Self {
+        self.warm_pool = size;
+        self
+    }
+
     /// Replaces the flavor catalogue.
     pub fn flavors(mut self, flavors: Vec<atelier_server::config::FlavorConfig>) -> Self {
         self.flavors = Some(flavors);
@@ -116,6 +123,7 @@ impl TestAppBuilder {
             ..Config::default()
         };
         config.runtime.step_delay = self.step_delay;
+        config.runtime.warm_pool = self.warm_pool;
         // SSH endpoints on loopback, in a range of their own: tests run in parallel.
         config.ssh.listen_address = "127.0.0.1".parse().expect("address");
         let first = 20_000 + rand::random_range(0..500u16) * 20;
@@ -247,6 +255,24 @@ fn remove_sandboxes(data_dir: &Path) {
         }
         let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/atelier/{id}"));
     }
+    // Warm sandboxes' mount points (a self-bind and maybe a volume on top).
+    let pool = format!("{}/pool/", data_dir.display());
+    for _ in 0..3 {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|p| p.starts_with(&pool))
+            .collect();
+        if points.is_empty() {
+            break;
+        }
+        for point in points {
+            let _ = std::process::Command::new("umount")
+                .args(["-l", point])
+                .output();
+        }
+    }
 }
 
 impl TestApp {
@@ -258,6 +284,7 @@ impl TestApp {
             data_dir: None,
             local: false,
             flavors: None,
+            warm_pool: 0,
         }
     }
 

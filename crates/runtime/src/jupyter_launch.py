@@ -57,7 +57,9 @@ if _CLAIM:
             __import__(_module)
         except ImportError:
             pass
-    # Blocks until the control plane writes the claim: {"args": [...]} (the base URL).
+    # Tell the runtime this sandbox is warm, then block until the control plane writes the
+    # claim: {"args": [...]} (the base URL).
+    open(os.path.join(os.path.dirname(_CLAIM), "warm"), "w").close()
     with open(_CLAIM) as _fifo:
         sys.argv.extend(json.loads(_fifo.read())["args"])
 

@@ -867,17 +867,34 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             base_url: None,
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
-        match self.launch(&layout, &key.prefix, limits, cgroup).await {
-            Ok(sandbox) => Ok(Warm {
-                key: key.clone(),
-                slot,
-                sandbox,
-            }),
+        let warm_marker = layout.run_dir.join("warm");
+        let sandbox = match self.launch(&layout, &key.prefix, limits, cgroup).await {
+            Ok(sandbox) => sandbox,
             Err(error) => {
                 self.discard_slot(&slot, None).await;
-                Err(error)
+                return Err(error);
             }
+        };
+        // Only a sandbox whose JupyterLab has finished importing counts as warm.
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        while !warm_marker.exists() {
+            if sandbox.exited.borrow().is_some() || tokio::time::Instant::now() >= deadline {
+                sandbox
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                signal_tree(sandbox.cgroup.as_ref(), sandbox.pid, Signal::SIGKILL);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.discard_slot(&slot, sandbox.cgroup.as_ref()).await;
+                let _ = std::fs::remove_dir_all(&layout.run_dir);
+                return Err(step_error("warm sandbox", "JupyterLab did not get ready"));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        Ok(Warm {
+            key: key.clone(),
+            slot,
+            sandbox,
+        })
     }
 
     /// Makes a warm sandbox the notebook's: its volume and SSH files mounted in, its run dir

@@ -36,9 +36,28 @@ pub struct OutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
+}
+
+/// Route templates and methods as `&'static str`: a label set costs no allocation per request.
+/// They are bounded by the route table (plus `unmatched`), so leaking them is fine.
+fn intern(text: &str) -> &'static str {
+    static SEEN: std::sync::RwLock<Vec<&'static str>> = std::sync::RwLock::new(Vec::new());
+    if let Some(found) = SEEN.read().expect("poisoned").iter().find(|s| **s == text) {
+        return found;
+    }
+    let mut seen = SEEN.write().expect("poisoned");
+    if let Some(found) = seen.iter().find(|s| **s == text) {
+        return found;
+    }
+    if seen.len() >= 256 {
+        return "other";
+    }
+    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    seen.push(leaked);
+    leaked
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -260,11 +279,11 @@ pub async fn serve(State(state): State<AppState>) -> Response {
 /// Middleware: times every API request by its route template.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = intern(request.method().as_str());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map_or("unmatched", |p| intern(p.as_str()));
     let response = next.run(request).await;
     state
         .metrics

@@ -81,7 +81,8 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<NotebookEvent>>;
     async fn find_notebook(&self, id: &NotebookId) -> StoreResult<Option<Notebook>>;
-    /// Every notebook, for the in-memory index the server builds at boot.
+    /// Every notebook (in no particular order), for the in-memory index the server builds at
+    /// boot.
     async fn list_notebooks(&self) -> StoreResult<Vec<Notebook>>;
     async fn find_image(&self, id: &ImageId) -> StoreResult<Option<Image>>;
 

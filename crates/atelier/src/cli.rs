@@ -139,12 +139,46 @@ pub enum KeypairCommand {
     },
 }
 
-/// A failure to report: `error_code: message` and exit status 1.
-pub struct Failure(pub String);
+/// A failure to report (exit status 1): the ModelArts `error_code` when the server gave one.
+pub struct Failure {
+    pub code: Option<String>,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn msg(message: impl Into<String>) -> Failure {
+        Failure {
+            code: None,
+            message: message.into(),
+        }
+    }
+
+    /// `CODE: message`, or the message alone.
+    pub fn text(&self) -> String {
+        match &self.code {
+            Some(code) => format!("{code}: {}", self.message),
+            None => self.message.clone(),
+        }
+    }
+
+    /// `{"error_code","error_msg"}` for `--output json`.
+    pub fn json(&self) -> Value {
+        json!({
+            "error_code": self.code.as_deref().unwrap_or("atelier.cli"),
+            "error_msg": self.message,
+        })
+    }
+}
 
 impl From<ClientError> for Failure {
     fn from(error: ClientError) -> Self {
-        Failure(error.to_string())
+        match error {
+            ClientError::Api { code, message, .. } => Failure {
+                code: Some(code),
+                message,
+            },
+            other => Failure::msg(other.to_string()),
+        }
     }
 }
 
@@ -189,7 +223,7 @@ fn parse_duration(text: &str) -> Result<i64, Failure> {
     }
     humantime::parse_duration(text)
         .map(|d| d.as_millis() as i64)
-        .map_err(|e| Failure(format!("bad duration `{text}`: {e} (e.g. 2h, 30m, none)")))
+        .map_err(|e| Failure::msg(format!("bad duration `{text}`: {e} (e.g. 2h, 30m, none)")))
 }
 
 fn lease_text(notebook: &NotebookResp) -> String {
@@ -280,8 +314,14 @@ fn show_notebook(notebook: &NotebookResp, output: Output) {
 
 const STEP_NAMES: [&str; 4] = ["storage", "compute", "network", "init"];
 
-/// Follows the progress stream to its end; returns the notebook as it ended.
-async fn follow(client: &Client, id: &str) -> Result<NotebookResp, Failure> {
+/// Whether an error says the notebook does not exist (any more).
+fn gone(error: &ClientError) -> bool {
+    matches!(error, ClientError::Api { status: 404, .. })
+}
+
+/// Follows the progress stream to its end; returns the notebook as it ended, or `None` if it
+/// is gone (deleted before or while the stream was read).
+async fn follow(client: &Client, id: &str) -> Result<Option<NotebookResp>, Failure> {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
     let live = std::io::stderr().is_terminal();
     let multi = MultiProgress::new();
@@ -302,8 +342,13 @@ async fn follow(client: &Client, id: &str) -> Result<NotebookResp, Failure> {
         })
         .collect();
     let mut stream = client.progress(id, Duration::from_secs(120));
-    let end = loop {
-        match stream.next().await? {
+    loop {
+        let next = match stream.next().await {
+            Ok(next) => next,
+            Err(error) if gone(&error) => break,
+            Err(error) => return Err(error.into()),
+        };
+        match next {
             Some(ProgressItem::Event(event)) => {
                 if let (Some(step), Some(status)) = (event.step, event.step_status.as_deref()) {
                     let index = usize::from(step.clamp(1, 4) - 1);
@@ -327,23 +372,24 @@ async fn follow(client: &Client, id: &str) -> Result<NotebookResp, Failure> {
                     eprintln!("{}: {}", event.status, event.message);
                 }
             }
-            Some(ProgressItem::End(status)) => break status,
-            None => break String::new(),
+            Some(ProgressItem::End(_)) | None => break,
         }
-    };
+    }
     for bar in &bars {
         if !bar.is_finished() {
             bar.abandon();
         }
     }
-    let notebook = match client.show_notebook(id).await {
-        Ok(notebook) => notebook,
-        Err(ClientError::Api { status: 404, .. }) if end == "DELETED" => {
-            return Err(Failure(String::new()));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    Ok(notebook)
+    match client.show_notebook(id).await {
+        Ok(notebook) => Ok(Some(notebook)),
+        Err(error) if gone(&error) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The notebook as an operation left it; its disappearance is a failure here.
+fn ended(notebook: Option<NotebookResp>, id: &str) -> Result<NotebookResp, Failure> {
+    notebook.ok_or_else(|| Failure::msg(format!("notebook {id} was deleted meanwhile")))
 }
 
 fn failed(notebook: &NotebookResp) -> bool {
@@ -359,7 +405,7 @@ fn settle(notebook: NotebookResp, output: Output) -> Outcome {
         if output == Output::Json {
             print_json(&notebook);
         }
-        return Err(Failure(format!(
+        return Err(Failure::msg(format!(
             "notebook {} is {}: {}",
             notebook.name, notebook.status, notebook.fail_reason
         )));
@@ -402,7 +448,7 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
                         .find(|i| i.id == text || i.name == text)
                         .map(|i| i.id.clone())
                         .ok_or_else(|| {
-                            Failure(format!("no image `{text}` (see `atelier image list`)"))
+                            Failure::msg(format!("no image `{text}` (see `atelier image list`)"))
                         })?
                 }
             };
@@ -428,8 +474,8 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
             }
             let created = client.create_notebook(&body).await?;
             if wait {
-                let ended = follow(client, &created.id).await?;
-                return settle(ended, output);
+                let notebook = ended(follow(client, &created.id).await?, &created.id)?;
+                return settle(notebook, output);
             }
             match output {
                 Output::Json => print_json(&created),
@@ -478,8 +524,8 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
             let kind = (ms.is_some() || idle).then_some(if idle { "IDLE" } else { "TIMING" });
             let started = client.start_notebook(&id, ms, kind).await?;
             if wait {
-                let ended = follow(client, &id).await?;
-                return settle(ended, output);
+                let notebook = ended(follow(client, &id).await?, &id)?;
+                return settle(notebook, output);
             }
             match output {
                 Output::Json => print_json(&started),
@@ -491,8 +537,8 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
             let id = client.resolve(&notebook).await?;
             let stopping = client.stop_notebook(&id).await?;
             if wait {
-                let ended = follow(client, &id).await?;
-                return settle(ended, output);
+                let notebook = ended(follow(client, &id).await?, &id)?;
+                return settle(notebook, output);
             }
             match output {
                 Output::Json => print_json(&stopping),
@@ -504,12 +550,9 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
             let id = client.resolve(&notebook).await?;
             let deleting = client.delete_notebook(&id).await?;
             if wait {
-                // Gone before the stream could be read, or while it was: deleted.
-                match follow(client, &id).await {
-                    Ok(ended) => return settle(ended, output),
-                    Err(Failure(message))
-                        if message.is_empty() || message.starts_with("ModelArts.6309") => {}
-                    Err(other) => return Err(other),
+                // Still there once the operation ended: DELETE_FAILED (with its reason).
+                if let Some(notebook) = follow(client, &id).await? {
+                    return settle(notebook, output);
                 }
                 match output {
                     Output::Json => print_json(&json!({"id": id, "status": "DELETED"})),
@@ -527,13 +570,13 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
             let id = client.resolve(&notebook).await?;
             let shown = client.show_notebook(&id).await?;
             if shown.status != "RUNNING" {
-                return Err(Failure(format!(
+                return Err(Failure::msg(format!(
                     "notebook {} is {}; start it first (`atelier notebook start {} --wait`)",
                     shown.name, shown.status, shown.name
                 )));
             }
-            let link = open_link(&shown)
-                .ok_or_else(|| Failure("the notebook has no URL yet".to_owned()))?;
+            let link =
+                open_link(&shown).ok_or_else(|| Failure::msg("the notebook has no URL yet"))?;
             match output {
                 Output::Json => print_json(&json!({"url": link})),
                 Output::Table => println!("{link}"),
@@ -564,13 +607,13 @@ pub async fn notebook(client: &Client, command: NotebookCommand, output: Output)
                     return Ok(());
                 }
                 if failed(&shown) {
-                    return Err(Failure(format!(
+                    return Err(Failure::msg(format!(
                         "notebook {} is {}: {}",
                         shown.name, shown.status, shown.fail_reason
                     )));
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(Failure(format!(
+                    return Err(Failure::msg(format!(
                         "notebook {} is still {} after {timeout}",
                         shown.name, shown.status
                     )));
@@ -687,7 +730,7 @@ pub async fn keypair(client: &Client, command: KeypairCommand, output: Output) -
             let text = public_key
                 .map(|path| {
                     std::fs::read_to_string(&path)
-                        .map_err(|e| Failure(format!("cannot read {}: {e}", path.display())))
+                        .map_err(|e| Failure::msg(format!("cannot read {}: {e}", path.display())))
                 })
                 .transpose()?;
             let created = client.create_keypair(&name, text.as_deref()).await?;
@@ -760,17 +803,7 @@ fn write_private_key(path: &std::path::Path, private: &str) -> Outcome {
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))?;
+        .map_err(|e| Failure::msg(format!("cannot write {}: {e}", path.display())))?;
     file.write_all(private.as_bytes())
-        .map_err(|e| Failure(format!("cannot write {}: {e}", path.display())))
-}
-
-/// JSON for `--output json` of a failure (so scripts can parse errors too).
-pub fn failure_json(message: &str) -> Value {
-    match message.split_once(": ") {
-        Some((code, msg)) if code.contains('.') && !code.contains(' ') => {
-            json!({"error_code": code, "error_msg": msg})
-        }
-        _ => json!({"error_code": "atelier.cli", "error_msg": message}),
-    }
+        .map_err(|e| Failure::msg(format!("cannot write {}: {e}", path.display())))
 }

@@ -242,11 +242,11 @@ impl Command {
 /// Runs a client command; failures print `error: CODE: message` (or JSON) and exit 1.
 fn client_main(cli: Cli) -> ExitCode {
     let output = cli.output;
-    let report = |message: &str| {
+    let report = |failure: cli::Failure| {
         if output == cli::Output::Json {
-            println!("{}", cli::failure_json(message));
+            println!("{}", failure.json());
         }
-        eprintln!("error: {message}");
+        eprintln!("error: {}", failure.text());
         ExitCode::FAILURE
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -254,14 +254,18 @@ fn client_main(cli: Cli) -> ExitCode {
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => return report(&format!("cannot start the async runtime: {error}")),
+        Err(error) => {
+            return report(cli::Failure::msg(format!(
+                "cannot start the async runtime: {error}"
+            )));
+        }
     };
     let path = atelier_client::profile::default_path();
     let client = match atelier_client::profile::load(path.as_deref(), &cli.profile)
         .and_then(atelier_client::Client::new)
     {
         Ok(client) => client,
-        Err(error) => return report(&error.to_string()),
+        Err(error) => return report(error.into()),
     };
     let outcome = runtime.block_on(async {
         match cli.command {
@@ -276,7 +280,7 @@ fn client_main(cli: Cli) -> ExitCode {
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(cli::Failure(message)) => report(&message),
+        Err(failure) => report(failure),
     }
 }
 

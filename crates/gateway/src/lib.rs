@@ -411,14 +411,6 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         .headers_mut()
         .insert(header::HOST, HeaderValue::from_static("localhost"));
 
-    // A request without a body can be sent again if a reused connection turns out closed.
-    let resend = (!upgrade && body_is_empty(request.headers())).then(|| {
-        (
-            request.method().clone(),
-            request.uri().clone(),
-            request.headers().clone(),
-        )
-    });
     let counted = gateway.clone();
     let request = request.map(|body| {
         Body::new(body.map_frame(move |frame| {
@@ -431,7 +423,15 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         }))
     });
     let pooled = if upgrade { None } else { route.take_idle() };
-    let reused = pooled.is_some();
+    // On a reused connection, a request without a body is kept to send again should the
+    // connection turn out closed (the notebook may drop idle ones).
+    let resend = (pooled.is_some() && body_is_empty(request.headers())).then(|| {
+        (
+            request.method().clone(),
+            request.uri().clone(),
+            request.headers().clone(),
+        )
+    });
     let mut sender = match pooled {
         Some(sender) => sender,
         None => match route.connect(&id).await {
@@ -443,7 +443,7 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         Ok(response) => response,
         Err(cause) => {
             let retry = match resend {
-                Some((method, uri, headers)) if reused => {
+                Some((method, uri, headers)) => {
                     let mut again = Request::new(Body::empty());
                     *again.method_mut() = method;
                     *again.uri_mut() = uri;

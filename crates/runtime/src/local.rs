@@ -58,8 +58,8 @@ const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:notificatio
 /// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
 const SSHD: &str = "/usr/sbin/sshd";
 
-/// A name for a temporary file no other connection uses.
-fn uuid_like() -> String {
+/// A name no other file or warm sandbox of this process uses (`{pid}-{n}`).
+fn unique_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
@@ -833,17 +833,8 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
     /// points; a claim mounts the notebook's volume and SSH files on them, which the
     /// sandbox sees through mount propagation.
     async fn spawn_warm(&self, key: &PoolKey, limits: Limits) -> Result<Warm, RuntimeError> {
-        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let slot = format!(
-            "pool-{:x}{:x}-{}",
-            std::process::id(),
-            nanos,
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
+        // Remains of an earlier server are reaped at boot, before any refill: no clash.
+        let slot = format!("pool-{}", unique_name());
         let dir = self.pool_dir(&slot);
         let (work, ssh) = (dir.join("work"), dir.join("ssh"));
         for point in [&work, &ssh] {
@@ -882,10 +873,8 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                 sandbox
                     .stopping
                     .store(true, std::sync::atomic::Ordering::SeqCst);
-                signal_tree(sandbox.cgroup.as_ref(), sandbox.pid, Signal::SIGKILL);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                self.discard_slot(&slot, sandbox.cgroup.as_ref()).await;
-                let _ = std::fs::remove_dir_all(&layout.run_dir);
+                self.destroy_slot(&slot, Some(sandbox.pid), sandbox.cgroup.as_ref())
+                    .await;
                 return Err(step_error("warm sandbox", "JupyterLab did not get ready"));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1017,16 +1006,12 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             warm.sandbox
                 .stopping
                 .store(true, std::sync::atomic::Ordering::SeqCst);
-            let cgroup = warm.sandbox.cgroup.clone();
-            signal_tree(cgroup.as_ref(), warm.sandbox.pid, Signal::SIGKILL);
-            for _ in 0..100 {
-                if !tree_alive(cgroup.as_ref(), warm.sandbox.pid) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            self.discard_slot(&warm.slot, cgroup.as_ref()).await;
-            let _ = std::fs::remove_dir_all(self.config.data_dir.join("run").join(&warm.slot));
+            self.destroy_slot(
+                &warm.slot,
+                Some(warm.sandbox.pid),
+                warm.sandbox.cgroup.as_ref(),
+            )
+            .await;
         }
     }
 
@@ -1052,36 +1037,41 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
             }
         }
         for slot in slots {
-            let run_dir = self.config.data_dir.join("run").join(&slot);
-            let pid: Option<i32> = std::fs::read_to_string(run_dir.join("pid"))
-                .ok()
-                .and_then(|p| p.trim().parse().ok());
+            let pid: Option<i32> =
+                std::fs::read_to_string(self.config.data_dir.join("run").join(&slot).join("pid"))
+                    .ok()
+                    .and_then(|p| p.trim().parse().ok());
             let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
-            // Everything in the slot's cgroup, and the recorded pid (it may not have joined).
-            for _ in 0..100 {
-                let mut alive = false;
-                if let Some(cgroup) = cgroup.as_ref().filter(|c| c.exists()) {
-                    for member in cgroup.pids() {
-                        alive = true;
-                        let _ = kill(Pid::from_raw(member), Signal::SIGKILL);
-                    }
-                }
-                if let Some(pid) = pid
-                    && Path::new(&format!("/proc/{pid}")).exists()
-                    && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| c.contains(&slot))
-                {
-                    alive = true;
-                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-                }
-                if !alive {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            self.discard_slot(&slot, cgroup.as_ref()).await;
-            let _ = std::fs::remove_dir_all(run_dir);
+            self.destroy_slot(&slot, pid, cgroup.as_ref()).await;
         }
+    }
+
+    /// Kills an unclaimed warm sandbox (everything in its cgroup, and `pid` if it is still
+    /// the slot's, which a sandbox killed before joining its cgroup may be), then removes its
+    /// mount points, cgroup and run dir.
+    async fn destroy_slot(&self, slot: &str, pid: Option<i32>, cgroup: Option<&Cgroup>) {
+        for _ in 0..100 {
+            let mut alive = false;
+            if let Some(cgroup) = cgroup.filter(|c| c.exists()) {
+                for member in cgroup.pids() {
+                    alive = true;
+                    let _ = kill(Pid::from_raw(member), Signal::SIGKILL);
+                }
+            }
+            if let Some(pid) = pid
+                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.contains(slot))
+            {
+                alive = true;
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.discard_slot(slot, cgroup).await;
+        let _ = std::fs::remove_dir_all(self.config.data_dir.join("run").join(slot));
     }
 
     /// How many warm sandboxes are idle.
@@ -1395,7 +1385,7 @@ impl Runtime for LocalRuntime {
             ));
         }
         // Written for every connection, so key pairs and endpoint changes apply at once.
-        let partial = dir.join(format!("authorized_keys.{}", uuid_like()));
+        let partial = dir.join(format!("authorized_keys.{}", unique_name()));
         std::fs::write(&partial, authorized_keys)?;
         std::fs::rename(&partial, dir.join("authorized_keys"))?;
         // Join the notebook's cgroups, then enter its namespaces as ma-user (uid 1000 inside

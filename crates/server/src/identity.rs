@@ -147,7 +147,7 @@ impl Identity {
         Ok(member)
     }
 
-    /// The live token `token` and its user (the web console's sign-in).
+    /// The live token `token` and its user (`X-Auth-Token`, and the web console's sign-in).
     pub async fn token_session(
         &self,
         token: &str,
@@ -179,13 +179,7 @@ impl Identity {
             }
             _ => match header_str(headers, "x-auth-token") {
                 Some(token) => {
-                    let (token, user) = self
-                        .token(token)
-                        .await?
-                        .ok_or(ApiError::Unauthenticated("decrypt token fail"))?;
-                    if token.expires_at <= now_ms {
-                        return Err(ApiError::Unauthenticated("token expired"));
-                    }
+                    let (token, user) = self.token_session(token, now_ms).await?;
                     (user, Some(token.project_id))
                 }
                 None => return Err(ApiError::Unauthenticated("x-auth-token not found")),

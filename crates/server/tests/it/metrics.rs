@@ -1,7 +1,5 @@
 //! `/metrics`: the Prometheus text format with start steps, API durations, notebooks by
 //! status and lease expiries. Gateway traffic is checked with real JupyterLab in `local`.
-use std::time::Duration;
-
 use serde_json::json;
 
 use atelier_server::clock::ManualClock;
@@ -83,5 +81,4 @@ async fn metrics_count_start_steps_api_requests_notebooks_and_lease_expiries() {
         sample(&text, "atelier_notebooks{status=\"STOPPED\"}"),
         Some(1.0)
     );
-    tokio::time::sleep(Duration::from_millis(1)).await;
 }

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 
 use http_body_util::BodyExt as _;
 use std::sync::{Arc, RwLock};
@@ -23,7 +25,7 @@ use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
@@ -69,11 +71,12 @@ impl Route {
     }
 
     /// A new connection to the notebook's socket.
-    async fn connect(&self, id: &NotebookId) -> Result<Upstream, Response> {
+    async fn connect(&self, id: &NotebookId, gateway: &Gateway) -> Result<Upstream, Response> {
         let stream = UnixStream::connect(&self.socket).await.map_err(|cause| {
             tracing::warn!(notebook_id = %id, %cause, "notebook socket unreachable");
             error(StatusCode::BAD_GATEWAY, "The notebook is not answering.")
         })?;
+        gateway.upstream_connects.fetch_add(1, Ordering::Relaxed);
         let (sender, connection) =
             hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
                 .await
@@ -113,6 +116,7 @@ pub struct Gateway {
     requests: AtomicU64,
     bytes_to_notebook: AtomicU64,
     bytes_from_notebook: AtomicU64,
+    upstream_connects: AtomicU64,
 }
 
 /// Totals since the gateway started (the control plane's `/metrics`).
@@ -124,6 +128,8 @@ pub struct GatewayStats {
     /// Response bodies and WebSocket bytes.
     pub bytes_from_notebook: u64,
     pub open_tunnels: usize,
+    /// Connections opened to notebook sockets (the other requests reused a pooled one).
+    pub upstream_connects: u64,
 }
 
 impl Gateway {
@@ -139,6 +145,7 @@ impl Gateway {
             requests: AtomicU64::new(0),
             bytes_to_notebook: AtomicU64::new(0),
             bytes_from_notebook: AtomicU64::new(0),
+            upstream_connects: AtomicU64::new(0),
         })
     }
 
@@ -163,6 +170,7 @@ impl Gateway {
             requests: self.requests.load(Ordering::Relaxed),
             bytes_to_notebook: self.bytes_to_notebook.load(Ordering::Relaxed),
             bytes_from_notebook: self.bytes_from_notebook.load(Ordering::Relaxed),
+            upstream_connects: self.upstream_connects.load(Ordering::Relaxed),
             open_tunnels: self
                 .routes
                 .read()
@@ -434,7 +442,7 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
     });
     let mut sender = match pooled {
         Some(sender) => sender,
-        None => match route.connect(&id).await {
+        None => match route.connect(&id, &gateway).await {
             Ok(sender) => sender,
             Err(response) => return response,
         },
@@ -456,7 +464,7 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
                 tracing::warn!(notebook_id = %id, %cause, "request to notebook failed");
                 return error(StatusCode::BAD_GATEWAY, "The notebook is not answering.");
             };
-            sender = match route.connect(&id).await {
+            sender = match route.connect(&id, &gateway).await {
                 Ok(sender) => sender,
                 Err(response) => return response,
             };
@@ -537,44 +545,65 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let (mut client_read, mut client_write) = tokio::io::split(client);
-    let (mut upstream_read, mut upstream_write) = tokio::io::split(upstream);
-    let to_upstream = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let read = client_read.read(&mut buffer).await?;
-            if read == 0 {
-                upstream_write.shutdown().await?;
-                return Ok::<(), std::io::Error>(());
-            }
-            route.touch();
-            gateway
-                .bytes_to_notebook
-                .fetch_add(read as u64, Ordering::Relaxed);
-            upstream_write.write_all(&buffer[..read]).await?;
-        }
+    let mut client = Metered {
+        io: client,
+        route,
+        counter: &gateway.bytes_to_notebook,
     };
-    let to_client = async {
-        let mut buffer = vec![0u8; 16 * 1024];
-        loop {
-            let read = upstream_read.read(&mut buffer).await?;
-            if read == 0 {
-                client_write.shutdown().await?;
-                return Ok::<(), std::io::Error>(());
-            }
-            route.touch();
-            gateway
-                .bytes_from_notebook
-                .fetch_add(read as u64, Ordering::Relaxed);
-            client_write.write_all(&buffer[..read]).await?;
-        }
+    let mut upstream = Metered {
+        io: upstream,
+        route,
+        counter: &gateway.bytes_from_notebook,
     };
     tokio::select! {
         () = route.tunnels.cancelled() => {}
-        result = async { tokio::try_join!(to_upstream, to_client) } => {
+        result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
             if let Err(cause) = result {
                 tracing::debug!(%cause, "tunnel closed");
             }
         }
+    }
+}
+
+/// One side of a tunnel: counts the bytes read from it and records them as activity.
+struct Metered<'a, T> {
+    io: T,
+    route: &'a Route,
+    counter: &'a AtomicU64,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Metered<'_, T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf));
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            this.route.touch();
+            this.counter.fetch_add(read as u64, Ordering::Relaxed);
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Metered<'_, T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

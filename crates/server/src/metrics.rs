@@ -238,6 +238,13 @@ impl Collector for StateCollector {
             None,
             requests.metric_type(),
         )?)?;
+        let connects = ConstCounter::new(stats.upstream_connects);
+        connects.encode(encoder.encode_descriptor(
+            "atelier_gateway_upstream_connections",
+            "Connections opened to notebook sockets; other requests reused a pooled one",
+            None,
+            connects.metric_type(),
+        )?)?;
         let bytes = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "atelier_gateway_bytes",

@@ -54,9 +54,27 @@ const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
 "#;
 const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 "#;
+/// Kernel settings of the built-in image: no sleep before each execute reply, no waiting
+/// flushes of empty output streams (~1.5 ms less per cell execution).
+const KERNEL_CONFIG: &str = include_str!("ipython_kernel_config.py");
 
 /// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
 const SSHD: &str = "/usr/sbin/sshd";
+
+/// Writes `contents` to `path` unless it holds them already; atomically (other servers may
+/// share the image dir and start kernels from it).
+fn write_if_changed(path: &Path, contents: &str) -> Result<(), RuntimeError> {
+    if std::fs::read(path).is_ok_and(|current| current == contents.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let temporary = path.with_extension(format!("tmp-{}", unique_name()));
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path)?;
+    Ok(())
+}
 
 /// A name no other file or warm sandbox of this process uses (`{pid}-{n}`).
 fn unique_name() -> String {
@@ -423,7 +441,11 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
     async fn ensure_provisioned(&self, prefix: &Path) -> Result<(), RuntimeError> {
         let _in_process = self.provisioning.lock().await;
         if prefix.join(".complete").exists() {
-            return Ok(());
+            // Images provisioned by an older Atelier get the current kernel settings.
+            return write_if_changed(
+                &prefix.join("etc/ipython/ipython_kernel_config.py"),
+                KERNEL_CONFIG,
+            );
         }
         let lock_path = self.config.image_dir.join(".provision.lock");
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
@@ -468,6 +490,10 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         let settings = prefix.join("share/jupyter/lab/settings");
         std::fs::create_dir_all(&settings)?;
         std::fs::write(settings.join("overrides.json"), SETTINGS_OVERRIDES)?;
+        write_if_changed(
+            &prefix.join("etc/ipython/ipython_kernel_config.py"),
+            KERNEL_CONFIG,
+        )?;
         std::fs::write(prefix.join(".complete"), b"")?;
         Ok(())
     }

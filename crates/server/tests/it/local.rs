@@ -270,6 +270,25 @@ async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
         whoami.trim(),
         "ma-user /home/ma-user/work /home/ma-user/work"
     );
+    // The built-in image's kernel settings (no sleep before replies, no waiting flushes of
+    // empty streams) are in force, and output still arrives whole and in order.
+    let settings = lab
+        .execute(
+            "from ipykernel.iostream import OutStream\n\
+             print(OutStream._atelier_fast_flush, get_ipython().kernel._execute_sleep)",
+        )
+        .await;
+    assert_eq!(settings.trim(), "True 0.0");
+    let streamed = lab
+        .execute(
+            "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.01)\n\
+             print('x' * 100000)\n'done'",
+        )
+        .await;
+    assert!(streamed.starts_with("0\n1\n2\n"), "{streamed:.40}");
+    assert_eq!(streamed.matches('x').count(), 100_000);
+    let tail = streamed.get(streamed.len().saturating_sub(20)..);
+    assert!(streamed.ends_with("'done'"), "{tail:?}");
 
     // Stop, start: the file is still there, and the old token no longer opens anything.
     let old_token = lab.token.clone();

@@ -4,16 +4,24 @@ and directly on its Unix socket, with target/release/atelier-loadgen.
 
   http c=1 and c=32: GET /{id}/api/status on keep-alive connections
   websocket: kernel_info_request round trips on the kernel channel, 8 in flight (messages/s)
-  kernel execute: `1+1` round trip, one at a time (p50)
+  kernel execute: `1+1` round trip, one at a time (p50), in the v1 WebSocket protocol
+    JupyterLab speaks
+  echo upstream: the notebook's socket moved aside and `atelier-loadgen echo` put in its
+    place, so that the proxy is measured in front of an upstream that costs nothing (as the
+    issue's configurable-http-proxy figures were); with socat installed, a plain TCP-to-socket
+    byte relay is measured the same way, as the floor of any extra hop on the machine
 
 RUNS runs of SECONDS each; min/median/max. usage: bench/gateway.py [--smoke]
 env: ATELIER_BIN, LOADGEN, IMAGE_DIR, RUNS, SECONDS
 """
 import json
 import os
+import shutil
+import socket as sockets
 import statistics
 import subprocess
 import sys
+import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -38,6 +46,30 @@ def runs(target, *args):
 def mmm(values, fmt="{:.0f}"):
     values = sorted(values)
     return "/".join(fmt.format(v) for v in (values[0], statistics.median(values), values[-1]))
+
+
+def wait_for_socket(path):
+    for _ in range(500):
+        if os.path.exists(path):
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} did not appear")
+
+
+def free_port():
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port):
+    for _ in range(500):
+        try:
+            sockets.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.01)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
 def main():
@@ -66,6 +98,36 @@ def main():
                 target, "kernel", "--path", channels, "--window", "8", "-d", str(SECONDS))
             results[f"execute {name}"] = runs(
                 target, "kernel", "--path", channels, "--message", "execute", "-d", str(SECONDS))
+        # The same gateway in front of an upstream that costs nothing: a second notebook (whose
+        # socket the gateway has no pooled connections to yet) with the echo in its place.
+        echo_id = server.create("gateway-echo")
+        echo_nb = server.wait(echo_id, "RUNNING")
+        socket = os.path.join(server.tmp, "data", "run", echo_id, "jupyter.sock")
+        via_gateway = ["--tcp", gateway, "--header", f"Authorization: token {echo_nb['token']}"]
+        direct = ["--unix", socket]
+        status = f"/{echo_id}/api/status"
+        os.rename(socket, socket + ".jupyter")
+        echo = subprocess.Popen([LOADGEN, "--unix", socket, "echo"])
+        relay = None
+        try:
+            wait_for_socket(socket)
+            targets = [("gateway", via_gateway), ("direct", direct)]
+            if shutil.which("socat"):
+                port = free_port()
+                relay = subprocess.Popen(
+                    ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr,nodelay",
+                     f"UNIX-CONNECT:{socket}"])
+                wait_for_port(port)
+                targets.append(("socat", ["--tcp", f"127.0.0.1:{port}"]))
+            for name, target in targets:
+                for c in (1, 32):
+                    results[f"echo c={c} {name}"] = runs(
+                        target, "http", "--path", status, "-c", str(c), "-d", str(SECONDS))
+        finally:
+            for process in (echo, relay):
+                if process:
+                    process.kill()
+                    process.wait()
     finally:
         server.close()
 
@@ -87,6 +149,18 @@ def main():
     row("http c=32 p99 ms", "http c=32", "p99_ms", "{:.2f}")
     row("websocket msgs/s", "websocket", "per_second", "{:.0f}")
     row("kernel 1+1 p50 ms", "execute", "p50_ms", "{:.2f}")
+    print()
+    print("# in front of an echo upstream (no cost of its own): gateway, direct, and socat's "
+          "TCP-to-socket relay as the floor of one extra hop")
+    print(f"{'measurement':<26} {'through the gateway':<34} {'direct':<34} ratio")
+    row("echo c=1 req/s", "echo c=1", "per_second", "{:.0f}")
+    g, d = row("echo c=1 p50 ms", "echo c=1", "p50_ms", "{:.3f}")
+    print(f"{'  added p50 (ms)':<26} {g - d:.3f}")
+    row("echo c=32 req/s", "echo c=32", "per_second", "{:.0f}")
+    if "echo c=1 socat" in results:
+        s = statistics.median(r["p50_ms"] for r in results["echo c=1 socat"])
+        t = statistics.median(r["per_second"] for r in results["echo c=32 socat"])
+        print(f"{'socat relay: added p50 (ms)':<34} {s - d:.3f}; c=32 req/s {t:.0f}")
     json.dump(results, open(os.path.join(start.REPO, "target", "bench-gateway.json"), "w"), indent=1)
 
 

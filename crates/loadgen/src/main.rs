@@ -29,6 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Mode {
+    /// Serve a fixed small JSON answer on the `--unix` socket: an upstream with no cost of its
+    /// own, to measure a proxy in front of it.
+    Echo,
     /// GET `path` on `concurrency` keep-alive connections for `seconds`.
     Http {
         #[arg(long)]
@@ -51,6 +54,10 @@ enum Mode {
         window: usize,
         #[arg(long, short = 'd', default_value_t = 5.0)]
         seconds: f64,
+        /// The kernel WebSocket protocol: `v1` (binary frames, what JupyterLab 4 speaks) or
+        /// `json` (the legacy one, re-encoded by the server).
+        #[arg(long, default_value = "v1")]
+        protocol: String,
     },
 }
 
@@ -145,7 +152,56 @@ async fn http(cli: &Cli, path: &str, concurrency: usize, seconds: f64) -> anyhow
     Ok(summary(all, elapsed))
 }
 
-fn kernel_message(msg_type: &str, code: &str) -> (String, String) {
+/// A kernel message in the `v1.kernel.websocket.jupyter.org` framing: the count of offsets,
+/// the offsets (u64 little-endian), the channel, then header, parent header, metadata, content.
+fn v1_frame(channel: &str, message: &Value) -> Vec<u8> {
+    let parts: Vec<Vec<u8>> = ["header", "parent_header", "metadata", "content"]
+        .iter()
+        .map(|k| message[k].to_string().into_bytes())
+        .collect();
+    let mut offsets = vec![8 * (1 + 1 + parts.len() as u64 + 1)];
+    offsets.push(offsets[0] + channel.len() as u64);
+    for part in &parts {
+        offsets.push(offsets.last().copied().unwrap_or(0) + part.len() as u64);
+    }
+    let mut frame = (offsets.len() as u64).to_le_bytes().to_vec();
+    for offset in &offsets {
+        frame.extend_from_slice(&offset.to_le_bytes());
+    }
+    frame.extend_from_slice(channel.as_bytes());
+    for part in parts {
+        frame.extend_from_slice(&part);
+    }
+    frame
+}
+
+/// The `msg_type` and parent `msg_id` of a v1 frame.
+fn v1_reply(frame: &[u8]) -> anyhow::Result<(String, Option<String>)> {
+    let word = |i: usize| -> anyhow::Result<usize> {
+        let bytes = frame
+            .get(8 * i..8 * i + 8)
+            .ok_or_else(|| anyhow!("short v1 frame"))?;
+        Ok(u64::from_le_bytes(bytes.try_into()?) as usize)
+    };
+    let count = word(0)?;
+    let offsets: Vec<usize> = (1..=count).map(word).collect::<anyhow::Result<_>>()?;
+    let part = |i: usize| -> anyhow::Result<Value> {
+        let (start, end) = (offsets[i], offsets[i + 1]);
+        Ok(serde_json::from_slice(
+            frame
+                .get(start..end)
+                .ok_or_else(|| anyhow!("bad v1 offsets"))?,
+        )?)
+    };
+    let header = part(1)?;
+    let parent = part(2)?;
+    Ok((
+        header["msg_type"].as_str().unwrap_or("").to_owned(),
+        parent["msg_id"].as_str().map(str::to_owned),
+    ))
+}
+
+fn kernel_message(msg_type: &str, code: &str) -> (String, Value) {
     let msg_id = uuid::Uuid::new_v4().to_string();
     let content = if msg_type == "execute_request" {
         json!({"code": code, "silent": false, "store_history": false, "user_expressions": {},
@@ -158,7 +214,7 @@ fn kernel_message(msg_type: &str, code: &str) -> (String, String) {
                    "msg_type": msg_type, "version": "5.3", "date": ""},
         "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [], "content": content,
     });
-    (msg_id, message.to_string())
+    (msg_id, message)
 }
 
 async fn kernel(
@@ -168,11 +224,23 @@ async fn kernel(
     code: &str,
     window: usize,
     seconds: f64,
+    protocol: &str,
 ) -> anyhow::Result<Value> {
+    let v1 = match protocol {
+        "v1" => true,
+        "json" => false,
+        other => return Err(anyhow!("unknown protocol {other} (v1 or json)")),
+    };
     let stream = connect(cli).await?;
     let url = format!("ws://{}{path}", host(cli));
     let mut request =
         tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url)?;
+    if v1 {
+        request.headers_mut().insert(
+            http::header::SEC_WEBSOCKET_PROTOCOL,
+            http::HeaderValue::from_static("v1.kernel.websocket.jupyter.org"),
+        );
+    }
     for (name, value) in header_pairs(cli)? {
         request.headers_mut().insert(
             http::HeaderName::from_bytes(name.as_bytes())?,
@@ -202,9 +270,14 @@ async fn kernel(
         }
         if now < until {
             while in_flight.len() < window {
-                let (id, text) = kernel_message(msg_type, code);
+                let (id, message) = kernel_message(msg_type, code);
                 in_flight.insert(id, Instant::now());
-                socket.send(Message::text(text)).await?;
+                let frame = if v1 {
+                    Message::binary(v1_frame("shell", &message))
+                } else {
+                    Message::text(message.to_string())
+                };
+                socket.send(frame).await?;
             }
         } else if in_flight.is_empty() {
             break;
@@ -215,13 +288,22 @@ async fn kernel(
         let Some(next) = next else {
             return Err(anyhow!("the kernel WebSocket closed"));
         };
-        let Message::Text(text) = next? else { continue };
-        let reply: Value = serde_json::from_str(&text)?;
-        if reply["msg_type"] != reply_type {
+        let (kind, parent) = match next? {
+            Message::Binary(frame) if v1 => v1_reply(&frame)?,
+            Message::Text(text) if !v1 => {
+                let reply: Value = serde_json::from_str(&text)?;
+                (
+                    reply["msg_type"].as_str().unwrap_or("").to_owned(),
+                    reply["parent_header"]["msg_id"].as_str().map(str::to_owned),
+                )
+            }
+            _ => continue,
+        };
+        if kind != reply_type {
             continue;
         }
-        if let Some(parent) = reply["parent_header"]["msg_id"].as_str()
-            && let Some(sent) = in_flight.remove(parent)
+        if let Some(parent) = parent
+            && let Some(sent) = in_flight.remove(&parent)
             && Instant::now() < until
         {
             latencies.push(sent.elapsed().as_micros() as u64);
@@ -232,10 +314,32 @@ async fn kernel(
     Ok(summary(latencies, elapsed))
 }
 
+async fn echo(cli: &Cli) -> anyhow::Result<()> {
+    let path = cli.unix.as_ref().context("echo needs --unix")?;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|_request| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                    bytes::Bytes::from_static(
+                        b"{\"started\": \"2026-01-01T00:00:00Z\", \"kernels\": 0}",
+                    ),
+                )))
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let result = match &cli.mode {
+        Mode::Echo => return echo(&cli).await,
         Mode::Http {
             path,
             concurrency,
@@ -247,7 +351,8 @@ async fn main() -> anyhow::Result<()> {
             code,
             window,
             seconds,
-        } => kernel(&cli, path, message, code, *window, *seconds).await?,
+            protocol,
+        } => kernel(&cli, path, message, code, *window, *seconds, protocol).await?,
     };
     println!("{result}");
     Ok(())

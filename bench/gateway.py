@@ -11,7 +11,7 @@ and directly on its Unix socket, with target/release/atelier-loadgen.
     issue's configurable-http-proxy figures were); with socat installed, a plain TCP-to-socket
     byte relay is measured the same way, as the floor of any extra hop on the machine
 
-RUNS runs of SECONDS each; min/median/max. usage: bench/gateway.py [--smoke]
+RUNS interleaved rounds of SECONDS each; min/median/max. usage: bench/gateway.py [--smoke]
 env: ATELIER_BIN, LOADGEN, IMAGE_DIR, RUNS, SECONDS
 """
 import json
@@ -39,8 +39,14 @@ def loadgen(target, *args):
     return json.loads(out)
 
 
-def runs(target, *args):
-    return [loadgen(target, *args) for _ in range(RUNS)]
+def interleaved(results, measurements, targets):
+    """RUNS rounds of every measurement on every target in turn, so that the machine's drift
+    over a few minutes (large on a shared VM) lands on all targets alike."""
+    for _ in range(RUNS):
+        for key, args in measurements:
+            for name, target in targets:
+                results.setdefault(f"{key} {name}", []).append(
+                    loadgen(target, *args, "-d", str(SECONDS)))
 
 
 def mmm(values, fmt="{:.0f}"):
@@ -90,14 +96,12 @@ def main():
         kernel = json.load(urllib.request.urlopen(request, timeout=60))["id"]
         channels = f"/{nb_id}/api/kernels/{kernel}/channels"
         status = f"/{nb_id}/api/status"
-        for name, target in (("gateway", via_gateway), ("direct", direct)):
-            for c in (1, 32):
-                results[f"http c={c} {name}"] = runs(
-                    target, "http", "--path", status, "-c", str(c), "-d", str(SECONDS))
-            results[f"websocket {name}"] = runs(
-                target, "kernel", "--path", channels, "--window", "8", "-d", str(SECONDS))
-            results[f"execute {name}"] = runs(
-                target, "kernel", "--path", channels, "--message", "execute", "-d", str(SECONDS))
+        measurements = [(f"http c={c}", ("http", "--path", status, "-c", str(c))) for c in (1, 32)]
+        measurements += [
+            ("websocket", ("kernel", "--path", channels, "--window", "8")),
+            ("execute", ("kernel", "--path", channels, "--message", "execute")),
+        ]
+        interleaved(results, measurements, [("gateway", via_gateway), ("direct", direct)])
         # The same gateway in front of an upstream that costs nothing: a second notebook (whose
         # socket the gateway has no pooled connections to yet) with the echo in its place.
         echo_id = server.create("gateway-echo")
@@ -119,10 +123,8 @@ def main():
                      f"UNIX-CONNECT:{socket}"])
                 wait_for_port(port)
                 targets.append(("socat", ["--tcp", f"127.0.0.1:{port}"]))
-            for name, target in targets:
-                for c in (1, 32):
-                    results[f"echo c={c} {name}"] = runs(
-                        target, "http", "--path", status, "-c", str(c), "-d", str(SECONDS))
+            interleaved(results, [(f"echo c={c}", ("http", "--path", status, "-c", str(c)))
+                                  for c in (1, 32)], targets)
         finally:
             for process in (echo, relay):
                 if process:

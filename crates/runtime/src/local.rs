@@ -441,11 +441,14 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
     async fn ensure_provisioned(&self, prefix: &Path) -> Result<(), RuntimeError> {
         let _in_process = self.provisioning.lock().await;
         if prefix.join(".complete").exists() {
-            // Images provisioned by an older Atelier get the current kernel settings.
-            return write_if_changed(
-                &prefix.join("etc/ipython/ipython_kernel_config.py"),
-                KERNEL_CONFIG,
-            );
+            // Images provisioned by an older Atelier get the current kernel settings. They
+            // only make kernels faster: an image dir that refuses the write still runs.
+            let settings = prefix.join("etc/ipython/ipython_kernel_config.py");
+            if let Err(error) = write_if_changed(&settings, KERNEL_CONFIG) {
+                tracing::warn!(path = %settings.display(), %error,
+                    "cannot update the image's kernel settings; its kernels keep ipykernel's defaults");
+            }
+            return Ok(());
         }
         let lock_path = self.config.image_dir.join(".provision.lock");
         let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
@@ -1463,5 +1466,31 @@ impl Runtime for LocalRuntime {
                 return None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod kernel_settings_tests {
+    use super::*;
+
+    #[test]
+    fn kernel_settings_are_written_once_and_rewritten_when_they_differ() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("etc/ipython/ipython_kernel_config.py");
+        write_if_changed(&path, KERNEL_CONFIG).expect("first write");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), KERNEL_CONFIG);
+        let first = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_if_changed(&path, KERNEL_CONFIG).expect("unchanged");
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), first);
+        std::fs::write(&path, "c.IPythonKernel._execute_sleep = 0.5\n").unwrap();
+        write_if_changed(&path, KERNEL_CONFIG).expect("rewrite");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), KERNEL_CONFIG);
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 }

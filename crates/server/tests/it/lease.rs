@@ -224,3 +224,42 @@ async fn an_idle_lease_stops_a_notebook_without_activity() {
 
     assert_eq!(stopped["stop_reason"], "idle");
 }
+
+#[tokio::test]
+async fn leases_ending_together_are_stopped_together_each_with_its_own_event() {
+    let app = manual_app().await;
+    let mut ids = Vec::new();
+    for n in 0..40 {
+        let mut body = notebook_body(&format!("together-{n}"));
+        body["duration"] = json!(HOUR_MS);
+        ids.push(id_of(&app.create_notebook(&body).await).to_owned());
+    }
+    for id in &ids {
+        app.wait_status(id, "RUNNING", SETTLE).await;
+    }
+    let survivor = app.create_running("renewed").await;
+    let survivor = id_of(&survivor).to_owned();
+    app.advance(Duration::from_secs(30 * 60));
+    renew(&app, &survivor, "", None).await;
+
+    app.advance(Duration::from_secs(31 * 60));
+    for id in &ids {
+        let stopped = app.wait_status(id, "STOPPED", SETTLE).await;
+        assert_eq!(stopped["stop_reason"], "lease_expired", "{stopped}");
+        let (status, events) = json_of(
+            app.signed("GET", &format!("{}/events", app.notebook_path(id)), None)
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let expiries = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "StopNotebookLeaseExpired")
+            .count();
+        assert_eq!(expiries, 1, "{events}");
+    }
+    assert_eq!(app.show_ok(&survivor).await["status"], "RUNNING");
+    assert_eq!(app.runtime.running_count(), 1);
+}

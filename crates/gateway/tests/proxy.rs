@@ -130,14 +130,19 @@ async fn get(client: &reqwest::Client, url: &str) -> (StatusCode, Bytes) {
     (status, response.bytes().await.expect("body"))
 }
 
+/// GET `…/echo`, which must answer 200 `ok`.
+async fn get_ok(client: &reqwest::Client, setup: &Setup) {
+    let (status, body) = get(client, &setup.url("echo")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"ok");
+}
+
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
     let setup = Setup::new(true).await;
     let client = Setup::client();
     for _ in 0..50 {
-        let (status, body) = get(&client, &setup.url("echo")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(&body[..], b"ok");
+        get_ok(&client, &setup).await;
     }
     // A large body read to the end also hands its connection back.
     for _ in 0..3 {
@@ -175,9 +180,7 @@ async fn an_upstream_that_closes_every_connection_still_answers_every_request() 
     let setup = Setup::new(false).await;
     let client = Setup::client();
     for _ in 0..20 {
-        let (status, body) = get(&client, &setup.url("echo")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(&body[..], b"ok");
+        get_ok(&client, &setup).await;
     }
     assert_eq!(setup.gateway.stats().upstream_connects, 20);
 }
@@ -216,9 +219,7 @@ async fn a_client_leaving_mid_body_costs_only_its_own_connection() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let client = Setup::client();
     for _ in 0..5 {
-        let (status, body) = get(&client, &setup.url("echo")).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(&body[..], b"ok");
+        get_ok(&client, &setup).await;
     }
     // The abandoned connection was not pooled: one for it, one for the rest.
     assert_eq!(setup.gateway.stats().upstream_connects, 2);

@@ -54,11 +54,18 @@ enum Mode {
         window: usize,
         #[arg(long, short = 'd', default_value_t = 5.0)]
         seconds: f64,
-        /// The kernel WebSocket protocol: `v1` (binary frames, what JupyterLab 4 speaks) or
-        /// `json` (the legacy one, re-encoded by the server).
-        #[arg(long, default_value = "v1")]
-        protocol: String,
+        /// The kernel WebSocket protocol.
+        #[arg(long, value_enum, default_value_t = Protocol::V1)]
+        protocol: Protocol,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Protocol {
+    /// `v1.kernel.websocket.jupyter.org`: binary frames, what JupyterLab 4 speaks.
+    V1,
+    /// The legacy JSON text frames, re-encoded by the server.
+    Json,
 }
 
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
@@ -186,11 +193,12 @@ fn v1_reply(frame: &[u8]) -> anyhow::Result<(String, Option<String>)> {
     let count = word(0)?;
     let offsets: Vec<usize> = (1..=count).map(word).collect::<anyhow::Result<_>>()?;
     let part = |i: usize| -> anyhow::Result<Value> {
-        let (start, end) = (offsets[i], offsets[i + 1]);
+        let bytes = match (offsets.get(i), offsets.get(i + 1)) {
+            (Some(&start), Some(&end)) => frame.get(start..end),
+            _ => None,
+        };
         Ok(serde_json::from_slice(
-            frame
-                .get(start..end)
-                .ok_or_else(|| anyhow!("bad v1 offsets"))?,
+            bytes.ok_or_else(|| anyhow!("bad v1 offsets"))?,
         )?)
     };
     let header = part(1)?;
@@ -224,13 +232,9 @@ async fn kernel(
     code: &str,
     window: usize,
     seconds: f64,
-    protocol: &str,
+    protocol: Protocol,
 ) -> anyhow::Result<Value> {
-    let v1 = match protocol {
-        "v1" => true,
-        "json" => false,
-        other => return Err(anyhow!("unknown protocol {other} (v1 or json)")),
-    };
+    let v1 = protocol == Protocol::V1;
     let stream = connect(cli).await?;
     let url = format!("ws://{}{path}", host(cli));
     let mut request =
@@ -352,7 +356,7 @@ async fn main() -> anyhow::Result<()> {
             window,
             seconds,
             protocol,
-        } => kernel(&cli, path, message, code, *window, *seconds, protocol).await?,
+        } => kernel(&cli, path, message, code, *window, *seconds, *protocol).await?,
     };
     println!("{result}");
     Ok(())

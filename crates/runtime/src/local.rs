@@ -61,8 +61,17 @@ const KERNEL_CONFIG: &str = include_str!("ipython_kernel_config.py");
 /// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
 const SSHD: &str = "/usr/sbin/sshd";
 
-/// Writes `contents` to `path` unless it holds them already; atomically (other servers may
-/// share the image dir and start kernels from it).
+/// Replaces `path` with `contents` in one step: a reader (a kernel starting, sshd reading
+/// `authorized_keys`) sees the old file or the new one, never half of one.
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}", unique_name()));
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Writes `contents` to `path` unless it holds them already (other servers may share the
+/// image dir and start kernels from it).
 fn write_if_changed(path: &Path, contents: &str) -> Result<(), RuntimeError> {
     if std::fs::read(path).is_ok_and(|current| current == contents.as_bytes()) {
         return Ok(());
@@ -70,9 +79,7 @@ fn write_if_changed(path: &Path, contents: &str) -> Result<(), RuntimeError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temporary = path.with_extension(format!("tmp-{}", unique_name()));
-    std::fs::write(&temporary, contents)?;
-    std::fs::rename(&temporary, path)?;
+    write_atomically(path, contents.as_bytes())?;
     Ok(())
 }
 
@@ -103,7 +110,9 @@ pub struct LocalRuntime {
     config: LocalConfig,
     hierarchy: Option<Hierarchy>,
     sandboxes: Mutex<HashMap<NotebookId, Sandbox>>,
-    provisioning: tokio::sync::Mutex<()>,
+    /// Held while provisioning; `true` once this process has brought the built-in image's
+    /// kernel settings up to date (checked at the first start, not at every one).
+    provisioning: tokio::sync::Mutex<bool>,
     /// Itself, for background refills of the warm pool.
     me: std::sync::Weak<LocalRuntime>,
     /// Idle warm sandboxes.
@@ -210,7 +219,7 @@ impl LocalRuntime {
             config,
             hierarchy,
             sandboxes: Mutex::new(HashMap::new()),
-            provisioning: tokio::sync::Mutex::new(()),
+            provisioning: tokio::sync::Mutex::new(false),
             me: me.clone(),
             pool: Mutex::new(Vec::new()),
             refilling: Mutex::new(std::collections::HashSet::new()),
@@ -439,14 +448,17 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
     /// Provisions `prefix` unless a complete copy exists. Servers and tests may share an image
     /// dir: an exclusive file lock makes one of them provision while the others wait.
     async fn ensure_provisioned(&self, prefix: &Path) -> Result<(), RuntimeError> {
-        let _in_process = self.provisioning.lock().await;
+        let mut settings_current = self.provisioning.lock().await;
         if prefix.join(".complete").exists() {
             // Images provisioned by an older Atelier get the current kernel settings. They
             // only make kernels faster: an image dir that refuses the write still runs.
-            let settings = prefix.join("etc/ipython/ipython_kernel_config.py");
-            if let Err(error) = write_if_changed(&settings, KERNEL_CONFIG) {
-                tracing::warn!(path = %settings.display(), %error,
-                    "cannot update the image's kernel settings; its kernels keep ipykernel's defaults");
+            if !*settings_current {
+                let settings = prefix.join("etc/ipython/ipython_kernel_config.py");
+                if let Err(error) = write_if_changed(&settings, KERNEL_CONFIG) {
+                    tracing::warn!(path = %settings.display(), %error,
+                        "cannot update the image's kernel settings; its kernels keep ipykernel's defaults");
+                }
+                *settings_current = true;
             }
             return Ok(());
         }
@@ -463,9 +475,12 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         .await
         .map_err(|e| step_error("image provisioning", e))??;
         let outcome = if prefix.join(".complete").exists() {
+            // Another server provisioned it; the next start checks its settings.
             Ok(())
         } else {
-            self.provision(prefix).await
+            let provisioned = self.provision(prefix).await;
+            *settings_current = provisioned.is_ok();
+            provisioned
         };
         drop(lock);
         outcome
@@ -1414,9 +1429,7 @@ impl Runtime for LocalRuntime {
             ));
         }
         // Written for every connection, so key pairs and endpoint changes apply at once.
-        let partial = dir.join(format!("authorized_keys.{}", unique_name()));
-        std::fs::write(&partial, authorized_keys)?;
-        std::fs::rename(&partial, dir.join("authorized_keys"))?;
+        write_atomically(&dir.join("authorized_keys"), authorized_keys.as_bytes())?;
         // Join the notebook's cgroups, then enter its namespaces as ma-user (uid 1000 inside
         // maps to no capability outside) and become `sshd -i` on the connection.
         let mut script = String::new();

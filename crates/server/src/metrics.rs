@@ -198,6 +198,16 @@ impl std::fmt::Debug for StateCollector {
     }
 }
 
+/// Encodes one metric without labels.
+fn encode_one(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
 impl Collector for StateCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut by_status: std::collections::BTreeMap<&'static str, i64> = Default::default();
@@ -216,35 +226,31 @@ impl Collector for StateCollector {
                 status: status.to_owned(),
             })?)?;
         }
-        let sessions = ConstGauge::new(self.ssh.total() as i64);
-        sessions.encode(encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "atelier_ssh_sessions",
             "Open SSH sessions",
-            None,
-            sessions.metric_type(),
-        )?)?;
-        let warm = ConstGauge::new(self.runtime.warm_sandboxes() as i64);
-        warm.encode(encoder.encode_descriptor(
+            ConstGauge::new(self.ssh.total() as i64),
+        )?;
+        encode_one(
+            &mut encoder,
             "atelier_warm_pool_sandboxes",
             "Idle warm sandboxes ready to serve a start",
-            None,
-            warm.metric_type(),
-        )?)?;
+            ConstGauge::new(self.runtime.warm_sandboxes() as i64),
+        )?;
         let stats = self.gateway.stats();
-        let requests = ConstCounter::new(stats.requests);
-        requests.encode(encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "atelier_gateway_requests",
             "Requests proxied to notebooks (WebSocket upgrades included)",
-            None,
-            requests.metric_type(),
-        )?)?;
-        let connects = ConstCounter::new(stats.upstream_connects);
-        connects.encode(encoder.encode_descriptor(
+            ConstCounter::new(stats.requests),
+        )?;
+        encode_one(
+            &mut encoder,
             "atelier_gateway_upstream_connections",
             "Connections opened to notebook sockets; other requests reused a pooled one",
-            None,
-            connects.metric_type(),
-        )?)?;
+            ConstCounter::new(stats.upstream_connects),
+        )?;
         let bytes = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "atelier_gateway_bytes",
@@ -260,13 +266,12 @@ impl Collector for StateCollector {
                 direction: direction.to_owned(),
             })?)?;
         }
-        let tunnels = ConstGauge::new(stats.open_tunnels as i64);
-        tunnels.encode(encoder.encode_descriptor(
+        encode_one(
+            &mut encoder,
             "atelier_gateway_open_websockets",
             "Open WebSocket tunnels to notebooks",
-            None,
-            tunnels.metric_type(),
-        )?)?;
+            ConstGauge::new(stats.open_tunnels as i64),
+        )?;
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use atelier_server::clock::ManualClock;
 
 use crate::support::{SETTLE, TestApp, expect_error, id_of, json_of, notebook_body, wall_clock_ms};
 
-async fn events(app: &TestApp, id: &str) -> Vec<Value> {
+pub async fn events(app: &TestApp, id: &str) -> Vec<Value> {
     let (status, json) = json_of(
         app.signed("GET", &format!("{}/events", app.notebook_path(id)), None)
             .await,
@@ -21,7 +21,7 @@ async fn events(app: &TestApp, id: &str) -> Vec<Value> {
     json["events"].as_array().unwrap().clone()
 }
 
-fn reasons(events: &[Value]) -> Vec<&str> {
+pub fn reasons(events: &[Value]) -> Vec<&str> {
     events
         .iter()
         .map(|e| e["reason"].as_str().unwrap())

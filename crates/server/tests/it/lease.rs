@@ -246,19 +246,13 @@ async fn leases_ending_together_are_stopped_together_each_with_its_own_event() {
     for id in &ids {
         let stopped = app.wait_status(id, "STOPPED", SETTLE).await;
         assert_eq!(stopped["stop_reason"], "lease_expired", "{stopped}");
-        let (status, events) = json_of(
-            app.signed("GET", &format!("{}/events", app.notebook_path(id)), None)
-                .await,
-        )
-        .await;
-        assert_eq!(status, 200);
-        let expiries = events["events"]
-            .as_array()
-            .unwrap()
+        let events = crate::events::events(&app, id).await;
+        let reasons = crate::events::reasons(&events);
+        let expiries = reasons
             .iter()
-            .filter(|e| e["reason"] == "StopNotebookLeaseExpired")
+            .filter(|r| **r == "StopNotebookLeaseExpired")
             .count();
-        assert_eq!(expiries, 1, "{events}");
+        assert_eq!(expiries, 1, "{reasons:?}");
     }
     assert_eq!(app.show_ok(&survivor).await["status"], "RUNNING");
     assert_eq!(app.runtime.running_count(), 1);

@@ -16,6 +16,10 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Every server started below would write the user's ~/.config/atelier profile on first run
+# (pointing at a port that is gone once the test ends); keep those in the checkout instead.
+export XDG_CONFIG_HOME="$repo/target/tmp/xdg"
+
 # Real notebooks need a JupyterLab image: provision it once for every test in this checkout.
 export ATELIER_RUNTIME__IMAGE_DIR="$repo/target/tmp/atelier-images"
 step "JupyterLab image (atelier image pull)"

@@ -31,6 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 use atelier_domain::NotebookId;
 
+mod busy_poll;
+pub use busy_poll::BusyPoll;
+
 /// The cookie that carries the token after a `?token=` visit (scoped to `/{id}/`).
 pub const TOKEN_COOKIE: &str = "atelier-token";
 
@@ -45,6 +48,7 @@ pub struct Route {
     clock: Clock,
     /// Idle keep-alive connections to the notebook's socket, reused by the next requests.
     idle: std::sync::Mutex<Vec<Upstream>>,
+    busy_poll: Arc<BusyPoll>,
 }
 
 type Upstream = hyper::client::conn::http1::SendRequest<Body>;
@@ -117,6 +121,7 @@ pub struct Gateway {
     bytes_to_notebook: AtomicU64,
     bytes_from_notebook: AtomicU64,
     upstream_connects: AtomicU64,
+    busy_poll: Arc<BusyPoll>,
 }
 
 /// Totals since the gateway started (the control plane's `/metrics`).
@@ -130,6 +135,8 @@ pub struct GatewayStats {
     pub open_tunnels: usize,
     /// Connections opened to notebook sockets (the other requests reused a pooled one).
     pub upstream_connects: u64,
+    /// Time the gateway's event loop spent polling instead of sleeping.
+    pub busy_poll: std::time::Duration,
 }
 
 impl Gateway {
@@ -139,7 +146,13 @@ impl Gateway {
     }
 
     pub fn with_clock(clock: Clock) -> Arc<Gateway> {
+        Gateway::with_busy_poll(clock, BusyPoll::off())
+    }
+
+    /// A gateway whose event loop, when [`Gateway::serve`]d, busy-polls after HTTP traffic.
+    pub fn with_busy_poll(clock: Clock, busy_poll: Arc<BusyPoll>) -> Arc<Gateway> {
         Arc::new(Gateway {
+            busy_poll,
             routes: RwLock::new(HashMap::new()),
             clock,
             requests: AtomicU64::new(0),
@@ -159,6 +172,7 @@ impl Gateway {
             open_tunnels: AtomicUsize::new(0),
             clock: self.clock.clone(),
             idle: std::sync::Mutex::new(Vec::new()),
+            busy_poll: self.busy_poll.clone(),
         });
         if let Some(old) = self.routes.write().expect("poisoned").insert(id, route) {
             old.tunnels.cancel();
@@ -171,6 +185,7 @@ impl Gateway {
             bytes_to_notebook: self.bytes_to_notebook.load(Ordering::Relaxed),
             bytes_from_notebook: self.bytes_from_notebook.load(Ordering::Relaxed),
             upstream_connects: self.upstream_connects.load(Ordering::Relaxed),
+            busy_poll: self.busy_poll.spun(),
             open_tunnels: self
                 .routes
                 .read()
@@ -238,6 +253,45 @@ impl Gateway {
 
     pub fn router(self: Arc<Self>) -> Router {
         Router::new().fallback(proxy).with_state(self)
+    }
+
+    /// Serves `listener` on a thread of its own ("atelier-gateway") with a single-threaded
+    /// runtime, the one runtime [`BusyPoll`] can poll, until `shutdown` is cancelled. The
+    /// receiver yields how serving ended.
+    pub fn serve(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+        use axum::serve::ListenerExt as _;
+        listener.set_nonblocking(true)?;
+        let (done, ended) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("atelier-gateway".to_owned())
+            .spawn(move || {
+                let served = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .and_then(|runtime| {
+                        runtime.block_on(async move {
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            let poller = tokio::spawn(self.busy_poll.clone().run());
+                            // Kernel messages are small exchanges: no Nagle, no delayed ACKs.
+                            let listener = listener.tap_io(|tcp| {
+                                if let Err(error) = tcp.set_nodelay(true) {
+                                    tracing::debug!(%error, "cannot set TCP_NODELAY");
+                                }
+                            });
+                            let served = axum::serve(listener, self.router())
+                                .with_graceful_shutdown(shutdown.cancelled_owned())
+                                .await;
+                            poller.abort();
+                            served
+                        })
+                    });
+                let _ = done.send(served);
+            })?;
+        Ok(ended)
     }
 }
 
@@ -400,6 +454,8 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         }
     };
     route.touch();
+    // The answer is expected within the busy-poll window: no sleep before it arrives...
+    route.busy_poll.activity();
     gateway.requests.fetch_add(1, Ordering::Relaxed);
 
     let upgrade = is_upgrade(request.headers());
@@ -477,6 +533,8 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
             }
         }
     };
+    // ...nor before the client's next request on this connection.
+    route.busy_poll.activity();
     if !upgrade && response.status() != StatusCode::SWITCHING_PROTOCOLS {
         // Back to the pool once this response's body has been read.
         let route = route.clone();

@@ -83,6 +83,8 @@ struct Setup {
     address: std::net::SocketAddr,
     id: NotebookId,
     _dir: tempfile::TempDir,
+    /// Stops the gateway's thread when the test ends.
+    _stop: tokio_util::sync::DropGuard,
 }
 
 impl Setup {
@@ -90,20 +92,29 @@ impl Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket: PathBuf = dir.path().join("jupyter.sock");
         upstream(&socket, keep_alive).await;
-        let gateway = Gateway::new();
+        // As `atelier serve` runs it: on its own thread, busy polling after HTTP traffic.
+        let clock: atelier_gateway::Clock = Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        let busy_poll = atelier_gateway::BusyPoll::new(std::time::Duration::from_millis(1));
+        let gateway = Gateway::with_busy_poll(clock, busy_poll);
         let id = NotebookId::new_random();
         gateway.set_route(id, socket, TOKEN.to_owned());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
-        let router = gateway.clone().router();
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _ended = gateway
+            .clone()
+            .serve(listener, stop.clone())
+            .expect("serve");
         Setup {
             gateway,
             address,
             id,
             _dir: dir,
+            _stop: stop.drop_guard(),
         }
     }
 

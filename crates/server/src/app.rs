@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use atelier_domain::{Image, Notebook};
-use atelier_gateway::Gateway;
+use atelier_gateway::{BusyPoll, Gateway};
 use atelier_runtime::{LocalConfig, LocalRuntime, PlaceholderRuntime, Runtime};
 use atelier_store::{SqliteStore, Store};
 use atelier_wire::NotebookResp;
@@ -133,7 +133,8 @@ impl App {
         };
         let gateway = {
             let clock = clock.clone();
-            Gateway::with_clock(Arc::new(move || clock.now_ms()))
+            let busy_poll = BusyPoll::new(Duration::from_micros(config.gateway_busy_poll_us));
+            Gateway::with_busy_poll(Arc::new(move || clock.now_ms()), busy_poll)
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -234,7 +235,6 @@ impl App {
             internal.clone(),
         ));
         let api = crate::routes::router(state.clone());
-        let gateway = state.gateway.clone().router();
         // Either the caller's token or our own stops both listeners.
         let stop = internal.child_token();
         {
@@ -244,8 +244,8 @@ impl App {
                 stop.cancel();
             });
         }
-        // Small request/response exchanges (kernel messages above all) must not wait for
-        // Nagle's algorithm and delayed ACKs: ~40 ms per round trip otherwise.
+        // Small request/response exchanges must not wait for Nagle's algorithm and delayed
+        // ACKs: ~40 ms per round trip otherwise.
         let nodelay = |tcp: &mut tokio::net::TcpStream| {
             if let Err(error) = tcp.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
@@ -253,10 +253,16 @@ impl App {
         };
         let api_server = axum::serve(api_listener.tap_io(nodelay), api)
             .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let gateway_server = axum::serve(gateway_listener.tap_io(nodelay), gateway)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
-        let (api_result, gateway_result) =
-            tokio::join!(async { api_server.await }, async { gateway_server.await });
+        // The gateway runs on a thread of its own (see `Gateway::serve`).
+        let gateway_server = state
+            .gateway
+            .clone()
+            .serve(gateway_listener.into_std()?, stop.clone())?;
+        let (api_result, gateway_result) = tokio::join!(async { api_server.await }, async {
+            gateway_server
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the gateway thread died")))
+        });
         internal.cancel();
         tracker.close();
         if tokio::time::timeout(Duration::from_secs(10), tracker.wait())

@@ -23,6 +23,11 @@ pub struct Config {
     /// `http://` + the bound gateway address.
     #[serde(default)]
     pub gateway_public_url: Option<String>,
+    /// Microseconds the gateway keeps polling its sockets after HTTP traffic instead of
+    /// sleeping, to skip wake-up latency; yields to other threads and stops when the machine is
+    /// oversubscribed. 0 turns it off; at most 100000.
+    #[serde(default = "default_busy_poll_us")]
+    pub gateway_busy_poll_us: u64,
     #[serde(default)]
     pub auth: AuthConfig,
     #[serde(default)]
@@ -179,6 +184,9 @@ pub struct FlavorConfig {
 fn default_feature() -> String {
     "NOTEBOOK".to_owned()
 }
+fn default_busy_poll_us() -> u64 {
+    1000
+}
 fn default_category() -> String {
     "CPU".to_owned()
 }
@@ -190,6 +198,7 @@ impl Default for Config {
             api_listen: "127.0.0.1:8080".parse().expect("valid address"),
             gateway_listen: "127.0.0.1:8081".parse().expect("valid address"),
             gateway_public_url: None,
+            gateway_busy_poll_us: default_busy_poll_us(),
             auth: AuthConfig::default(),
             runtime: RuntimeConfig::default(),
             flavors: None,
@@ -225,6 +234,7 @@ const ENV_KEYS: &[&str] = &[
     "api_listen",
     "gateway_listen",
     "gateway_public_url",
+    "gateway_busy_poll_us",
     "auth",
     "runtime",
     "ssh",
@@ -284,6 +294,12 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "ATELIER_BOOTSTRAP_SECRET_KEY must have at least 16 characters".to_owned(),
             ));
+        }
+        if self.gateway_busy_poll_us > 100_000 {
+            return Err(ConfigError::Invalid(format!(
+                "gateway_busy_poll_us {} is above 100000 (0.1 s)",
+                self.gateway_busy_poll_us
+            )));
         }
         self.flavor_catalogue()?;
         self.ssh.port_range()?;

@@ -251,6 +251,12 @@ impl Collector for StateCollector {
             "Connections opened to notebook sockets; other requests reused a pooled one",
             ConstCounter::new(stats.upstream_connects),
         )?;
+        encode_one(
+            &mut encoder,
+            "atelier_gateway_busy_poll_seconds",
+            "Time the gateway's event loop polled its sockets instead of sleeping",
+            ConstCounter::new(stats.busy_poll.as_secs_f64()),
+        )?;
         let bytes = ConstCounter::new(0u64);
         let mut family = encoder.encode_descriptor(
             "atelier_gateway_bytes",

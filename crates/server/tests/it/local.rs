@@ -338,6 +338,10 @@ async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
     )
     .unwrap();
     assert!(from > 1000.0, "{metrics}");
+    // The gateway's loop polled after that traffic instead of sleeping (on its own thread).
+    let polled =
+        crate::metrics::sample(&metrics, "atelier_gateway_busy_poll_seconds_total").unwrap();
+    assert!(polled > 0.0, "{metrics}");
     app.shutdown().await;
 }
 

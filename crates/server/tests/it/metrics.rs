@@ -64,6 +64,10 @@ async fn metrics_count_start_steps_api_requests_notebooks_and_lease_expiries() {
     .unwrap_or(0.0);
     assert!(shown >= 1.0, "{text}");
     assert!(text.contains("atelier_gateway_requests_total 0"), "{text}");
+    assert!(
+        text.contains("atelier_gateway_busy_poll_seconds_total 0"),
+        "{text}"
+    );
     assert!(text.contains("atelier_ssh_sessions 0"), "{text}");
 
     clock.advance(61 * 60 * 1000);

@@ -9,7 +9,7 @@ and directly on its Unix socket, with target/release/atelier-loadgen.
   echo upstream: the notebook's socket moved aside and `atelier-loadgen echo` put in its
     place, so that the proxy is measured in front of an upstream that costs nothing (as the
     issue's configurable-http-proxy figures were); with socat installed, a plain TCP-to-socket
-    byte relay is measured the same way, as the floor of any extra hop on the machine
+    byte relay is measured the same way, as a plain extra hop on the machine
 
 RUNS interleaved rounds of SECONDS each; min/median/max. usage: bench/gateway.py [--smoke]
 env: ATELIER_BIN, LOADGEN, IMAGE_DIR, RUNS, SECONDS
@@ -39,14 +39,30 @@ def loadgen(target, *args):
     return json.loads(out)
 
 
-def interleaved(results, measurements, targets):
+def interleaved(results, measurements, targets, busy_poll=None):
     """RUNS rounds of every measurement on every target in turn, so that the machine's drift
-    over a few minutes (large on a shared VM) lands on all targets alike."""
+    over a few minutes (large on a shared VM) lands on all targets alike. With `busy_poll` (a
+    function reading the gateway's busy-poll seconds), each result also records the seconds the
+    gateway spent polling during it."""
     for _ in range(RUNS):
         for key, args in measurements:
             for name, target in targets:
-                results.setdefault(f"{key} {name}", []).append(
-                    loadgen(target, *args, "-d", str(SECONDS)))
+                before = busy_poll() if busy_poll else 0.0
+                result = loadgen(target, *args, "-d", str(SECONDS))
+                if busy_poll:
+                    result["busy_poll_s"] = busy_poll() - before
+                results.setdefault(f"{key} {name}", []).append(result)
+
+
+def busy_poll_seconds(api):
+    """atelier_gateway_busy_poll_seconds_total from the server's /metrics."""
+    def read():
+        text = urllib.request.urlopen(f"{api}/metrics", timeout=10).read().decode()
+        for line in text.splitlines():
+            if line.startswith("atelier_gateway_busy_poll_seconds_total "):
+                return float(line.split()[1])
+        raise RuntimeError("no atelier_gateway_busy_poll_seconds_total in /metrics")
+    return read
 
 
 def mmm(values, fmt="{:.0f}"):
@@ -101,7 +117,8 @@ def main():
             ("websocket", ("kernel", "--path", channels, "--window", "8")),
             ("execute", ("kernel", "--path", channels, "--message", "execute")),
         ]
-        interleaved(results, measurements, [("gateway", via_gateway), ("direct", direct)])
+        interleaved(results, measurements, [("gateway", via_gateway), ("direct", direct)],
+                    busy_poll_seconds(server.api))
         # The same gateway in front of an upstream that costs nothing: a second notebook (whose
         # socket the gateway has no pooled connections to yet) with the echo in its place.
         echo_id = server.create("gateway-echo")
@@ -151,9 +168,13 @@ def main():
     row("http c=32 p99 ms", "http c=32", "p99_ms", "{:.2f}")
     row("websocket msgs/s", "websocket", "per_second", "{:.0f}")
     row("kernel 1+1 p50 ms", "execute", "p50_ms", "{:.2f}")
+    spent = {key: statistics.median(r["busy_poll_s"] for r in results[f"{key} gateway"]) / SECONDS
+             for key in ("http c=1", "http c=32", "websocket", "execute")}
+    print("gateway busy polling, CPU share of one core while loaded (median): "
+          + ", ".join(f"{key} {share:.0%}" for key, share in spent.items()))
     print()
     print("# in front of an echo upstream (no cost of its own): gateway, direct, and socat's "
-          "TCP-to-socket relay as the floor of one extra hop")
+          "TCP-to-socket relay as a plain extra hop")
     print(f"{'measurement':<26} {'through the gateway':<34} {'direct':<34} ratio")
     row("echo c=1 req/s", "echo c=1", "per_second", "{:.0f}")
     g, d = row("echo c=1 p50 ms", "echo c=1", "p50_ms", "{:.3f}")

@@ -170,7 +170,7 @@ def main():
     row("kernel 1+1 p50 ms", "execute", "p50_ms", "{:.2f}")
     spent = {key: statistics.median(r["busy_poll_s"] for r in results[f"{key} gateway"]) / SECONDS
              for key in ("http c=1", "http c=32", "websocket", "execute")}
-    print("gateway busy polling, CPU share of one core while loaded (median): "
+    print("gateway busy polling, share of the time in polling windows while loaded (median): "
           + ", ".join(f"{key} {share:.0%}" for key, share in spent.items()))
     print()
     print("# in front of an echo upstream (no cost of its own): gateway, direct, and socat's "

@@ -71,7 +71,8 @@ impl BusyPoll {
         self.wake.notify_one();
     }
 
-    /// Time spent polling instead of sleeping (CPU time, less what was yielded).
+    /// Time spent in polling windows instead of sleeping: wall clock, including what was yielded
+    /// to other threads and the gateway's own work meanwhile, so an upper bound on the CPU used.
     pub fn spun(&self) -> Duration {
         Duration::from_nanos(self.spun_ns.load(Ordering::Relaxed))
     }

@@ -254,7 +254,7 @@ impl Collector for StateCollector {
         encode_one(
             &mut encoder,
             "atelier_gateway_busy_poll_seconds",
-            "Time the gateway's event loop polled its sockets instead of sleeping",
+            "Time the gateway's event loop spent in busy-poll windows instead of sleeping (wall clock; an upper bound on the CPU it used)",
             ConstCounter::new(stats.busy_poll.as_secs_f64()),
         )?;
         let bytes = ConstCounter::new(0u64);

@@ -321,21 +321,20 @@ fn flags_win_over_environment_and_bad_config_exits_64() {
         Some(64),
         "unknown keys are refused: {output:?}"
     );
-    let output = Command::new(BIN)
-        .args(["config", "check"])
-        .env("ATELIER_GATEWAY_BUSY_POLL_US", "250000")
-        .output()
-        .unwrap();
+    let busy_poll = |micros: &str| {
+        Command::new(BIN)
+            .args(["config", "check"])
+            .env("ATELIER_GATEWAY_BUSY_POLL_US", micros)
+            .output()
+            .unwrap()
+    };
+    let output = busy_poll("250000");
     assert_eq!(output.status.code(), Some(64), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("gateway_busy_poll_us"),
         "{output:?}"
     );
-    let output = Command::new(BIN)
-        .args(["config", "check"])
-        .env("ATELIER_GATEWAY_BUSY_POLL_US", "0")
-        .output()
-        .unwrap();
+    let output = busy_poll("0");
     assert!(output.status.success(), "{output:?}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("gateway_busy_poll_us = 0"),

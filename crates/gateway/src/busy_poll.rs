@@ -25,7 +25,8 @@ pub const COOLDOWN: Duration = Duration::from_millis(20);
 pub type Probe = Box<dyn Fn() -> Option<bool> + Send + Sync>;
 
 pub struct BusyPoll {
-    window: Duration,
+    /// The window in nanoseconds; 0 = off.
+    window_ns: u64,
     epoch: Instant,
     /// Nanoseconds since `epoch` at which the current window closes.
     until_ns: AtomicU64,
@@ -37,12 +38,15 @@ pub struct BusyPoll {
 impl BusyPoll {
     /// A window of `window` after each activity; zero turns busy polling off.
     pub fn new(window: Duration) -> Arc<BusyPoll> {
+        if window.is_zero() {
+            return BusyPoll::off();
+        }
         BusyPoll::with_probe(window, loadavg_probe())
     }
 
     pub fn with_probe(window: Duration, probe: Probe) -> Arc<BusyPoll> {
         Arc::new(BusyPoll {
-            window,
+            window_ns: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
             epoch: Instant::now(),
             until_ns: AtomicU64::new(0),
             wake: Notify::new(),
@@ -62,12 +66,13 @@ impl BusyPoll {
 
     /// Opens (or extends) the window: a request went out, or its answer came back.
     pub fn activity(&self) {
-        if self.window.is_zero() {
+        if self.window_ns == 0 {
             return;
         }
-        let window = u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX);
-        self.until_ns
-            .store(self.now_ns().saturating_add(window), Ordering::Relaxed);
+        self.until_ns.store(
+            self.now_ns().saturating_add(self.window_ns),
+            Ordering::Relaxed,
+        );
         self.wake.notify_one();
     }
 
@@ -79,7 +84,7 @@ impl BusyPoll {
 
     /// Polls while a window is open; runs until the runtime stops.
     pub async fn run(self: Arc<Self>) {
-        if self.window.is_zero() {
+        if self.window_ns == 0 {
             return;
         }
         if (self.probe)().is_none() {

@@ -105,6 +105,11 @@ impl Route {
 /// Epoch milliseconds; the control plane passes its own clock so activity and leases agree.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
+/// Wall-clock epoch milliseconds, the clock of [`Gateway::new`].
+pub fn system_clock() -> Clock {
+    Arc::new(system_now_ms)
+}
+
 fn system_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -142,7 +147,7 @@ pub struct GatewayStats {
 impl Gateway {
     /// A gateway recording activity in wall-clock time.
     pub fn new() -> Arc<Gateway> {
-        Gateway::with_clock(Arc::new(system_now_ms))
+        Gateway::with_clock(system_clock())
     }
 
     pub fn with_clock(clock: Clock) -> Arc<Gateway> {
@@ -276,13 +281,7 @@ impl Gateway {
                         runtime.block_on(async move {
                             let listener = tokio::net::TcpListener::from_std(listener)?;
                             let poller = tokio::spawn(self.busy_poll.clone().run());
-                            // Kernel messages are small exchanges: no Nagle, no delayed ACKs.
-                            let listener = listener.tap_io(|tcp| {
-                                if let Err(error) = tcp.set_nodelay(true) {
-                                    tracing::debug!(%error, "cannot set TCP_NODELAY");
-                                }
-                            });
-                            let served = axum::serve(listener, self.router())
+                            let served = axum::serve(listener.tap_io(no_delay), self.router())
                                 .with_graceful_shutdown(shutdown.cancelled_owned())
                                 .await;
                             poller.abort();
@@ -292,6 +291,14 @@ impl Gateway {
                 let _ = done.send(served);
             })?;
         Ok(ended)
+    }
+}
+
+/// Turns Nagle's algorithm off on an accepted connection. Small request/response exchanges
+/// (kernel messages above all) would otherwise wait for delayed ACKs: ~40 ms per round trip.
+pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
+    if let Err(error) = tcp.set_nodelay(true) {
+        tracing::debug!(%error, "cannot set TCP_NODELAY");
     }
 }
 

@@ -93,13 +93,8 @@ impl Setup {
         let socket: PathBuf = dir.path().join("jupyter.sock");
         upstream(&socket, keep_alive).await;
         // As `atelier serve` runs it: on its own thread, busy polling after HTTP traffic.
-        let clock: atelier_gateway::Clock = Arc::new(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64)
-        });
-        let busy_poll = atelier_gateway::BusyPoll::new(std::time::Duration::from_millis(1));
-        let gateway = Gateway::with_busy_poll(clock, busy_poll);
+        let busy_poll = atelier_gateway::BusyPoll::new(Duration::from_millis(1));
+        let gateway = Gateway::with_busy_poll(atelier_gateway::system_clock(), busy_poll);
         let id = NotebookId::new_random();
         gateway.set_route(id, socket, TOKEN.to_owned());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -244,14 +244,7 @@ impl App {
                 stop.cancel();
             });
         }
-        // Small request/response exchanges must not wait for Nagle's algorithm and delayed
-        // ACKs: ~40 ms per round trip otherwise.
-        let nodelay = |tcp: &mut tokio::net::TcpStream| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        };
-        let api_server = axum::serve(api_listener.tap_io(nodelay), api)
+        let api_server = axum::serve(api_listener.tap_io(atelier_gateway::no_delay), api)
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         // The gateway runs on a thread of its own (see `Gateway::serve`).
         let gateway_server = state

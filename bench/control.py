@@ -48,6 +48,7 @@ class Server:
 
     def __init__(self, kind="placeholder"):
         self.tmp = tempfile.mkdtemp(prefix="atelier-control-")
+        os.chmod(self.tmp, 0o711)  # the notebooks' uids pass through it to their volumes
         self.data = os.path.join(self.tmp, "data")
         self.kind = kind
         self.process = None

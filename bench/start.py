@@ -46,6 +46,7 @@ def request(method, url, token=None, body=None, timeout=30):
 class Server:
     def __init__(self, warm_pool=0):
         self.tmp = tempfile.mkdtemp(prefix="atelier-bench-")
+        os.chmod(self.tmp, 0o711)  # the notebooks' uids pass through it to their volumes
         env = dict(os.environ, ATELIER_LOG="warn", ATELIER_RUNTIME__KIND="local",
                    ATELIER_RUNTIME__IMAGE_DIR=IMAGE_DIR, XDG_CONFIG_HOME=self.tmp + "/xdg",
                    ATELIER_RUNTIME__WARM_POOL=str(warm_pool))

@@ -7,6 +7,11 @@ command -v cargo >/dev/null || { echo "serve.sh needs a Rust toolchain (cargo)" 
 # Notebooks run in bubblewrap sandboxes with a Python environment made by python3 -m venv.
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
+# Each sandbox has a network namespace of its own (slirp4netns NAT, nftables egress rules)
+# and an EVS volume is an ext4 image.
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+command -v nft >/dev/null || need+=(nftables)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
 # SSH endpoints run OpenSSH's sshd inside the sandboxes.
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)

@@ -66,6 +66,7 @@ def serve(data_dir: Path, xdg: Path) -> tuple[subprocess.Popen, str]:
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="atelier-console-"))
+    os.chmod(work, 0o711)  # the notebooks' uids pass through it to their volumes
     data_dir, xdg = work / "data", work / "xdg"
     proc, api = serve(data_dir, xdg)
     log(f"server at {api}")

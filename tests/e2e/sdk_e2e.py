@@ -376,6 +376,7 @@ def main() -> int:
         return 1
 
     tmp = Path(tempfile.mkdtemp(prefix="atelier-sdk-e2e-"))
+    os.chmod(tmp, 0o711)  # the notebooks' uids pass through it to their volumes
     server = Server(binary, tmp / "data")
     (tmp / "data").mkdir()
     passed = failed = 0

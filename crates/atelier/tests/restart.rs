@@ -132,7 +132,13 @@ fn warm_sandboxes(data_dir: &Path) -> Vec<String> {
 }
 
 fn all_sandboxes(data_dir: &Path) -> Vec<String> {
-    let marker = format!("{}/run/", data_dir.display());
+    // A sandbox binds its notebook's SSH dir (`DATA/ssh/{id}`) or, warm, its slot's
+    // (`DATA/pool/{slot}/ssh`); bwrap forks once inside its namespaces, so one sandbox shows
+    // as two processes.
+    let markers = [
+        format!("{}/ssh/", data_dir.display()),
+        format!("{}/pool/", data_dir.display()),
+    ];
     let mut ids = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -145,14 +151,13 @@ fn all_sandboxes(data_dir: &Path) -> Vec<String> {
         if !args.first().is_some_and(|a| a.ends_with("bwrap")) {
             continue;
         }
-        // The run dir is bound whole (`--bind DATA/run/{id} /run/atelier`); bwrap forks once
-        // inside its namespaces, so one sandbox shows as two processes.
-        if let Some(run) = args
+        if let Some(name) = args
             .iter()
-            .filter_map(|a| a.strip_prefix(&marker))
-            .find(|r| !r.contains('/'))
+            .filter_map(|a| markers.iter().find_map(|m| a.strip_prefix(m.as_str())))
+            .map(|rest| rest.trim_end_matches("/ssh"))
+            .find(|name| !name.contains('/'))
         {
-            ids.push(run.to_owned());
+            ids.push(name.to_owned());
         }
     }
     ids.sort();
@@ -215,6 +220,12 @@ fn sigkill_during_starts_leaves_every_notebook_settled_and_no_orphan_sandbox() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // The notebooks' uids must be able to pass through the data dir's parents.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
     let data = dir.path().join("data");
     let mut server = serve(&data);
     let project = serde_json::from_str::<Value>(

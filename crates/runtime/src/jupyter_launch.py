@@ -1,6 +1,11 @@
 """Starts JupyterLab for one notebook, without what a sandboxed single-notebook server
-does not need. Written into the sandbox's /run/atelier by the local runtime; run with the
+does not need. Bound read-only at /run/atelier/launch.py by the local runtime; run with the
 image's python, followed by ordinary jupyter-lab options.
+
+The runtime binds JupyterLab's Unix socket itself, where the sandbox cannot reach it, and
+passes the listening socket as descriptor ATELIER_LISTEN_FD. A warm sandbox gets a connected
+socket as ATELIER_CLAIM_FD: it says "warm" once everything is imported and reads its claim
+(one JSON line) from it.
 
 Measured on the CI machine kind: stock `jupyter lab` answers /api/status after ~1.76 s
 (82 MiB); this launcher after ~0.39 s (59 MiB), with the UI, kernels and terminals intact.
@@ -8,8 +13,11 @@ Measured on the CI machine kind: stock `jupyter lab` answers /api/status after ~
 import os
 import sys
 
+import socket
+
 # Set in a warm sandbox: import everything now, then wait for the notebook to serve.
-_CLAIM = os.environ.pop("ATELIER_CLAIM", "")
+_CLAIM = os.environ.pop("ATELIER_CLAIM_FD", "")
+_LISTEN = os.environ.pop("ATELIER_LISTEN_FD", "")
 
 # jsonschema imports optional "format" checkers at import time (jupyter_server ->
 # jupyter_events -> jsonschema); rfc3987_syntax alone builds 39 lark grammars (~1 s). Marked
@@ -45,6 +53,18 @@ sys.argv[1:1] = [a for a in DEFAULT_ARGS
 
 from jupyterlab.labapp import main  # noqa: E402
 
+if _LISTEN:
+    import jupyter_server.serverapp as _serverapp
+
+    def _inherited(path, mode=0o600):
+        listener = socket.socket(fileno=int(_LISTEN))
+        listener.setblocking(False)
+        return listener
+
+    # The socket is already bound and listening (by the runtime, outside the sandbox).
+    _serverapp.unix_socket_in_use = lambda path: False
+    _serverapp.bind_unix_socket = _inherited
+
 if _CLAIM:
     import json
 
@@ -58,9 +78,12 @@ if _CLAIM:
         except ImportError:
             pass
     # Tell the runtime this sandbox is warm, then block until the control plane writes the
-    # claim: {"args": [...]} (the base URL).
-    open(os.path.join(os.path.dirname(_CLAIM), "warm"), "w").close()
-    with open(_CLAIM) as _fifo:
-        sys.argv.extend(json.loads(_fifo.read())["args"])
+    # claim: {"args": [...]} (the base URL) on one line.
+    with socket.socket(fileno=int(_CLAIM)) as _channel:
+        _channel.sendall(b"warm\n")
+        _line = _channel.makefile("rb").readline()
+    if not _line:
+        sys.exit("the runtime closed the claim channel")
+    sys.argv.extend(json.loads(_line)["args"])
 
 sys.exit(main())

@@ -3,7 +3,8 @@
 //!
 //! For now only [`PlaceholderRuntime`] exists: it starts nothing and completes each step after
 //! a configurable delay. The local bubblewrap runtime replaces it as the default.
-#![forbid(unsafe_code)]
+// `unsafe` lives in `local::sys` only (pre-exec setup, idmapped mounts); denied elsewhere.
+#![deny(unsafe_code)]
 
 mod cgroup;
 pub mod local;

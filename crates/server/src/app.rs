@@ -316,6 +316,19 @@ pub fn local_config(config: &Config) -> LocalConfig {
         stop_grace: config.runtime.stop_grace,
         pids_max: config.runtime.pids_max,
         warm_pool: config.runtime.warm_pool,
+        uids: atelier_runtime::local::uids::UidRange {
+            first: config.runtime.uid_first,
+            count: config.runtime.uid_count,
+            registry: config.runtime.uid_registry.clone(),
+        },
+        egress: match config.runtime.egress.as_str() {
+            "none" => atelier_runtime::local::network::Egress::None,
+            _ => atelier_runtime::local::network::Egress::Slirp4netns,
+        },
+        egress_policy: atelier_runtime::local::network::EgressPolicy {
+            allow: config.runtime.egress_allow.clone(),
+            deny: config.runtime.egress_deny.clone(),
+        },
     }
 }
 

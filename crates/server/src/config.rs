@@ -135,6 +135,39 @@ pub struct RuntimeConfig {
     /// started (JupyterLab imported, waiting for its notebook); 0 turns the pool off.
     #[serde(default = "default_warm_pool")]
     pub warm_pool: usize,
+    /// The first host uid of the range notebooks run as (one uid per notebook and per warm
+    /// sandbox; never an account of the host).
+    #[serde(default = "default_uid_first")]
+    pub uid_first: u32,
+    #[serde(default = "default_uid_count")]
+    pub uid_count: u32,
+    /// Where uid claims live, shared by every Atelier on the host.
+    #[serde(default = "default_uid_registry")]
+    pub uid_registry: PathBuf,
+    /// How notebooks reach the outside: `slirp4netns` (NAT, filtered) or `none` (loopback
+    /// only).
+    #[serde(default = "default_egress")]
+    pub egress: String,
+    /// When not empty, the only networks notebooks may reach (besides their DNS forwarder).
+    #[serde(default)]
+    pub egress_allow: Vec<ipnet::IpNet>,
+    /// Networks notebooks may never reach, on top of the host's own addresses, link-local
+    /// and multicast, which are always refused.
+    #[serde(default)]
+    pub egress_deny: Vec<ipnet::IpNet>,
+}
+
+fn default_uid_first() -> u32 {
+    2_000_000_000
+}
+fn default_uid_count() -> u32 {
+    1_000_000
+}
+fn default_uid_registry() -> PathBuf {
+    PathBuf::from("/var/lib/atelier/uids")
+}
+fn default_egress() -> String {
+    "slirp4netns".to_owned()
 }
 
 fn default_warm_pool() -> usize {
@@ -153,6 +186,12 @@ impl Default for RuntimeConfig {
             stop_grace: Duration::from_secs(2),
             pids_max: 1024,
             warm_pool: default_warm_pool(),
+            uid_first: default_uid_first(),
+            uid_count: default_uid_count(),
+            uid_registry: default_uid_registry(),
+            egress: default_egress(),
+            egress_allow: Vec::new(),
+            egress_deny: Vec::new(),
         }
     }
 }
@@ -272,6 +311,22 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "runtime.kind `{}` is not available; use `local` or `placeholder`",
                 self.runtime.kind
+            )));
+        }
+        if !matches!(self.runtime.egress.as_str(), "slirp4netns" | "none") {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.egress `{}` is not available; use `slirp4netns` or `none`",
+                self.runtime.egress
+            )));
+        }
+        if self.runtime.uid_count == 0
+            || u64::from(self.runtime.uid_first) + u64::from(self.runtime.uid_count)
+                > u64::from(u32::MAX - 1)
+            || self.runtime.uid_first < 65_536
+        {
+            return Err(ConfigError::Invalid(format!(
+                "runtime.uid_first {} and runtime.uid_count {} must describe uids between 65536 and 4294967294",
+                self.runtime.uid_first, self.runtime.uid_count
             )));
         }
         if let Some(project_id) = &self.bootstrap.project_id

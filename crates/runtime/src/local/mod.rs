@@ -1,0 +1,1239 @@
+//! The local runtime: one bubblewrap sandbox per notebook, inside a cgroup with the flavor's
+//! limits, running JupyterLab on a Unix socket that only the gateway reaches.
+//!
+//! Every sandbox is contained in layers, each of which alone stops a class of escape (the
+//! threat model is in README.md, "Security"):
+//! - **identity** (`uids`): its processes run as an unprivileged host uid of its own, which
+//!   the sandbox's uid 1000 maps to and nothing else; its volume belongs to that uid;
+//! - **kernel surface** (`sandbox`, `seccomp`): no new privileges, a seccomp filter, no
+//!   nested user namespaces, `/proc/sys` and friends read-only, kernel-info files masked;
+//! - **network** (`network`): a namespace of its own with filtered NAT egress;
+//! - **control files**: everything the server acts on (`run/{id}/`: the socket, the pid
+//!   record, logs, the warm slot) lives where the sandbox cannot write; the socket is bound by
+//!   the server and handed to JupyterLab as a descriptor; pids are checked against their start
+//!   time before any signal.
+//!
+//! Layout under the data dir (0711: traversable, not listable): `volumes/{id}` (EFS: a
+//! directory; EVS: `{id}.ext4`, a sparse ext4 image loop-mounted at `mounts/{id}`), `run/{id}/`
+//! (root only), `ssh/{id}/` (read-only at `/etc/atelier-ssh` in the sandbox), `sandbox/`
+//! (passwd, group, resolv.conf and the launcher, the same for every sandbox), `uids/` (which
+//! uid each notebook has), `pool/{slot}/` (warm sandboxes' mount points). Sandboxes outlive
+//! a restart of the server and are adopted again from `run/{id}/pid`.
+mod image;
+pub mod network;
+mod pool;
+pub mod preflight;
+mod seccomp;
+mod ssh;
+mod storage;
+mod sys;
+pub mod uids;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use atelier_domain::{NotebookId, VolumeCategory};
+
+use crate::cgroup::{self, Cgroup, Hierarchy, Limits};
+use crate::{Runtime, RuntimeError, SandboxSpec, Step};
+use network::{Egress, EgressPolicy};
+use sys::{ChildSetup, HostIds};
+use uids::{UidRange, Uids};
+
+#[cfg(test)]
+use image::KERNEL_CONFIG as BUILTIN_KERNEL_CONFIG;
+
+/// Settings of the local runtime.
+#[derive(Debug, Clone)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    /// Where provisioned image environments live (shared by data dirs in tests).
+    pub image_dir: PathBuf,
+    /// The interpreter new image environments are made from.
+    pub python: PathBuf,
+    /// What `pip install` puts into the built-in JupyterLab image.
+    pub jupyter_packages: Vec<String>,
+    /// How long JupyterLab may take to answer `/api/status`.
+    pub ready_timeout: Duration,
+    /// Between SIGTERM and SIGKILL on stop.
+    pub stop_grace: Duration,
+    pub pids_max: u64,
+    /// Warm sandboxes kept per image and flavor (0: none).
+    pub warm_pool: usize,
+    /// The host uids notebooks run as.
+    pub uids: UidRange,
+    pub egress: Egress,
+    pub egress_policy: EgressPolicy,
+}
+
+/// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
+/// instead of ~1.8 s to answer).
+const JUPYTER_LAUNCHER: &str = include_str!("../jupyter_launch.py");
+
+/// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// Descriptor numbers in a sandbox's bubblewrap.
+const FD_LISTEN: i32 = 3;
+const FD_CLAIM: i32 = 4;
+const FD_INFO: i32 = 5;
+const FD_SYNC: i32 = 6;
+const FD_SECCOMP: i32 = 7;
+
+/// Replaces `path` with `contents` in one step: a reader (a kernel starting, sshd reading
+/// `authorized_keys`) sees the old file or the new one, never half of one.
+fn write_atomically(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}", unique_name()));
+    std::fs::write(&temporary, contents)?;
+    std::fs::rename(&temporary, path)
+}
+
+/// Writes `contents` to `path` unless it holds them already (other servers may share the
+/// image dir and start kernels from it).
+fn write_if_changed(path: &Path, contents: &str) -> Result<(), RuntimeError> {
+    if std::fs::read(path).is_ok_and(|current| current == contents.as_bytes()) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    write_atomically(path, contents.as_bytes())?;
+    Ok(())
+}
+
+/// A name no other file or warm sandbox of this process uses (`{pid}-{n}`).
+fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+}
+
+/// What happened to a sandbox that ended without being asked to.
+type ExitReason = Option<String>;
+
+struct Sandbox {
+    /// bubblewrap's outer process (host pid namespace), the sandbox's process group.
+    pid: i32,
+    cgroup: Option<Cgroup>,
+    /// The cgroup as the supervisor sees it (renamed when a warm sandbox is claimed).
+    cell: Arc<Mutex<Option<Cgroup>>>,
+    exited: watch::Receiver<ExitReason>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the server knows of a sandbox's processes, in `run/{id}/pid` (which only root can
+/// write): bubblewrap's pid and start time (clock ticks since boot), and the sandbox's first
+/// process inside its namespaces. A pid whose start time differs is someone else's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PidRecord {
+    pid: i32,
+    start: u64,
+    init: i32,
+}
+
+impl PidRecord {
+    fn read(path: &Path) -> Option<PidRecord> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut fields = text.split_whitespace().map(str::parse::<i64>);
+        let (Some(Ok(pid)), Some(Ok(start)), Some(Ok(init))) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return None;
+        };
+        (pid > 1 && init > 1 && start >= 0).then_some(PidRecord {
+            pid: i32::try_from(pid).ok()?,
+            start: start as u64,
+            init: i32::try_from(init).ok()?,
+        })
+    }
+
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        write_atomically(
+            path,
+            format!("{} {} {}\n", self.pid, self.start, self.init).as_bytes(),
+        )
+    }
+
+    /// Whether the recorded processes are still the ones that were started.
+    fn is_current(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+            && std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", self.pid))
+                .is_ok_and(|c| c.split_whitespace().any(|p| p == self.init.to_string()))
+    }
+}
+
+/// A process's start time (field 22 of `/proc/{pid}/stat`), if it exists.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+pub struct LocalRuntime {
+    config: LocalConfig,
+    hierarchy: Option<Hierarchy>,
+    uids: Uids,
+    /// The compiled seccomp filters every sandbox process gets.
+    seccomp: Vec<seccompiler::BpfProgram>,
+    /// Whether idmapped mounts work on the data dir's filesystem (the warm pool needs them).
+    idmap: bool,
+    sandboxes: Mutex<HashMap<NotebookId, Sandbox>>,
+    /// Held while provisioning; `true` once this process has brought the built-in image's
+    /// kernel settings up to date (checked at the first start, not at every one).
+    provisioning: tokio::sync::Mutex<bool>,
+    /// Itself, for background refills of the warm pool.
+    me: std::sync::Weak<LocalRuntime>,
+    /// Idle warm sandboxes.
+    pool: Mutex<Vec<pool::Warm>>,
+    /// Pool keys being refilled now.
+    refilling: Mutex<std::collections::HashSet<pool::PoolKey>>,
+    /// Set at shutdown: no more refills.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// Where a sandbox's pieces come from.
+struct Layout {
+    run_dir: PathBuf,
+    /// Bound at /home/ma-user/work.
+    work: PathBuf,
+    /// Bound read-only at /etc/atelier-ssh.
+    ssh: PathBuf,
+    hostname: String,
+    /// None for a warm sandbox: it waits for its claim.
+    base_url: Option<String>,
+}
+
+fn step_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::StepFailed(format!("{context}: {error}"))
+}
+
+async fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| step_error(&format!("cannot run {program}"), e))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(step_error(
+            &format!("{program} {}", args.join(" ")),
+            stderr.trim(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn file_len(path: &Path) -> Result<u64, RuntimeError> {
+    Ok(std::fs::metadata(path)?.len())
+}
+
+/// The size of the ext4 filesystem in an image (block count × block size).
+async fn filesystem_len(image: &Path) -> Result<u64, RuntimeError> {
+    let header = run("dumpe2fs", &["-h", &image.to_string_lossy()]).await?;
+    let field = |name: &str| -> Option<u64> {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    match (field("Block count:"), field("Block size:")) {
+        (Some(count), Some(size)) => Ok(count * size),
+        _ => Err(step_error("EVS volume", "cannot read the filesystem size")),
+    }
+}
+
+fn is_mounted(mount_point: &Path) -> bool {
+    let target = mount_point.to_string_lossy();
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| line.split(' ').nth(1) == Some(target.as_ref()))
+}
+
+/// The identity files every sandbox sees (`/etc/passwd`, `/etc/group`).
+const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\nma-user:x:1000:1000:ma-user:/home/ma-user/work:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const GROUP: &str = "root:x:0:\nma-user:x:1000:\nnogroup:x:65534:\n";
+
+/// `/proc` entries a sandbox sees read-only and masked, as the OCI runtime spec's defaults
+/// have them (those missing on this kernel are skipped).
+const PROC_READ_ONLY: [&str; 5] = ["bus", "fs", "irq", "sys", "sysrq-trigger"];
+const PROC_MASKED_FILES: [&str; 7] = [
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "kallsyms",
+];
+const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
+
+impl LocalRuntime {
+    /// Checks what the runtime needs (see [`preflight`]), prepares the data dir, and finds
+    /// sandboxes left running.
+    pub fn new(mut config: LocalConfig) -> Result<Arc<LocalRuntime>, RuntimeError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        std::fs::create_dir_all(&config.image_dir)?;
+        // Every path ends up on bwrap's command line and in venv scripts, which a relative
+        // path (the default data dir is `./atelier-data`) would break inside the sandbox.
+        config.data_dir = std::fs::canonicalize(&config.data_dir)?;
+        config.image_dir = std::fs::canonicalize(&config.image_dir)?;
+        preflight::check(&config).map_err(RuntimeError::StepFailed)?;
+        // Traversable by the notebooks' uids (bubblewrap binds their volumes as them), never
+        // listable; what is private is 0700 below.
+        set_mode(&config.data_dir, 0o711)?;
+        for (dir, mode) in [
+            ("volumes", 0o711),
+            ("mounts", 0o711),
+            ("pool", 0o711),
+            ("ssh", 0o711),
+            ("sandbox", 0o755),
+            ("run", 0o700),
+        ] {
+            let path = config.data_dir.join(dir);
+            std::fs::create_dir_all(&path)?;
+            set_mode(&path, mode)?;
+        }
+        let shared = config.data_dir.join("sandbox");
+        for (name, contents) in [
+            ("passwd", PASSWD.to_owned()),
+            ("group", GROUP.to_owned()),
+            ("launch.py", JUPYTER_LAUNCHER.to_owned()),
+            ("resolv.conf", network::resolv_conf(&config.egress)),
+        ] {
+            write_if_changed(&shared.join(name), &contents)?;
+            set_mode(&shared.join(name), 0o644)?;
+        }
+        let hierarchy = cgroup::detect();
+        if hierarchy.is_none() {
+            tracing::warn!(
+                "no writable cgroup hierarchy: notebooks will run without resource limits"
+            );
+        }
+        let uids = Uids::open(config.uids.clone(), &config.data_dir)?;
+        let seccomp = seccomp::filters().map_err(RuntimeError::StepFailed)?;
+        let idmap = preflight::idmapped_mounts_work(&config.data_dir);
+        if !idmap && config.warm_pool > 0 {
+            tracing::warn!(
+                "idmapped mounts do not work on the data dir's filesystem: the warm pool is off"
+            );
+        }
+        Ok(Arc::new_cyclic(|me| LocalRuntime {
+            config,
+            hierarchy,
+            uids,
+            seccomp,
+            idmap,
+            sandboxes: Mutex::new(HashMap::new()),
+            provisioning: tokio::sync::Mutex::new(false),
+            me: me.clone(),
+            pool: Mutex::new(Vec::new()),
+            refilling: Mutex::new(std::collections::HashSet::new()),
+            closing: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    fn run_dir(&self, id: NotebookId) -> PathBuf {
+        self.config.data_dir.join("run").join(id.to_string())
+    }
+
+    /// Where the notebook's JupyterLab listens (bound by the runtime, outside the sandbox).
+    pub fn socket_path(&self, id: NotebookId) -> PathBuf {
+        self.run_dir(id).join("jupyter.sock")
+    }
+
+    fn ssh_dir(&self, id: NotebookId) -> PathBuf {
+        self.config.data_dir.join("ssh").join(id.to_string())
+    }
+
+    /// The notebook's uid (its volume's owner), if it has started once.
+    pub fn notebook_uid(&self, id: NotebookId) -> Option<u32> {
+        self.uids.of_notebook(id).map(|ids| ids.uid)
+    }
+
+    /// The sandbox's first process inside its namespaces, to enter them; only if the pid
+    /// record is still true.
+    fn sandbox_init_pid(&self, id: NotebookId) -> Option<i32> {
+        let record = PidRecord::read(&self.run_dir(id).join("pid"))?;
+        record.is_current().then_some(record.init)
+    }
+
+    /// The notebook's `cgroup.procs` files, open for writing (for a child to join).
+    fn open_procs(&self, id: NotebookId) -> Result<Vec<File>, RuntimeError> {
+        let Some(cgroup) = self.hierarchy.map(|h| Cgroup::for_notebook(h, id)) else {
+            return Ok(Vec::new());
+        };
+        open_procs_of(&cgroup)
+    }
+
+    fn bwrap_args(&self, layout: &Layout, prefix: &Path, warm: bool) -> Vec<String> {
+        let prefix = prefix.to_string_lossy().into_owned();
+        let shared = self.config.data_dir.join("sandbox");
+        let shared = |name: &str| shared.join(name).to_string_lossy().into_owned();
+        let mut args: Vec<String> = [
+            "--unshare-all",
+            "--unshare-user",
+            "--disable-userns",
+            "--ro-bind",
+            "/usr",
+            "/usr",
+            "--symlink",
+            "usr/lib",
+            "/lib",
+            "--symlink",
+            "usr/lib64",
+            "/lib64",
+            "--symlink",
+            "usr/bin",
+            "/bin",
+            "--symlink",
+            "usr/sbin",
+            "/sbin",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/home",
+            "--dir",
+            "/etc",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for entry in PROC_READ_ONLY {
+            let path = format!("/proc/{entry}");
+            if Path::new(&path).exists() {
+                args.extend(["--ro-bind".into(), path.clone(), path]);
+            }
+        }
+        for entry in PROC_MASKED_FILES {
+            let path = format!("/proc/{entry}");
+            if Path::new(&path).exists() {
+                args.extend(["--ro-bind".into(), "/dev/null".into(), path]);
+            }
+        }
+        for entry in PROC_MASKED_DIRS {
+            let path = format!("/proc/{entry}");
+            if Path::new(&path).is_dir() {
+                args.extend(["--tmpfs".into(), path.clone(), "--remount-ro".into(), path]);
+            }
+        }
+        for shared_file in [
+            "/etc/ssl",
+            "/etc/ca-certificates",
+            "/etc/localtime",
+            "/etc/nsswitch.conf",
+            "/etc/alternatives",
+        ] {
+            if Path::new(shared_file).exists() {
+                args.extend(["--ro-bind".into(), shared_file.into(), shared_file.into()]);
+            }
+        }
+        for (name, target) in [
+            ("passwd", "/etc/passwd"),
+            ("group", "/etc/group"),
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("launch.py", "/run/atelier/launch.py"),
+        ] {
+            args.extend(["--ro-bind".into(), shared(name), target.into()]);
+        }
+        args.extend([
+            "--ro-bind".into(),
+            layout.ssh.to_string_lossy().into_owned(),
+            "/etc/atelier-ssh".into(),
+            "--ro-bind".into(),
+            prefix.clone(),
+            prefix.clone(),
+            "--bind".into(),
+            layout.work.to_string_lossy().into_owned(),
+            "/home/ma-user/work".into(),
+            "--uid".into(),
+            "1000".into(),
+            "--gid".into(),
+            "1000".into(),
+            "--hostname".into(),
+            layout.hostname.clone(),
+            "--info-fd".into(),
+            FD_INFO.to_string(),
+            "--sync-fd".into(),
+            FD_SYNC.to_string(),
+        ]);
+        for index in 0..self.seccomp.len() {
+            args.extend([
+                "--add-seccomp-fd".into(),
+                (FD_SECCOMP + index as i32).to_string(),
+            ]);
+        }
+        args.extend([
+            "--clearenv".into(),
+            "--setenv".into(),
+            "LANG".into(),
+            "C.UTF-8".into(),
+            "--setenv".into(),
+            "TERM".into(),
+            "xterm-256color".into(),
+            "--setenv".into(),
+            "HOME".into(),
+            "/home/ma-user/work".into(),
+            "--setenv".into(),
+            "USER".into(),
+            "ma-user".into(),
+            "--setenv".into(),
+            "SHELL".into(),
+            "/bin/bash".into(),
+            "--setenv".into(),
+            "PATH".into(),
+            format!("{prefix}/bin:/usr/local/bin:/usr/bin:/bin"),
+            "--setenv".into(),
+            "JUPYTER_RUNTIME_DIR".into(),
+            "/tmp/jupyter-runtime".into(),
+            "--setenv".into(),
+            "ATELIER_LISTEN_FD".into(),
+            FD_LISTEN.to_string(),
+            "--setenv".into(),
+            "ATELIER_CLAIM_FD".into(),
+            if warm {
+                FD_CLAIM.to_string()
+            } else {
+                String::new()
+            },
+            "--chdir".into(),
+            "/home/ma-user/work".into(),
+            "--".into(),
+            format!("{prefix}/bin/python"),
+            "/run/atelier/launch.py".into(),
+            // Only a name: the listening socket comes as a descriptor.
+            "--ServerApp.sock=/run/atelier/jupyter.sock".into(),
+            "--ServerApp.root_dir=/home/ma-user/work".into(),
+            // The gateway's token cookie is SameSite=Lax on its own origin: cross-site
+            // requests never carry it, so Jupyter's own XSRF check adds nothing.
+            "--ServerApp.disable_check_xsrf=True".into(),
+        ]);
+        // A warm sandbox learns its notebook (and so its base URL) when it is claimed.
+        if let Some(base_url) = &layout.base_url {
+            args.push(format!("--ServerApp.base_url={base_url}"));
+        }
+        args
+    }
+
+    async fn initialise(
+        &self,
+        spec: &SandboxSpec,
+        prefix: &Path,
+        limits: Limits,
+    ) -> Result<(), RuntimeError> {
+        let id = spec.notebook_id;
+        // A sandbox already serving (adopted after a restart, or a retried step) is reused.
+        if self.alive(id) && probe(&self.socket_path(id), id).await {
+            return Ok(());
+        }
+        self.kill_sandbox(id, Duration::ZERO).await;
+        let ids = self
+            .uids
+            .for_notebook(id)
+            .map_err(|e| step_error("notebook uid", e))?;
+        let key = pool::PoolKey {
+            prefix: prefix.to_owned(),
+            vcpus: limits.vcpus,
+            memory_mib: limits.memory_mib,
+        };
+        if self.config.warm_pool > 0 && self.idmap {
+            let warm = self.take_warm(&key);
+            // Whatever happens next, the pool refills in the background.
+            self.refill(key.clone(), limits);
+            if let Some(warm) = warm {
+                match self.claim(warm, spec, prefix, ids).await {
+                    Ok(exited) => return self.wait_ready(id, exited).await,
+                    Err(error) => {
+                        tracing::warn!(notebook_id = %id, %error, "warm sandbox unusable; starting cold");
+                        self.kill_sandbox(id, Duration::ZERO).await;
+                    }
+                }
+            }
+        }
+        self.prepare_ssh(id, prefix, ids)?;
+        let layout = Layout {
+            run_dir: self.run_dir(id),
+            work: self.volume_dir(id, spec.volume_category),
+            ssh: self.ssh_dir(id),
+            hostname: format!("notebook-{}", &id.to_string()[..8]),
+            base_url: Some(format!("/{id}/")),
+        };
+        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
+        let (sandbox, _) = self
+            .launch(&layout, prefix, limits, cgroup, ids, false)
+            .await?;
+        let exited = sandbox.exited.clone();
+        self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
+        self.wait_ready(id, exited).await
+    }
+
+    /// Starts bwrap with `layout` in its cgroup as `ids`, connects its network and
+    /// supervises it (exit, OOM kills). A warm sandbox also gets its claim channel.
+    async fn launch(
+        &self,
+        layout: &Layout,
+        prefix: &Path,
+        limits: Limits,
+        cgroup: Option<Cgroup>,
+        ids: HostIds,
+        warm: bool,
+    ) -> Result<(Sandbox, Option<std::os::unix::net::UnixStream>), RuntimeError> {
+        let run_dir = &layout.run_dir;
+        std::fs::create_dir_all(run_dir)?;
+        set_mode(run_dir, 0o700)?;
+        let socket = run_dir.join("jupyter.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket)?;
+        set_mode(&socket, 0o600)?;
+        if let Some(cgroup) = &cgroup {
+            cgroup.create(limits).map_err(|e| step_error("cgroup", e))?;
+        }
+        let log = File::create(run_dir.join("jupyter.log"))?;
+        let procs = match &cgroup {
+            Some(cgroup) => open_procs_of(cgroup)?,
+            None => Vec::new(),
+        };
+        let (info_read, info_write) = std::io::pipe()?;
+        let (sync_read, sync_write) = std::io::pipe()?;
+        let mut fds: Vec<(OwnedFd, i32)> = vec![
+            (listener.into(), FD_LISTEN),
+            (info_write.into(), FD_INFO),
+            (sync_write.into(), FD_SYNC),
+        ];
+        for (index, filter) in self.seccomp.iter().enumerate() {
+            let (read, mut write) = std::io::pipe()?;
+            std::io::Write::write_all(&mut write, &seccomp::as_bytes(filter))?;
+            drop(write);
+            fds.push((read.into(), FD_SECCOMP + index as i32));
+        }
+        let claim = if warm {
+            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
+            fds.push((theirs.into(), FD_CLAIM));
+            Some(ours)
+        } else {
+            None
+        };
+        let mut command = Command::new("bwrap");
+        command
+            .args(self.bwrap_args(layout, prefix, warm))
+            .current_dir("/")
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .process_group(0)
+            .kill_on_drop(false);
+        ChildSetup {
+            cgroup_procs: procs,
+            fds,
+            ids: Some(ids),
+            seccomp: Vec::new(),
+        }
+        .apply(&mut command);
+        let mut child = command
+            .spawn()
+            .map_err(|e| step_error("cannot start bwrap", e))?;
+        // Our copies of the sandbox's descriptors close here.
+        drop(command);
+        let pid = child
+            .id()
+            .map(|p| p as i32)
+            .ok_or_else(|| step_error("sandbox", "exited at once"))?;
+        let start = start_time(pid).unwrap_or_default();
+        let init = match read_info(info_read).await {
+            Ok(init) => init,
+            Err(error) => {
+                let _ = child.kill().await;
+                let tail = std::fs::read_to_string(run_dir.join("jupyter.log")).unwrap_or_default();
+                return Err(step_error(
+                    "the sandbox did not start",
+                    format!("{error}; {}", tail.trim()),
+                ));
+            }
+        };
+        PidRecord { pid, start, init }.write(&run_dir.join("pid"))?;
+        let network = match self.config.egress {
+            Egress::Slirp4netns => {
+                let procs = match &cgroup {
+                    Some(cgroup) => open_procs_of(cgroup)?,
+                    None => Vec::new(),
+                };
+                let rules =
+                    network::ruleset(&self.config.egress_policy, &network::host_addresses());
+                let log = File::create(run_dir.join("network.log"))?;
+                network::attach(init, ids, procs, &rules, sync_read.into(), log).await
+            }
+            Egress::None => Ok(()),
+        };
+        let (sender, exited) = watch::channel(None);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cell = Arc::new(Mutex::new(cgroup.clone()));
+        supervise(
+            child,
+            pid,
+            limits.memory_mib,
+            cell.clone(),
+            stopping.clone(),
+            sender,
+        );
+        let sandbox = Sandbox {
+            pid,
+            cgroup,
+            cell,
+            exited,
+            stopping,
+        };
+        if let Err(error) = network {
+            sandbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            signal_tree(sandbox.cgroup.as_ref(), pid, Signal::SIGKILL);
+            return Err(error);
+        }
+        Ok((sandbox, claim))
+    }
+
+    /// Waits until the notebook's JupyterLab answers on its socket.
+    async fn wait_ready(
+        &self,
+        id: NotebookId,
+        exited: watch::Receiver<ExitReason>,
+    ) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
+        let socket = self.socket_path(id);
+        loop {
+            if probe(&socket, id).await {
+                return Ok(());
+            }
+            if exited.borrow().is_some() {
+                let log = self.run_dir(id).join("jupyter.log");
+                let tail = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = tail.lines().rev().take(3).collect();
+                return Err(step_error(
+                    "JupyterLab exited during start",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                ));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill_sandbox(id, Duration::ZERO).await;
+                return Err(step_error(
+                    "JupyterLab did not become ready",
+                    format!(
+                        "no answer on /api/status within {:?}",
+                        self.config.ready_timeout
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn alive(&self, id: NotebookId) -> bool {
+        let sandboxes = self.sandboxes.lock().expect("poisoned");
+        sandboxes
+            .get(&id)
+            .is_some_and(|s| s.exited.borrow().is_none())
+    }
+
+    /// SIGTERM to every process of the sandbox, SIGKILL after `grace`; then clean up.
+    async fn kill_sandbox(&self, id: NotebookId, grace: Duration) {
+        let sandbox = self.sandboxes.lock().expect("poisoned").remove(&id);
+        let run_dir = self.run_dir(id);
+        let (pid, cgroup, mut exited) = match sandbox {
+            Some(sandbox) => {
+                sandbox
+                    .stopping
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                (Some(sandbox.pid), sandbox.cgroup, Some(sandbox.exited))
+            }
+            None => {
+                // Not ours (yet): a sandbox from before a restart. Its pid counts only if
+                // its start time says it is still the process that was recorded.
+                let pid = PidRecord::read(&run_dir.join("pid"))
+                    .filter(PidRecord::is_current)
+                    .map(|record| record.pid);
+                (
+                    pid,
+                    self.hierarchy.map(|h| Cgroup::for_notebook(h, id)),
+                    None,
+                )
+            }
+        };
+        let cgroup_ref = cgroup.as_ref().filter(|c| c.exists());
+        if pid.is_some() || cgroup_ref.is_some() {
+            let pid = pid.unwrap_or(0);
+            signal_tree(cgroup_ref, pid, Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + grace;
+            while tokio::time::Instant::now() < deadline && tree_alive(cgroup_ref, pid) {
+                if let Some(exited) = exited.as_mut() {
+                    let _ = tokio::time::timeout(Duration::from_millis(20), exited.changed()).await;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            for _ in 0..100 {
+                if !tree_alive(cgroup_ref, pid) {
+                    break;
+                }
+                signal_tree(cgroup_ref, pid, Signal::SIGKILL);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if let Some(cgroup) = cgroup
+            && let Err(error) = cgroup.remove()
+        {
+            tracing::warn!(notebook_id = %id, %error, "could not remove the cgroup");
+        }
+        let _ = std::fs::remove_file(run_dir.join("pid"));
+        let _ = std::fs::remove_file(self.socket_path(id));
+        // A sandbox that came from the warm pool leaves its mount points and uid behind.
+        if let Ok(slot) = std::fs::read_to_string(run_dir.join("slot")) {
+            if let Some(slot) = pool::valid_slot(slot.trim()) {
+                self.discard_slot(&slot, None).await;
+            }
+            let _ = std::fs::remove_file(run_dir.join("slot"));
+        }
+    }
+
+    /// Notebook ids with sandbox files or cgroups on this host (to find orphans).
+    fn leftover_ids(&self) -> Vec<NotebookId> {
+        let mut ids: Vec<NotebookId> = std::fs::read_dir(self.config.data_dir.join("run"))
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| e.path().join("pid").exists())
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Cgroups are the host's, shared by every Atelier on it: only those of notebooks
+        // with a run dir here are this data dir's.
+        if let Some(hierarchy) = self.hierarchy {
+            for name in Cgroup::existing(hierarchy) {
+                if let Ok(id) = name.parse()
+                    && !ids.contains(&id)
+                    && self.run_dir(id).is_dir()
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        ids
+    }
+
+    /// Kills a sandbox nobody owns any more.
+    pub async fn reap(&self, id: NotebookId) {
+        self.kill_sandbox(id, Duration::from_millis(200)).await;
+    }
+
+    async fn unmount_evs(&self, id: NotebookId) {
+        let mount_point = self.volume_dir(id, VolumeCategory::Evs);
+        if is_mounted(&mount_point)
+            && let Err(error) = run("umount", &[&mount_point.to_string_lossy()]).await
+        {
+            tracing::warn!(notebook_id = %id, %error, "could not unmount the EVS volume");
+        }
+    }
+}
+
+fn open_procs_of(cgroup: &Cgroup) -> Result<Vec<File>, RuntimeError> {
+    cgroup
+        .procs_files()
+        .iter()
+        .map(|path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| step_error(&format!("cgroup {}", path.display()), e))
+        })
+        .collect()
+}
+
+/// bubblewrap's `--info-fd` JSON: the pid of the sandbox's first process.
+async fn read_info(mut pipe: std::io::PipeReader) -> Result<i32, String> {
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut text = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            let n = pipe.read(&mut chunk).map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("bubblewrap exited before reporting its sandbox".to_owned());
+            }
+            text.extend_from_slice(&chunk[..n]);
+            if let Ok(info) = serde_json::from_slice::<serde_json::Value>(&text) {
+                return info["child-pid"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .ok_or_else(|| "no child-pid in bubblewrap's info".to_owned());
+            }
+        }
+    });
+    match tokio::time::timeout(Duration::from_secs(30), reading).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err("bubblewrap did not report its sandbox within 30 s".to_owned()),
+    }
+}
+
+/// Watches a sandbox until it ends: its exit status, or an OOM kill in its cgroup (which
+/// then takes the whole sandbox down rather than leave it limping with a dead kernel).
+fn supervise(
+    mut child: tokio::process::Child,
+    pid: i32,
+    memory_mib: u64,
+    cell: Arc<Mutex<Option<Cgroup>>>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
+    sender: watch::Sender<ExitReason>,
+) {
+    tokio::spawn(async move {
+        // The cgroup is renamed when a warm sandbox is claimed: read it from the cell.
+        let current = || cell.lock().expect("poisoned").clone();
+        let baseline = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let reason = loop {
+            tokio::select! {
+                status = child.wait() => {
+                    let oom = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                    break if oom {
+                        format!("out of memory: the kernel killed the notebook for exceeding its {memory_mib} MiB memory limit")
+                    } else {
+                        format!("JupyterLab exited unexpectedly ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))
+                    };
+                }
+                _ = tick.tick() => {
+                    let cgroup = current();
+                    let oom = cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                    if oom && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        if let Some(cgroup) = &cgroup {
+                            signal_all(cgroup, pid, Signal::SIGKILL);
+                        }
+                        let _ = child.wait().await;
+                        break format!("out of memory: the kernel killed a process that exceeded the notebook's {memory_mib} MiB memory limit");
+                    }
+                }
+            }
+        };
+        if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = sender.send(Some(reason));
+        } else {
+            let _ = sender.send(Some(String::new()));
+        }
+    });
+}
+
+/// Signals the sandbox: every member of its cgroup, and its process group when `pid` (a
+/// verified bubblewrap pid; 0 when there is none) is given.
+fn signal_tree(cgroup: Option<&Cgroup>, pid: i32, signal: Signal) {
+    match cgroup {
+        Some(cgroup) => signal_all(cgroup, pid, signal),
+        None if pid > 1 => {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+        }
+        None => {}
+    }
+}
+
+fn signal_all(cgroup: &Cgroup, pid: i32, signal: Signal) {
+    if pid > 1 {
+        let _ = nix::sys::signal::killpg(Pid::from_raw(pid), signal);
+    }
+    for member in cgroup.pids() {
+        let _ = kill(Pid::from_raw(member), signal);
+    }
+}
+
+fn tree_alive(cgroup: Option<&Cgroup>, pid: i32) -> bool {
+    let leader = pid > 1
+        && Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    leader || cgroup.is_some_and(|c| !c.pids().is_empty())
+}
+
+/// GET `/{id}/api/status` over the socket; true on a 200.
+pub async fn probe(socket: &Path, id: NotebookId) -> bool {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+    let Ok(stream) = tokio::net::UnixStream::connect(socket).await else {
+        return false;
+    };
+    let Ok((mut sender, connection)) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream)).await
+    else {
+        return false;
+    };
+    tokio::spawn(connection);
+    let request = hyper::Request::get(format!("/{id}/api/status"))
+        .header("host", "localhost")
+        .body(Empty::new());
+    let Ok(request) = request else { return false };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), sender.send_request(request)).await,
+        Ok(Ok(response)) if response.status() == 200
+    )
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
+        match step {
+            Step::PrepareStorage => self.prepare_storage(spec).await,
+            Step::PrepareCompute => {
+                self.image_prefix(spec).await?;
+                Ok(())
+            }
+            Step::ConfigureNetwork => {
+                let run_dir = self.run_dir(spec.notebook_id);
+                std::fs::create_dir_all(&run_dir)?;
+                set_mode(&run_dir, 0o700)?;
+                Ok(())
+            }
+            Step::Initialise => {
+                let prefix = self.image_prefix(spec).await?;
+                let limits = Limits {
+                    vcpus: spec.vcpus,
+                    memory_mib: spec.memory_mib,
+                    pids_max: self.config.pids_max,
+                };
+                self.initialise(spec, &prefix, limits).await
+            }
+        }
+    }
+
+    async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.kill_sandbox(notebook_id, self.config.stop_grace).await;
+        self.unmount_evs(notebook_id).await;
+        Ok(())
+    }
+
+    async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.stop(notebook_id).await?;
+        for path in [
+            self.config
+                .data_dir
+                .join("volumes")
+                .join(notebook_id.to_string()),
+            self.config
+                .data_dir
+                .join("mounts")
+                .join(notebook_id.to_string()),
+            self.run_dir(notebook_id),
+            self.ssh_dir(notebook_id),
+        ] {
+            if path.exists() {
+                std::fs::remove_dir_all(&path)?;
+            }
+        }
+        let image = self.evs_image(notebook_id);
+        if image.exists() {
+            std::fs::remove_file(image)?;
+        }
+        // Nothing of the notebook is left on disk: its uid may serve another.
+        self.uids.release_notebook(notebook_id);
+        Ok(())
+    }
+
+    async fn is_running(&self, notebook_id: NotebookId) -> bool {
+        if self.alive(notebook_id) {
+            return true;
+        }
+        // After a restart: adopt a sandbox that is still serving, if its pid record is true.
+        let Some(record) = PidRecord::read(&self.run_dir(notebook_id).join("pid")) else {
+            return false;
+        };
+        if !record.is_current() || !probe(&self.socket_path(notebook_id), notebook_id).await {
+            return false;
+        }
+        let (sender, exited) = watch::channel(None);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, notebook_id));
+        self.sandboxes.lock().expect("poisoned").insert(
+            notebook_id,
+            Sandbox {
+                pid: record.pid,
+                cell: Arc::new(Mutex::new(cgroup.clone())),
+                cgroup,
+                exited,
+                stopping: stopping.clone(),
+            },
+        );
+        tokio::spawn(async move {
+            while record.is_current() {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let reason = if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                String::new()
+            } else {
+                "JupyterLab exited unexpectedly".to_owned()
+            };
+            let _ = sender.send(Some(reason));
+        });
+        true
+    }
+
+    async fn leftovers(&self) -> Vec<NotebookId> {
+        self.reap_stale_pool().await;
+        self.leftover_ids()
+    }
+
+    async fn shutdown(&self) {
+        self.drain_pool().await;
+    }
+
+    fn warm_sandboxes(&self) -> usize {
+        self.warm_count()
+    }
+
+    async fn resize_volume(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        if spec.volume_category != VolumeCategory::Evs {
+            return Ok(());
+        }
+        let image = self.evs_image(spec.notebook_id);
+        let mount_point = self.volume_dir(spec.notebook_id, VolumeCategory::Evs);
+        let bytes = spec.volume_capacity_gb.max(1) as u64 * 1024 * 1024 * 1024;
+        if !image.exists() || std::fs::metadata(&image)?.len() >= bytes {
+            return Ok(());
+        }
+        if is_mounted(&mount_point) {
+            self.grow_online(&image, &mount_point, bytes).await;
+        }
+        // Not mounted: the next start grows it (prepare_storage).
+        Ok(())
+    }
+
+    fn socket(&self, notebook_id: NotebookId) -> Option<PathBuf> {
+        Some(self.socket_path(notebook_id))
+    }
+
+    fn supports_ssh(&self) -> bool {
+        Path::new(SSHD).exists()
+    }
+
+    async fn ssh_session(
+        &self,
+        notebook_id: NotebookId,
+        authorized_keys: &str,
+    ) -> Result<Command, RuntimeError> {
+        self.ssh_command(notebook_id, authorized_keys)
+    }
+
+    async fn wait_exit(&self, notebook_id: NotebookId) -> Option<String> {
+        let mut exited = {
+            let sandboxes = self.sandboxes.lock().expect("poisoned");
+            sandboxes.get(&notebook_id)?.exited.clone()
+        };
+        loop {
+            if let Some(reason) = exited.borrow().clone() {
+                return (!reason.is_empty()).then_some(reason);
+            }
+            if exited.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_settings_are_written_once_and_rewritten_when_they_differ() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("etc/ipython/ipython_kernel_config.py");
+        let settings = BUILTIN_KERNEL_CONFIG;
+        write_if_changed(&path, settings).expect("first write");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), settings);
+        let first = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        write_if_changed(&path, settings).expect("unchanged");
+        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), first);
+        std::fs::write(&path, "c.IPythonKernel._execute_sleep = 0.5\n").unwrap();
+        write_if_changed(&path, settings).expect("rewrite");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), settings);
+        // No temporary file is left beside it.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[test]
+    fn a_pid_record_counts_only_while_its_process_is_the_recorded_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pid");
+        // Garbage, a negative pid, pid 1: never acted on.
+        for text in ["x", "-5 1 2", "1 0 1", "", "12"] {
+            std::fs::write(&path, text).unwrap();
+            assert_eq!(PidRecord::read(&path), None, "{text:?}");
+        }
+        // This test process with the wrong start time is not current; with its own start
+        // time but no such child it is not current either.
+        let me = std::process::id() as i32;
+        let start = start_time(me).expect("own start time");
+        for record in [
+            PidRecord {
+                pid: me,
+                start: start + 1,
+                init: 2,
+            },
+            PidRecord {
+                pid: me,
+                start,
+                init: 2,
+            },
+        ] {
+            record.write(&path).unwrap();
+            assert_eq!(PidRecord::read(&path), Some(record));
+            assert!(!record.is_current());
+        }
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let record = PidRecord {
+            pid: me,
+            start,
+            init: child.id() as i32,
+        };
+        // children lists only a thread's own children: ask the thread that spawned it.
+        let current = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
+            .is_ok_and(|c| c.split_whitespace().any(|p| p == child.id().to_string()));
+        assert_eq!(record.is_current(), current);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -1,0 +1,375 @@
+//! The warm pool: sandboxes started ahead of need, JupyterLab imported and waiting on its
+//! claim channel. A warm sandbox runs as a uid of its own (its slot's); the notebook that
+//! claims it gets its volume mounted onto the slot's shared `work` mount point as an
+//! idmapped mount (the notebook's uid on disk shows as the slot's uid, and what the slot's
+//! uid writes is stored as the notebook's), which the sandbox sees through mount
+//! propagation. A claimed sandbox is never returned to the pool.
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::sync::watch;
+
+use super::sys::{HostIds, idmapped_bind, mapping_userns};
+use super::{
+    ExitReason, Layout, LocalRuntime, PidRecord, Sandbox, run, set_mode, signal_all, step_error,
+    unique_name,
+};
+use crate::cgroup::{Cgroup, Limits};
+use crate::{RuntimeError, SandboxSpec};
+
+/// What a warm sandbox must match to serve a start: the image and the flavor's limits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct PoolKey {
+    pub prefix: PathBuf,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+}
+
+/// An idle warm sandbox.
+pub(super) struct Warm {
+    key: PoolKey,
+    slot: String,
+    sandbox: Sandbox,
+    ids: HostIds,
+    /// Our end of the claim channel.
+    channel: std::os::unix::net::UnixStream,
+}
+
+/// `slot` if it is a name the pool makes (`pool-{pid}-{n}`): a path is only derived from
+/// names that cannot leave the data dir.
+pub(super) fn valid_slot(slot: &str) -> Option<String> {
+    let rest = slot.strip_prefix("pool-")?;
+    let (pid, n) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(pid) && digits(n)).then(|| slot.to_owned())
+}
+
+impl LocalRuntime {
+    fn pool_dir(&self, slot: &str) -> PathBuf {
+        self.config.data_dir.join("pool").join(slot)
+    }
+
+    /// An idle warm sandbox for `key`, if one is alive.
+    pub(super) fn take_warm(&self, key: &PoolKey) -> Option<Warm> {
+        let mut pool = self.pool.lock().expect("poisoned");
+        let index = pool
+            .iter()
+            .position(|w| w.key == *key && w.sandbox.exited.borrow().is_none())?;
+        Some(pool.swap_remove(index))
+    }
+
+    /// Tops the pool for `key` up to its size, in the background, one sandbox at a time.
+    pub(super) fn refill(&self, key: PoolKey, limits: Limits) {
+        let Some(this) = self.me.upgrade() else {
+            return;
+        };
+        if !self.refilling.lock().expect("poisoned").insert(key.clone()) {
+            return;
+        }
+        tokio::spawn(async move {
+            loop {
+                let have = this
+                    .pool
+                    .lock()
+                    .expect("poisoned")
+                    .iter()
+                    .filter(|w| w.key == key)
+                    .count();
+                if have >= this.config.warm_pool
+                    || this.closing.load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    break;
+                }
+                match this.spawn_warm(&key, limits).await {
+                    Ok(warm) => this.pool.lock().expect("poisoned").push(warm),
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot start a warm sandbox");
+                        break;
+                    }
+                }
+            }
+            this.refilling.lock().expect("poisoned").remove(&key);
+        });
+    }
+
+    /// A sandbox started ahead of need. Its work dir and SSH dir are empty shared mount
+    /// points; a claim mounts the notebook's volume and SSH files on them.
+    async fn spawn_warm(&self, key: &PoolKey, limits: Limits) -> Result<Warm, RuntimeError> {
+        // Remains of an earlier server are reaped at boot, before any refill: no clash.
+        let slot = format!("pool-{}", unique_name());
+        let ids = self
+            .uids
+            .for_slot(&slot)
+            .map_err(|e| step_error("warm sandbox uid", e))?;
+        let dir = self.pool_dir(&slot);
+        let (work, ssh) = (dir.join("work"), dir.join("ssh"));
+        std::fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o711)?;
+        for point in [&work, &ssh] {
+            std::fs::create_dir_all(point)?;
+            let point = point.to_string_lossy();
+            run("mount", &["--bind", &point, &point]).await?;
+            run("mount", &["--make-shared", &point]).await?;
+        }
+        let layout = Layout {
+            run_dir: self.config.data_dir.join("run").join(&slot),
+            work,
+            ssh,
+            hostname: "notebook".to_owned(),
+            base_url: None,
+        };
+        let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
+        let (sandbox, channel) = match self
+            .launch(&layout, &key.prefix, limits, cgroup, ids, true)
+            .await
+        {
+            Ok(launched) => launched,
+            Err(error) => {
+                self.destroy_slot(
+                    &slot,
+                    None,
+                    self.hierarchy.map(|h| Cgroup::named(h, &slot)).as_ref(),
+                )
+                .await;
+                return Err(error);
+            }
+        };
+        let channel = channel.expect("a warm launch has a claim channel");
+        // Only a sandbox whose JupyterLab has finished importing counts as warm.
+        let mut reader = channel.try_clone()?;
+        let said = tokio::task::spawn_blocking(move || {
+            let mut word = [0u8; 5];
+            reader.read_exact(&mut word).map(|_| word == *b"warm\n")
+        });
+        let warm = matches!(
+            tokio::time::timeout(self.config.ready_timeout, said).await,
+            Ok(Ok(Ok(true)))
+        );
+        if !warm {
+            sandbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.destroy_slot(&slot, Some(sandbox.pid), sandbox.cgroup.as_ref())
+                .await;
+            return Err(step_error("warm sandbox", "JupyterLab did not get ready"));
+        }
+        Ok(Warm {
+            key: key.clone(),
+            slot,
+            sandbox,
+            ids,
+            channel,
+        })
+    }
+
+    /// Makes a warm sandbox the notebook's: its volume (idmapped) and SSH files mounted in,
+    /// its run dir and cgroup renamed after the notebook, then JupyterLab told its base URL.
+    pub(super) async fn claim(
+        &self,
+        warm: Warm,
+        spec: &SandboxSpec,
+        prefix: &Path,
+        notebook: HostIds,
+    ) -> Result<watch::Receiver<ExitReason>, RuntimeError> {
+        let id = spec.notebook_id;
+        let dir = self.pool_dir(&warm.slot);
+        let volume = self.volume_dir(id, spec.volume_category);
+        let outcome: Result<(), RuntimeError> = async {
+            // The SSH host key must be readable by the uid this sandbox runs as.
+            self.prepare_ssh(id, prefix, warm.ids)?;
+            let userns = mapping_userns(notebook.uid, warm.ids.uid)
+                .map_err(|e| step_error("idmapped volume", e))?;
+            idmapped_bind(&volume, &dir.join("work"), &userns)
+                .map_err(|e| step_error("idmapped volume", e))?;
+            run(
+                "mount",
+                &[
+                    "--bind",
+                    &self.ssh_dir(id).to_string_lossy(),
+                    &dir.join("ssh").to_string_lossy(),
+                ],
+            )
+            .await?;
+            let run_dir = self.run_dir(id);
+            if run_dir.exists() {
+                std::fs::remove_dir_all(&run_dir)?;
+            }
+            std::fs::rename(self.config.data_dir.join("run").join(&warm.slot), &run_dir)?;
+            std::fs::write(run_dir.join("slot"), &warm.slot)?;
+            Ok(())
+        }
+        .await;
+        let Warm {
+            slot,
+            sandbox,
+            mut channel,
+            ..
+        } = warm;
+        let mut sandbox = sandbox;
+        if let Err(error) = outcome {
+            sandbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            if let Some(cgroup) = &sandbox.cgroup {
+                signal_all(cgroup, sandbox.pid, Signal::SIGKILL);
+            }
+            self.discard_slot(&slot, sandbox.cgroup.as_ref()).await;
+            return Err(error);
+        }
+        if let Some(cgroup) = &sandbox.cgroup {
+            let renamed = cgroup
+                .rename(&id.to_string())
+                .map_err(|e| step_error("cgroup", e))?;
+            *sandbox.cell.lock().expect("poisoned") = Some(renamed.clone());
+            sandbox.cgroup = Some(renamed);
+        }
+        let exited = sandbox.exited.clone();
+        self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
+        let claim = format!("{{\"args\": [\"--ServerApp.base_url=/{id}/\"]}}\n");
+        channel
+            .write_all(claim.as_bytes())
+            .map_err(|e| step_error("warm sandbox claim", e))?;
+        Ok(exited)
+    }
+
+    /// Unmounts and removes a warm sandbox's mount points (and its empty cgroup), and gives
+    /// its uid back.
+    pub(super) async fn discard_slot(&self, slot: &str, cgroup: Option<&Cgroup>) {
+        let dir = self.pool_dir(slot);
+        for point in [dir.join("work"), dir.join("ssh")] {
+            // The self-bind, and a notebook's mount on top of it.
+            for _ in 0..3 {
+                if !super::is_mounted(&point) {
+                    break;
+                }
+                let _ = run("umount", &["-l", &point.to_string_lossy()]).await;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Some(cgroup) = cgroup {
+            for _ in 0..50 {
+                if cgroup.remove().is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        self.uids.release_owner(slot);
+    }
+
+    /// Kills every idle warm sandbox (shutdown).
+    pub async fn drain_pool(&self) {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // A refill in progress finishes its sandbox first (it then sees `closing` and stops).
+        for _ in 0..1000 {
+            if self.refilling.lock().expect("poisoned").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let idle: Vec<Warm> = std::mem::take(&mut *self.pool.lock().expect("poisoned"));
+        for warm in idle {
+            warm.sandbox
+                .stopping
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            self.destroy_slot(
+                &warm.slot,
+                Some(warm.sandbox.pid),
+                warm.sandbox.cgroup.as_ref(),
+            )
+            .await;
+        }
+    }
+
+    /// Warm sandboxes left by an earlier server (killed, unmounted, removed). Claimed ones
+    /// are the notebooks' now (`run/{id}/slot`) and are left alone.
+    pub(super) async fn reap_stale_pool(&self) {
+        let claimed: Vec<String> = std::fs::read_dir(self.config.data_dir.join("run"))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("slot")).ok())
+                    .map(|s| s.trim().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut slots: Vec<String> = Vec::new();
+        for parent in ["run", "pool"] {
+            if let Ok(entries) = std::fs::read_dir(self.config.data_dir.join(parent)) {
+                for entry in entries.flatten() {
+                    if let Some(slot) = entry.file_name().to_str().and_then(valid_slot)
+                        && !slots.contains(&slot)
+                        && !claimed.contains(&slot)
+                    {
+                        slots.push(slot);
+                    }
+                }
+            }
+        }
+        for slot in slots {
+            let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
+            let pid = PidRecord::read(&self.config.data_dir.join("run").join(&slot).join("pid"))
+                .filter(PidRecord::is_current)
+                .map(|r| r.pid);
+            self.destroy_slot(&slot, pid, cgroup.as_ref()).await;
+        }
+        self.uids.release_slots_except(&claimed);
+    }
+
+    /// Kills an unclaimed warm sandbox (everything in its cgroup, and `pid`, a verified
+    /// bubblewrap pid), then removes its mount points, cgroup and run dir.
+    async fn destroy_slot(&self, slot: &str, pid: Option<i32>, cgroup: Option<&Cgroup>) {
+        for _ in 0..100 {
+            let mut alive = false;
+            if let Some(cgroup) = cgroup.filter(|c| c.exists()) {
+                for member in cgroup.pids() {
+                    alive = true;
+                    let _ = kill(Pid::from_raw(member), Signal::SIGKILL);
+                }
+            }
+            if let Some(pid) = pid
+                && super::tree_alive(None, pid)
+            {
+                alive = true;
+                let _ = nix::sys::signal::killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            if !alive {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.discard_slot(slot, cgroup).await;
+        let _ = std::fs::remove_dir_all(self.config.data_dir.join("run").join(slot));
+    }
+
+    /// How many warm sandboxes are idle.
+    pub fn warm_count(&self) -> usize {
+        self.pool.lock().expect("poisoned").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_slot;
+
+    #[test]
+    fn only_pool_names_are_slots() {
+        assert_eq!(valid_slot("pool-12-3").as_deref(), Some("pool-12-3"));
+        for bad in [
+            "pool-",
+            "pool-1",
+            "pool-1-",
+            "pool-1-2/../../x",
+            "/etc",
+            "../volumes/abc",
+            "pool-1-2 ",
+            "pool-a-1",
+        ] {
+            assert_eq!(valid_slot(bad), None, "{bad:?}");
+        }
+    }
+}

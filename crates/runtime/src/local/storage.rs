@@ -1,0 +1,130 @@
+//! Work volumes. EFS: a directory `volumes/{id}`; EVS: a sparse ext4 image `volumes/{id}.ext4`
+//! loop-mounted (`nosuid,nodev`) at `mounts/{id}`. The volume's root belongs to the
+//! notebook's uid and is 0700; the directories above it are traversable but not listable by
+//! other uids, so bubblewrap, running as that uid, can bind it.
+use std::path::{Path, PathBuf};
+
+use atelier_domain::{NotebookId, VolumeCategory};
+
+use super::sys::HostIds;
+use super::{LocalRuntime, file_len, filesystem_len, is_mounted, run, step_error};
+use crate::{RuntimeError, SandboxSpec};
+
+impl LocalRuntime {
+    pub(super) fn volume_dir(&self, id: NotebookId, category: VolumeCategory) -> PathBuf {
+        match category {
+            VolumeCategory::Evs => self.config.data_dir.join("mounts").join(id.to_string()),
+            _ => self.config.data_dir.join("volumes").join(id.to_string()),
+        }
+    }
+
+    pub(super) fn evs_image(&self, id: NotebookId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("volumes")
+            .join(format!("{id}.ext4"))
+    }
+
+    pub(super) async fn prepare_storage(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        let dir = self.volume_dir(spec.notebook_id, spec.volume_category);
+        std::fs::create_dir_all(&dir)?;
+        if spec.volume_category != VolumeCategory::Evs {
+            let ids = self
+                .uids
+                .for_notebook(spec.notebook_id)
+                .map_err(|e| step_error("notebook uid", e))?;
+            return self.own_volume(&dir, ids).await;
+        }
+        let image = self.evs_image(spec.notebook_id);
+        let bytes = spec.volume_capacity_gb.max(1) as u64 * 1024 * 1024 * 1024;
+        if !image.exists() {
+            let file = std::fs::File::create(&image)?;
+            file.set_len(bytes)?;
+            run(
+                "mkfs.ext4",
+                &["-q", "-F", "-m", "0", &image.to_string_lossy()],
+            )
+            .await?;
+        }
+        if !is_mounted(&dir) {
+            // Grow first, unmounted: the safe path, and the only one where online resizing
+            // is not permitted.
+            if file_len(&image)? < bytes {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&image)?
+                    .set_len(bytes)?;
+            }
+            if filesystem_len(&image).await? < file_len(&image)? {
+                run("e2fsck", &["-f", "-y", &image.to_string_lossy()]).await?;
+                run("resize2fs", &[&image.to_string_lossy()]).await?;
+            }
+            run(
+                "mount",
+                &[
+                    "-o",
+                    "loop,nosuid,nodev",
+                    &image.to_string_lossy(),
+                    &dir.to_string_lossy(),
+                ],
+            )
+            .await?;
+        } else if file_len(&image)? < bytes {
+            self.grow_online(&image, &dir, bytes).await;
+        }
+        let ids = self
+            .uids
+            .for_notebook(spec.notebook_id)
+            .map_err(|e| step_error("notebook uid", e))?;
+        self.own_volume(&dir, ids).await
+    }
+
+    /// Grows a mounted EVS volume. Where the kernel refuses online resizing (some container
+    /// hosts), the file is still extended and the filesystem follows at the next start.
+    pub(super) async fn grow_online(&self, image: &Path, mount_point: &Path, bytes: u64) {
+        let outcome: Result<(), RuntimeError> = async {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(image)?
+                .set_len(bytes)?;
+            let source = run(
+                "findmnt",
+                &["-n", "-o", "SOURCE", &mount_point.to_string_lossy()],
+            )
+            .await?;
+            let device = source.trim();
+            run("losetup", &["-c", device]).await?;
+            run("resize2fs", &[device]).await?;
+            Ok(())
+        }
+        .await;
+        if let Err(error) = outcome {
+            tracing::warn!(image = %image.display(), %error, "online growth refused; the volume grows at the next start");
+        }
+    }
+
+    /// Makes the volume's root the notebook's (0700). Files from before notebooks had uids of
+    /// their own (root's) are handed over once, without following symlinks.
+    pub(super) async fn own_volume(&self, dir: &Path, ids: HostIds) -> Result<(), RuntimeError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let metadata = std::fs::symlink_metadata(dir)?;
+        if metadata.uid() != ids.uid {
+            if metadata.uid() == 0 {
+                run(
+                    "chown",
+                    &[
+                        "-R",
+                        "-P",
+                        &format!("{}:{}", ids.uid, ids.gid),
+                        &dir.to_string_lossy(),
+                    ],
+                )
+                .await?;
+            } else {
+                std::os::unix::fs::lchown(dir, Some(ids.uid), Some(ids.gid))?;
+            }
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+}

@@ -124,7 +124,7 @@ impl Lab {
     }
 
     /// Runs `code` in a new kernel over its WebSocket; returns stdout plus the result text.
-    async fn execute(&self, code: &str) -> String {
+    pub(crate) async fn execute(&self, code: &str) -> String {
         let kernel: Value = self
             .client
             .post(self.url("api/kernels"))

@@ -14,12 +14,14 @@
 //! | `openapi`       | `/openapi.json`                                             |
 //! | `restart`       | a control plane restarted on the same data dir              |
 //! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
+//! | `containment`   | a hostile tenant's probes from inside a real sandbox        |
 //! | `ssh`           | `/keypairs[/{name}]`, SSH endpoints with real `ssh`/`sftp`  |
 
 mod support;
 
 mod auth;
 mod console;
+mod containment;
 mod events;
 mod flavor;
 mod image;

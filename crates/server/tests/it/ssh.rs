@@ -459,6 +459,26 @@ async fn ssh_reaches_the_notebook_sandbox_with_the_right_key_from_allowed_addres
         text(&output)
     );
 
+    // The same containment as the notebook's kernels: seccomp, no new privileges, no
+    // capabilities, no nested user namespaces, the notebook's own network namespace.
+    let output = client
+        .ssh(
+            "mine",
+            "127.0.0.2",
+            &["grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; unshare -Ur true; echo unshare=$?; grep -c tap0 /proc/net/dev"],
+        )
+        .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "Seccomp:\t2",
+        "NoNewPrivs:\t1",
+        "CapEff:\t0000000000000000",
+        "unshare=1",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {}", text(&output));
+    }
+    assert_eq!(stdout.lines().last(), Some("1"), "tap0: {}", text(&output));
+
     // A key pair the endpoint does not name gets nowhere.
     let output = client.ssh("other", "127.0.0.2", &["true"]).await;
     assert!(!output.status.success(), "{}", text(&output));

@@ -316,6 +316,7 @@ pub fn local_config(config: &Config) -> LocalConfig {
         stop_grace: config.runtime.stop_grace,
         pids_max: config.runtime.pids_max,
         warm_pool: config.runtime.warm_pool,
+        efs_quota_gb: config.runtime.efs_quota_gb,
         uids: atelier_runtime::local::uids::UidRange {
             first: config.runtime.uid_first,
             count: config.runtime.uid_count,

@@ -135,6 +135,10 @@ pub struct RuntimeConfig {
     /// started (JupyterLab imported, waiting for its notebook); 0 turns the pool off.
     #[serde(default = "default_warm_pool")]
     pub warm_pool: usize,
+    /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
+    /// directory without a limit). The spec shows EFS as a fixed 50 GB.
+    #[serde(default = "default_efs_quota_gb")]
+    pub efs_quota_gb: u64,
     /// The first host uid of the range notebooks run as (one uid per notebook and per warm
     /// sandbox; never an account of the host).
     #[serde(default = "default_uid_first")]
@@ -157,6 +161,9 @@ pub struct RuntimeConfig {
     pub egress_deny: Vec<ipnet::IpNet>,
 }
 
+fn default_efs_quota_gb() -> u64 {
+    50
+}
 fn default_uid_first() -> u32 {
     2_000_000_000
 }
@@ -186,6 +193,7 @@ impl Default for RuntimeConfig {
             stop_grace: Duration::from_secs(2),
             pids_max: 1024,
             warm_pool: default_warm_pool(),
+            efs_quota_gb: default_efs_quota_gb(),
             uid_first: default_uid_first(),
             uid_count: default_uid_count(),
             uid_registry: default_uid_registry(),

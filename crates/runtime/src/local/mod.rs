@@ -72,6 +72,8 @@ pub struct LocalConfig {
     pub pids_max: u64,
     /// Warm sandboxes kept per image and flavor (0: none).
     pub warm_pool: usize,
+    /// The size of an EFS volume's filesystem (0: a plain directory without a limit).
+    pub efs_quota_gb: u64,
     /// The host uids notebooks run as.
     pub uids: UidRange,
     pub egress: Egress,
@@ -853,12 +855,15 @@ impl LocalRuntime {
         self.kill_sandbox(id, Duration::from_millis(200)).await;
     }
 
-    async fn unmount_evs(&self, id: NotebookId) {
-        let mount_point = self.volume_dir(id, VolumeCategory::Evs);
-        if is_mounted(&mount_point)
-            && let Err(error) = run("umount", &[&mount_point.to_string_lossy()]).await
-        {
-            tracing::warn!(notebook_id = %id, %error, "could not unmount the EVS volume");
+    /// Unmounts the notebook's volume (EVS, or EFS with its quota image).
+    async fn unmount_volume(&self, id: NotebookId) {
+        for category in [VolumeCategory::Evs, VolumeCategory::Efs] {
+            let mount_point = self.volume_dir(id, category);
+            if is_mounted(&mount_point)
+                && let Err(error) = run("umount", &[&mount_point.to_string_lossy()]).await
+            {
+                tracing::warn!(notebook_id = %id, %error, "could not unmount the volume");
+            }
         }
     }
 }
@@ -1034,7 +1039,7 @@ impl Runtime for LocalRuntime {
 
     async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
         self.kill_sandbox(notebook_id, self.config.stop_grace).await;
-        self.unmount_evs(notebook_id).await;
+        self.unmount_volume(notebook_id).await;
         Ok(())
     }
 
@@ -1056,9 +1061,10 @@ impl Runtime for LocalRuntime {
                 std::fs::remove_dir_all(&path)?;
             }
         }
-        let image = self.evs_image(notebook_id);
-        if image.exists() {
-            std::fs::remove_file(image)?;
+        for image in [self.evs_image(notebook_id), self.efs_image(notebook_id)] {
+            if image.exists() {
+                std::fs::remove_file(image)?;
+            }
         }
         // Nothing of the notebook is left on disk: its uid may serve another.
         self.uids.release_notebook(notebook_id);

@@ -1,5 +1,8 @@
-//! Work volumes. EFS: a directory `volumes/{id}`; EVS: a sparse ext4 image `volumes/{id}.ext4`
-//! loop-mounted (`nosuid,nodev`) at `mounts/{id}`. The volume's root belongs to the
+//! Work volumes. EFS: `volumes/{id}`, where a sparse ext4 image `volumes/{id}.efs.ext4` of
+//! `efs_quota_gb` is loop-mounted while the notebook runs, so that a notebook cannot fill the
+//! host's disk (an EFS directory from before quotas is moved into its image once); EVS: a
+//! sparse ext4 image `volumes/{id}.ext4` of the volume's capacity loop-mounted at
+//! `mounts/{id}`. Both are mounted `nosuid,nodev`. The volume's root belongs to the
 //! notebook's uid and is 0700; the directories above it are traversable but not listable by
 //! other uids, so bubblewrap, running as that uid, can bind it.
 use std::path::{Path, PathBuf};
@@ -25,16 +28,114 @@ impl LocalRuntime {
             .join(format!("{id}.ext4"))
     }
 
-    pub(super) async fn prepare_storage(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+    pub(super) fn efs_image(&self, id: NotebookId) -> PathBuf {
+        self.config
+            .data_dir
+            .join("volumes")
+            .join(format!("{id}.efs.ext4"))
+    }
+
+    /// An EFS volume: its quota image made (moving in what the directory held before
+    /// quotas existed) and mounted on `volumes/{id}`.
+    async fn prepare_efs(&self, spec: &SandboxSpec, ids: HostIds) -> Result<(), RuntimeError> {
         let dir = self.volume_dir(spec.notebook_id, spec.volume_category);
         std::fs::create_dir_all(&dir)?;
-        if spec.volume_category != VolumeCategory::Evs {
-            let ids = self
-                .uids
-                .for_notebook(spec.notebook_id)
-                .map_err(|e| step_error("notebook uid", e))?;
+        if self.config.efs_quota_gb == 0 {
             return self.own_volume(&dir, ids).await;
         }
+        let image = self.efs_image(spec.notebook_id);
+        if !image.exists() {
+            let partial = image.with_extension("partial");
+            let file = std::fs::File::create(&partial)?;
+            file.set_len(self.config.efs_quota_gb * 1024 * 1024 * 1024)?;
+            drop(file);
+            run(
+                "mkfs.ext4",
+                &[
+                    "-q",
+                    "-F",
+                    "-m",
+                    "0",
+                    "-J",
+                    "size=16",
+                    "-E",
+                    &format!(
+                        "root_owner={}:{},lazy_itable_init=1,lazy_journal_init=1",
+                        ids.uid, ids.gid
+                    ),
+                    &partial.to_string_lossy(),
+                ],
+            )
+            .await?;
+            if !is_mounted(&dir) && std::fs::read_dir(&dir)?.next().is_some() {
+                self.move_into_image(&dir, &partial).await?;
+            }
+            std::fs::rename(&partial, &image)?;
+        }
+        if !is_mounted(&dir) {
+            run(
+                "mount",
+                &[
+                    "-o",
+                    "loop,nosuid,nodev",
+                    &image.to_string_lossy(),
+                    &dir.to_string_lossy(),
+                ],
+            )
+            .await?;
+        }
+        self.own_volume(&dir, ids).await
+    }
+
+    /// Copies what an EFS directory held before quotas into its new image, then empties it
+    /// (the data is in the image before the directory loses it).
+    async fn move_into_image(&self, dir: &Path, image: &Path) -> Result<(), RuntimeError> {
+        let staging = dir.with_extension("migrating");
+        std::fs::create_dir_all(&staging)?;
+        run(
+            "mount",
+            &[
+                "-o",
+                "loop,nosuid,nodev",
+                &image.to_string_lossy(),
+                &staging.to_string_lossy(),
+            ],
+        )
+        .await?;
+        let copied = run(
+            "cp",
+            &[
+                "-a",
+                &format!("{}/.", dir.display()),
+                &staging.to_string_lossy(),
+            ],
+        )
+        .await;
+        run("umount", &[&staging.to_string_lossy()]).await?;
+        std::fs::remove_dir(&staging)?;
+        copied?;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if std::fs::symlink_metadata(&path)?.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        tracing::info!(volume = %dir.display(), "moved an EFS volume into its quota image");
+        Ok(())
+    }
+
+    pub(super) async fn prepare_storage(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
+        let ids = self
+            .uids
+            .for_notebook(spec.notebook_id)
+            .map_err(|e| step_error("notebook uid", e))?;
+        if spec.volume_category != VolumeCategory::Evs {
+            return self.prepare_efs(spec, ids).await;
+        }
+        let dir = self.volume_dir(spec.notebook_id, spec.volume_category);
+        std::fs::create_dir_all(&dir)?;
         let image = self.evs_image(spec.notebook_id);
         let bytes = spec.volume_capacity_gb.max(1) as u64 * 1024 * 1024 * 1024;
         if !image.exists() {
@@ -72,10 +173,6 @@ impl LocalRuntime {
         } else if file_len(&image)? < bytes {
             self.grow_online(&image, &dir, bytes).await;
         }
-        let ids = self
-            .uids
-            .for_notebook(spec.notebook_id)
-            .map_err(|e| step_error("notebook uid", e))?;
         self.own_volume(&dir, ids).await
     }
 

@@ -561,3 +561,116 @@ except OSError as e:
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_efs_volume_has_a_quota_the_notebook_cannot_pass_and_older_volumes_move_in_whole() {
+    let test = "an_efs_volume_has_a_quota_the_notebook_cannot_pass_and_older_volumes_move_in_whole";
+    if !local_runtime_available(test) {
+        return;
+    }
+    let owned = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(owned.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data_dir = owned.path().join("data");
+    // An EFS volume from before quotas: a plain directory with the user's files.
+    let app = TestApp::builder()
+        .local()
+        .efs_quota_gb(0)
+        .data_dir(&data_dir)
+        .spawn()
+        .await;
+    let mut body = notebook_body("filler");
+    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
+    let id = id_of(&app.create_notebook(&body).await).to_owned();
+    let lab = Lab::of(&app, &app.wait_status(&id, "RUNNING", FIRST_START).await).await;
+    assert_eq!(lab.put_file("before.txt", "kept").await, 201);
+    assert_eq!(
+        lab.execute(
+            "import os; os.makedirs('deep/er'); open('deep/er/x', 'w').write('y'); print('ok')"
+        )
+        .await
+        .trim(),
+        "ok"
+    );
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(30))
+        .await;
+    app.shutdown().await;
+
+    // With a 1 GB quota the next start moves it into its image; the files are all there.
+    let app = TestApp::builder()
+        .local()
+        .efs_quota_gb(1)
+        .data_dir(&data_dir)
+        .spawn()
+        .await;
+    app.start(&id).await;
+    let lab = Lab::of(
+        &app,
+        &app.wait_status(&id, "RUNNING", Duration::from_secs(120))
+            .await,
+    )
+    .await;
+    assert_eq!(lab.read_file("before.txt").await.as_deref(), Some("kept"));
+    assert_eq!(lab.read_file("deep/er/x").await.as_deref(), Some("y"));
+    let filled = lab
+        .execute(
+            r#"
+import errno, os
+s = os.statvfs("/home/ma-user/work")
+written = 0
+chunk = b"x" * (8 << 20)
+try:
+    with open("/home/ma-user/work/fill", "wb") as f:
+        while written < (3 << 30):
+            f.write(chunk)
+            written += len(chunk)
+        f.flush()
+        os.fsync(f.fileno())
+    print("no limit", written)
+except OSError as e:
+    print(errno.errorcode[e.errno], written, s.f_blocks * s.f_frsize)
+"#,
+        )
+        .await;
+    let fields: Vec<&str> = filled.split_whitespace().collect();
+    assert_eq!(fields.first(), Some(&"ENOSPC"), "{filled}");
+    let written: u64 = fields[1].parse().unwrap();
+    let size: u64 = fields[2].parse().unwrap();
+    assert!(written <= 1 << 30, "stopped at the quota: {filled}");
+    assert!(
+        size <= 1 << 30 && size > 900 << 20,
+        "a 1 GB filesystem: {filled}"
+    );
+    // The notebook still works, and it cannot remount or grow its volume.
+    assert_eq!(lab.execute("6*7").await.trim(), "42");
+    assert!(
+        lab.execute("import subprocess; print(subprocess.run(['mount', '-o', 'remount,size=10G', '/home/ma-user/work'], capture_output=True).returncode)")
+            .await
+            .trim()
+            != "0"
+    );
+    assert_eq!(
+        lab.execute("import os; os.remove('/home/ma-user/work/fill'); print('freed')")
+            .await
+            .trim(),
+        "freed"
+    );
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        app.signed("DELETE", &app.notebook_path(&id), None)
+            .await
+            .status(),
+        200
+    );
+    app.wait_gone(&id).await;
+    assert!(
+        !data_dir
+            .join("volumes")
+            .join(format!("{id}.efs.ext4"))
+            .exists()
+    );
+    assert!(!data_dir.join("volumes").join(&id).exists());
+    app.shutdown().await;
+}

@@ -55,6 +55,7 @@ pub struct TestAppBuilder {
     local: bool,
     flavors: Option<Vec<atelier_server::config::FlavorConfig>>,
     warm_pool: usize,
+    efs_quota_gb: Option<u64>,
 }
 
 impl TestAppBuilder {
@@ -97,6 +98,12 @@ impl TestAppBuilder {
     }
 
     /// Replaces the flavor catalogue.
+    /// The size of EFS volumes' filesystems (the default is 50 GB).
+    pub fn efs_quota_gb(mut self, gb: u64) -> Self {
+        self.efs_quota_gb = Some(gb);
+        self
+    }
+
     pub fn flavors(mut self, flavors: Vec<atelier_server::config::FlavorConfig>) -> Self {
         self.flavors = Some(flavors);
         self
@@ -124,6 +131,9 @@ impl TestAppBuilder {
         };
         config.runtime.step_delay = self.step_delay;
         config.runtime.warm_pool = self.warm_pool;
+        if let Some(gb) = self.efs_quota_gb {
+            config.runtime.efs_quota_gb = gb;
+        }
         // SSH endpoints on loopback, in a range of their own: tests run in parallel.
         config.ssh.listen_address = "127.0.0.1".parse().expect("address");
         let first = 20_000 + rand::random_range(0..500u16) * 20;
@@ -285,6 +295,7 @@ impl TestApp {
             local: false,
             flavors: None,
             warm_pool: 0,
+            efs_quota_gb: None,
         }
     }
 

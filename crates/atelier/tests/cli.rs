@@ -341,3 +341,53 @@ fn flags_win_over_environment_and_bad_config_exits_64() {
         "{output:?}"
     );
 }
+
+#[test]
+fn a_host_without_what_sandboxes_need_is_told_at_boot_what_to_install() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve_with = |data: &Path, path: &str| {
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--api-listen",
+                "127.0.0.1:0",
+                "--gateway-listen",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data)
+            .env("PATH", path)
+            .env("ATELIER_RUNTIME__KIND", "local")
+            .env("XDG_CONFIG_HOME", dir.path().join("xdg"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("atelier runs")
+    };
+    // Nothing on PATH: every tool is named with the package that brings it, before any
+    // notebook could fail its start on it.
+    let output = serve_with(&dir.path().join("data"), "/nonexistent");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for needed in [
+        "apt-get install bubblewrap",
+        "apt-get install slirp4netns",
+        "apt-get install nftables",
+        "apt-get install e2fsprogs",
+    ] {
+        assert!(stderr.contains(needed), "{needed}: {stderr}");
+    }
+    // A data dir the notebooks' uids cannot pass through is named, with the fix.
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let output = serve_with(
+        &private.join("data"),
+        &std::env::var("PATH").unwrap_or_default(),
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&private.display().to_string()) && stderr.contains("chmod o+x"),
+        "{stderr}"
+    );
+}

@@ -8,6 +8,7 @@
 #   api.sh      ShowNotebook / 50-item list at c=1 and c=32 with 10,000 notebooks (wrk)
 #   start.py    start one / ten at once (first, median, all ready), stop: real JupyterLab
 #   gateway.py  gateway vs direct on the same Jupyter socket: HTTP c=1/c=32, WebSocket, 1+1
+#   sandbox.py  idle memory of a running notebook (RSS, PSS), and of its network helper
 #   control.py  boot and idle RSS with 10,000 notebooks, lease-expiry lateness with 1,000
 #               leases due at once, RSS with 100 running notebooks
 # Environment: ATELIER_BIN, LOADGEN (prebuilt binaries), IMAGE_DIR (provisioned images).
@@ -27,5 +28,7 @@ echo
 python3 "$here/start.py" "${smoke[@]}"
 echo
 python3 "$here/gateway.py" "${smoke[@]}"
+echo
+python3 "$here/sandbox.py" "${smoke[@]}"
 echo
 python3 "$here/control.py" "${smoke[@]}"

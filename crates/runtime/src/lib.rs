@@ -90,6 +90,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn resize_volume(&self, _spec: &SandboxSpec) -> Result<(), RuntimeError> {
         Ok(())
     }
+    /// Bytes in use on the notebook's work volume, where the runtime can tell (a mounted,
+    /// sized volume).
+    fn volume_usage(&self, _notebook_id: NotebookId) -> Option<u64> {
+        None
+    }
     /// Notebooks that have sandbox remains on this host (processes, cgroups), so that the
     /// server can remove those no notebook owns after a crash.
     async fn leftovers(&self) -> Vec<NotebookId> {

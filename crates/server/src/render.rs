@@ -146,6 +146,7 @@ pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookR
             id: notebook.volume.id.clone(),
             uri: notebook.volume.uri.clone(),
             status: None,
+            used_bytes: None,
         },
         data_volumes: vec![],
         endpoints,

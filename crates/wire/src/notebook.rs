@@ -92,6 +92,10 @@ pub struct VolumeRes {
     pub uri: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// Atelier extension, ShowNotebook only: bytes in use on the work volume while the
+    /// notebook's volume is mounted (EVS, EFS with a quota).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

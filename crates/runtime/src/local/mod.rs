@@ -1143,6 +1143,15 @@ impl Runtime for LocalRuntime {
         Some(self.socket_path(notebook_id))
     }
 
+    fn volume_usage(&self, notebook_id: NotebookId) -> Option<u64> {
+        [VolumeCategory::Evs, VolumeCategory::Efs]
+            .into_iter()
+            .map(|category| self.volume_dir(notebook_id, category))
+            .find(|dir| is_mounted(dir))
+            .and_then(|dir| nix::sys::statvfs::statvfs(&dir).ok())
+            .map(|fs| (fs.blocks() - fs.blocks_free()) * fs.fragment_size())
+    }
+
     fn supports_ssh(&self) -> bool {
         Path::new(SSHD).exists()
     }

@@ -661,7 +661,9 @@ pub async fn show_notebook(
     let notebook = state
         .service
         .get(&caller.project_id, &parse_notebook_id(&id)?)?;
-    Ok(Json(state.render(&notebook)))
+    let mut shown = state.render(&notebook);
+    shown.volume.used_bytes = state.orchestrator.runtime().volume_usage(notebook.id);
+    Ok(Json(shown))
 }
 
 /// Update a notebook instance; only supplied fields change (spec §2.3).

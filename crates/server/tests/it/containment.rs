@@ -641,6 +641,11 @@ except OSError as e:
         size <= 1 << 30 && size > 900 << 20,
         "a 1 GB filesystem: {filled}"
     );
+    // ShowNotebook reports what the volume holds.
+    let used = app.show_ok(&id).await["volume"]["used_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(used > 900 << 20, "used_bytes {used}");
     // The notebook still works, and it cannot remount or grow its volume.
     assert_eq!(lab.execute("6*7").await.trim(), "42");
     assert!(

@@ -114,6 +114,8 @@ def listen():
     return "listening"
 probe("listen", listen)
 probe("pypi", lambda: urllib.request.urlopen("https://pypi.org/simple/six/", timeout=30).status)
+import sys
+probe("pip_download", lambda: subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", "/tmp/dl", "six"], capture_output=True, text=True, timeout=120).returncode)
 print(json.dumps(out))
 "#;
 

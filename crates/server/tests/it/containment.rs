@@ -353,9 +353,15 @@ async fn a_hostile_notebook_cannot_become_root_reach_the_host_or_leave_its_names
     } else {
         eprintln!("{test}: this host does not reach pypi.org; egress not checked");
     }
-    // The notebook still works: kernels, files.
+    // The notebook still works: kernels, files, terminals.
     assert_eq!(lab.execute("6*7").await.trim(), "42");
     assert_eq!(lab.put_file("still.txt", "fine").await, 201);
+    let terminal = lab.terminal("echo from-a-terminal > t.txt; id -un").await;
+    assert!(terminal.contains("ma-user"), "{terminal}");
+    assert_eq!(
+        lab.read_file("t.txt").await.as_deref(),
+        Some("from-a-terminal\n")
+    );
     app.shutdown().await;
 }
 

@@ -123,6 +123,54 @@ impl Lab {
         body["content"].as_str().map(str::to_owned)
     }
 
+    /// Types `command` into a new terminal (terminado over the gateway's WebSocket) and
+    /// returns what the terminal printed until the command's output settled.
+    pub(crate) async fn terminal(&self, command: &str) -> String {
+        let created: Value = self
+            .client
+            .post(self.url("api/terminals"))
+            .header("Authorization", format!("token {}", self.token))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let name = created["name"].as_str().expect("terminal name").to_owned();
+        let ws_url = format!(
+            "{}/terminals/websocket/{name}?token={}",
+            self.url("")
+                .replace("http://", "ws://")
+                .trim_end_matches('/'),
+            self.token
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .expect("terminal websocket");
+        let marker = "__done__";
+        socket
+            .send(Message::text(
+                json!(["stdin", format!("{command}; echo {marker}\r")]).to_string(),
+            ))
+            .await
+            .unwrap();
+        let mut output = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // The marker shows twice: typed (echoed) and printed.
+        while output.matches(marker).count() < 2 {
+            let next = tokio::time::timeout_at(deadline, socket.next()).await;
+            let Ok(Some(Ok(Message::Text(text)))) = next else {
+                break;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if message[0] == "stdout" {
+                output.push_str(message[1].as_str().unwrap_or(""));
+            }
+        }
+        let _ = socket.close(None).await;
+        output
+    }
+
     /// Runs `code` in a new kernel over its WebSocket; returns stdout plus the result text.
     pub(crate) async fn execute(&self, code: &str) -> String {
         let kernel: Value = self

@@ -15,8 +15,8 @@ struct Server {
     stdout: Vec<String>,
 }
 
-/// Starts `atelier serve` on port 0 and reads its stdout up to the gateway line.
-fn serve(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
+/// `atelier serve` on port 0 with `data_dir`.
+fn serve_command(data_dir: &Path) -> Command {
     let mut command = Command::new(BIN);
     command
         .args([
@@ -27,7 +27,14 @@ fn serve(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
             "127.0.0.1:0",
         ])
         .arg("--data-dir")
-        .arg(data_dir)
+        .arg(data_dir);
+    command
+}
+
+/// Starts `atelier serve` on port 0 and reads its stdout up to the gateway line.
+fn serve(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
+    let mut command = serve_command(data_dir);
+    command
         .env("ATELIER_LOG", "warn")
         // The CLI profile the first start writes goes to the test's dir, not ~/.config.
         .env("XDG_CONFIG_HOME", data_dir.join("xdg"))
@@ -346,16 +353,7 @@ fn flags_win_over_environment_and_bad_config_exits_64() {
 fn a_host_without_what_sandboxes_need_is_told_at_boot_what_to_install() {
     let dir = tempfile::tempdir().unwrap();
     let serve_with = |data: &Path, path: &str| {
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--api-listen",
-                "127.0.0.1:0",
-                "--gateway-listen",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data)
+        serve_command(data)
             .env("PATH", path)
             .env("ATELIER_RUNTIME__KIND", "local")
             .env("XDG_CONFIG_HOME", dir.path().join("xdg"))

@@ -13,6 +13,21 @@ use super::sys::HostIds;
 use super::{LocalRuntime, file_len, filesystem_len, is_mounted, run, step_error};
 use crate::{RuntimeError, SandboxSpec};
 
+/// Loop-mounts the ext4 image `image` on `dir`, `nosuid,nodev`.
+async fn mount_image(image: &Path, dir: &Path) -> Result<(), RuntimeError> {
+    run(
+        "mount",
+        &[
+            "-o",
+            "loop,nosuid,nodev",
+            &image.to_string_lossy(),
+            &dir.to_string_lossy(),
+        ],
+    )
+    .await
+    .map(drop)
+}
+
 impl LocalRuntime {
     pub(super) fn volume_dir(&self, id: NotebookId, category: VolumeCategory) -> PathBuf {
         match category {
@@ -73,16 +88,7 @@ impl LocalRuntime {
             std::fs::rename(&partial, &image)?;
         }
         if !is_mounted(&dir) {
-            run(
-                "mount",
-                &[
-                    "-o",
-                    "loop,nosuid,nodev",
-                    &image.to_string_lossy(),
-                    &dir.to_string_lossy(),
-                ],
-            )
-            .await?;
+            mount_image(&image, &dir).await?;
         }
         self.own_volume(&dir, ids).await
     }
@@ -92,16 +98,7 @@ impl LocalRuntime {
     async fn move_into_image(&self, dir: &Path, image: &Path) -> Result<(), RuntimeError> {
         let staging = dir.with_extension("migrating");
         std::fs::create_dir_all(&staging)?;
-        run(
-            "mount",
-            &[
-                "-o",
-                "loop,nosuid,nodev",
-                &image.to_string_lossy(),
-                &staging.to_string_lossy(),
-            ],
-        )
-        .await?;
+        mount_image(image, &staging).await?;
         let copied = run(
             "cp",
             &[
@@ -160,16 +157,7 @@ impl LocalRuntime {
                 run("e2fsck", &["-f", "-y", &image.to_string_lossy()]).await?;
                 run("resize2fs", &[&image.to_string_lossy()]).await?;
             }
-            run(
-                "mount",
-                &[
-                    "-o",
-                    "loop,nosuid,nodev",
-                    &image.to_string_lossy(),
-                    &dir.to_string_lossy(),
-                ],
-            )
-            .await?;
+            mount_image(&image, &dir).await?;
         } else if file_len(&image)? < bytes {
             self.grow_online(&image, &dir, bytes).await;
         }

@@ -29,6 +29,36 @@ fn host_addresses() -> Vec<IpAddr> {
         .collect()
 }
 
+/// A notebook with an EFS volume (the directory kind, with the quota image).
+fn efs_body(name: &str) -> Value {
+    let mut body = notebook_body(name);
+    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
+    body
+}
+
+/// A temp dir the notebooks' uids can pass through, and the data dir in it (for tests that
+/// restart the server on the same data dir).
+fn data_dir_in_tempdir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let owned = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(owned.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let data_dir = owned.path().join("data");
+    (owned, data_dir)
+}
+
+/// Stops the notebook, then deletes it and waits until it is gone.
+async fn stop_and_delete(app: &TestApp, id: &str) {
+    app.stop(id).await;
+    app.wait_status(id, "STOPPED", Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        app.signed("DELETE", &app.notebook_path(id), None)
+            .await
+            .status(),
+        200
+    );
+    app.wait_gone(id).await;
+}
+
 /// What the probe script found, as JSON.
 const PROBE: &str = r#"
 import ctypes, errno, json, os, shutil, socket, subprocess, traceback, urllib.request
@@ -151,9 +181,7 @@ async fn a_hostile_notebook_cannot_become_root_reach_the_host_or_leave_its_names
         return;
     }
     let app = TestApp::builder().local().spawn().await;
-    let mut body = notebook_body("hostile");
-    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
-    let id = id_of(&app.create_notebook(&body).await).to_owned();
+    let id = id_of(&app.create_notebook(&efs_body("hostile")).await).to_owned();
     let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
     let lab = Lab::of(&app, &running).await;
 
@@ -371,22 +399,15 @@ async fn paths_and_pids_a_notebook_writes_are_never_acted_on_across_stops_and_re
     if !local_runtime_available(test) {
         return;
     }
-    let owned = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(owned.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let data_dir = owned.path().join("data");
+    let (_owned, data_dir) = data_dir_in_tempdir();
     let app = TestApp::builder()
         .local()
         .warm_pool(1)
         .data_dir(&data_dir)
         .spawn()
         .await;
-    let efs = |name: &str| {
-        let mut body = notebook_body(name);
-        body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
-        body
-    };
-    let id = id_of(&app.create_notebook(&efs("attacker")).await).to_owned();
-    let neighbour = id_of(&app.create_notebook(&efs("neighbour")).await).to_owned();
+    let id = id_of(&app.create_notebook(&efs_body("attacker")).await).to_owned();
+    let neighbour = id_of(&app.create_notebook(&efs_body("neighbour")).await).to_owned();
     let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
     let neighbour_running = app
         .wait_status(&neighbour, "RUNNING", Duration::from_secs(120))
@@ -467,16 +488,7 @@ print(written)
         Lab::of(&app, &adopted).await.execute("1+1").await.trim(),
         "2"
     );
-    app.stop(&id).await;
-    app.wait_status(&id, "STOPPED", Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        app.signed("DELETE", &app.notebook_path(&id), None)
-            .await
-            .status(),
-        200
-    );
-    app.wait_gone(&id).await;
+    stop_and_delete(&app, &id).await;
 
     // Nothing outside the attacker's notebook was deleted or killed.
     assert_eq!(
@@ -517,13 +529,8 @@ async fn a_fork_bomb_hits_its_own_limit_and_the_neighbour_keeps_running() {
         return;
     }
     let app = TestApp::builder().local().spawn().await;
-    let efs = |name: &str| {
-        let mut body = notebook_body(name);
-        body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
-        body
-    };
-    let bomber = id_of(&app.create_notebook(&efs("bomber")).await).to_owned();
-    let neighbour = id_of(&app.create_notebook(&efs("calm")).await).to_owned();
+    let bomber = id_of(&app.create_notebook(&efs_body("bomber")).await).to_owned();
+    let neighbour = id_of(&app.create_notebook(&efs_body("calm")).await).to_owned();
     let bomber_lab = Lab::of(
         &app,
         &app.wait_status(&bomber, "RUNNING", FIRST_START).await,
@@ -576,9 +583,7 @@ async fn an_efs_volume_has_a_quota_the_notebook_cannot_pass_and_older_volumes_mo
     if !local_runtime_available(test) {
         return;
     }
-    let owned = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(owned.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let data_dir = owned.path().join("data");
+    let (_owned, data_dir) = data_dir_in_tempdir();
     // An EFS volume from before quotas: a plain directory with the user's files.
     let app = TestApp::builder()
         .local()
@@ -586,9 +591,7 @@ async fn an_efs_volume_has_a_quota_the_notebook_cannot_pass_and_older_volumes_mo
         .data_dir(&data_dir)
         .spawn()
         .await;
-    let mut body = notebook_body("filler");
-    body["volume"] = json!({"category": "EFS", "ownership": "MANAGED"});
-    let id = id_of(&app.create_notebook(&body).await).to_owned();
+    let id = id_of(&app.create_notebook(&efs_body("filler")).await).to_owned();
     let lab = Lab::of(&app, &app.wait_status(&id, "RUNNING", FIRST_START).await).await;
     assert_eq!(lab.put_file("before.txt", "kept").await, 201);
     assert_eq!(
@@ -668,16 +671,7 @@ except OSError as e:
             .trim(),
         "freed"
     );
-    app.stop(&id).await;
-    app.wait_status(&id, "STOPPED", Duration::from_secs(30))
-        .await;
-    assert_eq!(
-        app.signed("DELETE", &app.notebook_path(&id), None)
-            .await
-            .status(),
-        200
-    );
-    app.wait_gone(&id).await;
+    stop_and_delete(&app, &id).await;
     assert!(
         !data_dir
             .join("volumes")

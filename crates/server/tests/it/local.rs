@@ -123,30 +123,45 @@ impl Lab {
         body["content"].as_str().map(str::to_owned)
     }
 
-    /// Types `command` into a new terminal (terminado over the gateway's WebSocket) and
-    /// returns what the terminal printed until the command's output settled.
-    pub(crate) async fn terminal(&self, command: &str) -> String {
-        let created: Value = self
-            .client
-            .post(self.url("api/terminals"))
+    /// POSTs `body` to `path` and returns the JSON answer (a new kernel or terminal).
+    async fn post_json(&self, path: &str, body: Value) -> Value {
+        self.client
+            .post(self.url(path))
             .header("Authorization", format!("token {}", self.token))
+            .json(&body)
             .send()
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        let name = created["name"].as_str().expect("terminal name").to_owned();
-        let ws_url = format!(
-            "{}/terminals/websocket/{name}?token={}",
+            .unwrap()
+    }
+
+    /// Opens the WebSocket at `path` through the gateway, with the token in the query.
+    async fn websocket(
+        &self,
+        path: &str,
+    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
+    {
+        let url = format!(
+            "{}/{path}?token={}",
             self.url("")
                 .replace("http://", "ws://")
                 .trim_end_matches('/'),
             self.token
         );
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+        tokio_tungstenite::connect_async(url)
             .await
-            .expect("terminal websocket");
+            .unwrap_or_else(|e| panic!("websocket {path}: {e}"))
+            .0
+    }
+
+    /// Types `command` into a new terminal (terminado over the gateway's WebSocket) and
+    /// returns what the terminal printed until the command's output settled.
+    pub(crate) async fn terminal(&self, command: &str) -> String {
+        let created = self.post_json("api/terminals", json!({})).await;
+        let name = created["name"].as_str().expect("terminal name").to_owned();
+        let mut socket = self.websocket(&format!("terminals/websocket/{name}")).await;
         let marker = "__done__";
         socket
             .send(Message::text(
@@ -173,28 +188,13 @@ impl Lab {
 
     /// Runs `code` in a new kernel over its WebSocket; returns stdout plus the result text.
     pub(crate) async fn execute(&self, code: &str) -> String {
-        let kernel: Value = self
-            .client
-            .post(self.url("api/kernels"))
-            .header("Authorization", format!("token {}", self.token))
-            .json(&json!({"name": "python3"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let kernel = self
+            .post_json("api/kernels", json!({"name": "python3"}))
+            .await;
         let kernel_id = kernel["id"].as_str().expect("kernel id").to_owned();
-        let ws_url = format!(
-            "{}/api/kernels/{kernel_id}/channels?token={}",
-            self.url("")
-                .replace("http://", "ws://")
-                .trim_end_matches('/'),
-            self.token
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
-            .await
-            .expect("kernel websocket");
+        let mut socket = self
+            .websocket(&format!("api/kernels/{kernel_id}/channels"))
+            .await;
         let msg_id = uuid::Uuid::new_v4().to_string();
         let request = json!({
             "header": {"msg_id": msg_id, "username": "test", "session": uuid::Uuid::new_v4().to_string(),

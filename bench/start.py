@@ -98,11 +98,13 @@ class Server:
         assert status == 200, (status, nb)
         url = f"{self.gateway}/{nb_id}/api/status?token={nb['token']}"
         while True:
+            # The runtime binds JupyterLab's socket before JupyterLab starts: a request made
+            # early waits in its backlog and is answered as soon as JupyterLab serves.
             try:
-                with urllib.request.urlopen(url, timeout=5) as response:
+                with urllib.request.urlopen(url, timeout=30) as response:
                     if response.status == 200:
                         return time.monotonic() - began
-            except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError):
+            except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             if time.monotonic() - began > 120:
                 raise RuntimeError(f"{nb_id}: not ready: {self.show(nb_id)['fail_reason']}")

@@ -223,7 +223,12 @@ impl Drop for TestApp {
 /// Sandboxes outlive their server by design; a test that fails half-way must not leave its
 /// JupyterLab processes, loop mounts and cgroups behind for the next test.
 fn remove_sandboxes(data_dir: &Path) {
-    let marker = format!("{}/run/", data_dir.display());
+    // A sandbox's bwrap binds its notebook's SSH dir (`DATA/ssh/{id}`) or, warm, its slot's
+    // (`DATA/pool/{slot}/ssh`).
+    let markers = [
+        format!("{}/ssh/", data_dir.display()),
+        format!("{}/pool/", data_dir.display()),
+    ];
     let mut ids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
@@ -238,7 +243,8 @@ fn remove_sandboxes(data_dir: &Path) {
         }
         if let Some(id) = args
             .iter()
-            .filter_map(|a| a.strip_prefix(&marker))
+            .filter_map(|a| markers.iter().find_map(|m| a.strip_prefix(m.as_str())))
+            .map(|rest| rest.trim_end_matches("/ssh"))
             .find(|r| !r.contains('/'))
         {
             ids.push(id.to_owned());
@@ -249,8 +255,12 @@ fn remove_sandboxes(data_dir: &Path) {
     }
     std::thread::sleep(Duration::from_millis(100));
     for id in ids {
-        let mount = data_dir.join("mounts").join(&id);
-        let _ = std::process::Command::new("umount").arg(&mount).output();
+        for mount in [
+            data_dir.join("mounts").join(&id),
+            data_dir.join("volumes").join(&id),
+        ] {
+            let _ = std::process::Command::new("umount").arg(&mount).output();
+        }
         for controller in ["memory", "cpu", "pids"] {
             let cgroup = format!("/sys/fs/cgroup/{controller}/atelier/{id}");
             for pid in std::fs::read_to_string(format!("{cgroup}/cgroup.procs"))

@@ -681,8 +681,19 @@ impl LocalRuntime {
             }
         };
         PidRecord { pid, start, init }.write(&run_dir.join("pid"))?;
-        let network = match self.config.egress {
-            Egress::Slirp4netns => {
+        // bubblewrap reports its sandbox right after making the namespaces, while its first
+        // process still sets up loopback; the network is attached once that process has
+        // started the sandbox's command (setup over), or bubblewrap's netlink requests
+        // race nft's and slirp4netns's ("Failed RTM_NEWADDR").
+        let network = if self.config.egress == Egress::None {
+            Ok(())
+        } else {
+            wait_for_command(init).await
+        };
+        let network = match (network, &self.config.egress) {
+            (Err(error), _) => Err(error),
+            (Ok(()), Egress::None) => Ok(()),
+            (Ok(()), Egress::Slirp4netns) => {
                 let procs = match &cgroup {
                     Some(cgroup) => open_procs_of(cgroup)?,
                     None => Vec::new(),
@@ -692,7 +703,6 @@ impl LocalRuntime {
                 let log = File::create(run_dir.join("network.log"))?;
                 network::attach(init, ids, procs, &rules, sync_read.into(), log).await
             }
-            Egress::None => Ok(()),
         };
         let (sender, exited) = watch::channel(None);
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -879,6 +889,24 @@ fn open_procs_of(cgroup: &Cgroup) -> Result<Vec<File>, RuntimeError> {
                 .map_err(|e| step_error(&format!("cgroup {}", path.display()), e))
         })
         .collect()
+}
+
+/// Waits until the sandbox's first process (`init`) has a child: bubblewrap has finished
+/// setting the sandbox up and started its command.
+async fn wait_for_command(init: i32) -> Result<(), RuntimeError> {
+    let children = format!("/proc/{init}/task/{init}/children");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::fs::read_to_string(&children) {
+            Ok(list) if !list.trim().is_empty() => return Ok(()),
+            Ok(_) => {}
+            Err(_) => return Err(step_error("sandbox", "bubblewrap exited during setup")),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(step_error("sandbox", "bubblewrap did not finish its setup"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// bubblewrap's `--info-fd` JSON: the pid of the sandbox's first process.

@@ -475,7 +475,7 @@ print(written)
     app.start(&id).await;
     app.wait_status(&id, "RUNNING", Duration::from_secs(60))
         .await;
-    app.shutdown().await;
+    app.shutdown_leaving_sandboxes().await;
     let app = TestApp::builder()
         .local()
         .warm_pool(1)

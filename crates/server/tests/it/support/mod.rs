@@ -326,6 +326,13 @@ impl TestApp {
         }
     }
 
+    /// Stops the server as a restart would: its sandboxes keep running for the next server
+    /// on the same data dir to adopt (the next `TestApp`'s drop removes them).
+    pub async fn shutdown_leaving_sandboxes(mut self) {
+        self.local = false;
+        self.shutdown().await;
+    }
+
     /// The app's domain time (epoch ms).
     pub fn now_ms(&self) -> i64 {
         self.clock.now_ms()

@@ -92,7 +92,8 @@ const FD_LISTEN: i32 = 3;
 const FD_CLAIM: i32 = 4;
 const FD_INFO: i32 = 5;
 const FD_SYNC: i32 = 6;
-const FD_SECCOMP: i32 = 7;
+const FD_HOSTS: i32 = 7;
+const FD_SECCOMP: i32 = 8;
 
 /// Replaces `path` with `contents` in one step: a reader (a kernel starting, sshd reading
 /// `authorized_keys`) sees the old file or the new one, never half of one.
@@ -481,6 +482,11 @@ impl LocalRuntime {
             "1000".into(),
             "--hostname".into(),
             layout.hostname.clone(),
+            // Its own names resolve without asking DNS (which, through slirp4netns, would be
+            // a round trip to the host's resolver for every lookup of the hostname).
+            "--ro-bind-data".into(),
+            FD_HOSTS.to_string(),
+            "/etc/hosts".into(),
             "--info-fd".into(),
             FD_INFO.to_string(),
             "--sync-fd".into(),
@@ -629,6 +635,17 @@ impl LocalRuntime {
             (info_write.into(), FD_INFO),
             (sync_write.into(), FD_SYNC),
         ];
+        let (hosts, mut hosts_write) = std::io::pipe()?;
+        std::io::Write::write_all(
+            &mut hosts_write,
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n",
+                layout.hostname
+            )
+            .as_bytes(),
+        )?;
+        drop(hosts_write);
+        fds.push((hosts.into(), FD_HOSTS));
         for (index, filter) in self.seccomp.iter().enumerate() {
             let (read, mut write) = std::io::pipe()?;
             std::io::Write::write_all(&mut write, &seccomp::as_bytes(filter))?;

@@ -94,10 +94,9 @@ pub fn ruleset(policy: &EgressPolicy, host: &[IpAddr]) -> String {
     ));
     deny.extend(host.iter().map(|ip| IpNet::from(*ip)));
     deny.extend(policy.deny.iter().copied());
-    let mut rules = vec![
-        "oif \"lo\" accept".to_owned(),
-        "ct state established,related accept".to_owned(),
-    ];
+    // No connection tracking: the rules look at destinations only, and conntrack would cost
+    // every namespace its tables.
+    let mut rules = vec!["oif \"lo\" accept".to_owned()];
     for (family, v4) in [("ip", true), ("ip6", false)] {
         if let Some(set) = set(&deny, v4) {
             rules.push(format!(

@@ -1280,20 +1280,49 @@ mod tests {
             assert_eq!(PidRecord::read(&path), Some(record));
             assert!(!record.is_current());
         }
-        let mut child = std::process::Command::new("/bin/sleep")
-            .arg("5")
+        // A real pair: a shell (as bubblewrap) with a child of its own (as the sandbox's
+        // first process). Current while both live; not once the parent is gone.
+        let mut parent = std::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30 & wait"])
             .spawn()
             .unwrap();
-        let record = PidRecord {
-            pid: me,
-            start,
-            init: child.id() as i32,
+        let pid = parent.id() as i32;
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let init: i32 = loop {
+            if let Some(first) = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+            {
+                break first;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the shell started no child"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
         };
-        // children lists only a thread's own children: ask the thread that spawned it.
-        let current = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children"))
-            .is_ok_and(|c| c.split_whitespace().any(|p| p == child.id().to_string()));
-        assert_eq!(record.is_current(), current);
-        let _ = child.kill();
-        let _ = child.wait();
+        let record = PidRecord {
+            pid,
+            start: start_time(pid).expect("the shell's start time"),
+            init,
+        };
+        assert!(record.is_current(), "{record:?}");
+        assert!(
+            !PidRecord {
+                start: record.start + 1,
+                ..record
+            }
+            .is_current(),
+            "another start time is another process"
+        );
+        assert!(
+            !PidRecord { init: 1, ..record }.is_current(),
+            "not its child"
+        );
+        let _ = nix::sys::signal::kill(Pid::from_raw(init), Signal::SIGKILL);
+        let _ = parent.kill();
+        let _ = parent.wait();
+        assert!(!record.is_current(), "gone");
     }
 }

@@ -843,9 +843,11 @@ impl LocalRuntime {
         let _ = std::fs::remove_file(run_dir.join("pid"));
         let _ = std::fs::remove_file(self.socket_path(id));
         // A sandbox that came from the warm pool leaves its mount points and uid behind.
-        if let Ok(slot) = std::fs::read_to_string(run_dir.join("slot")) {
-            if let Some(slot) = pool::valid_slot(slot.trim()) {
-                self.discard_slot(&slot, None).await;
+        if let Ok(record) = std::fs::read_to_string(run_dir.join("slot")) {
+            let mut lines = record.lines();
+            if let Some(slot) = lines.next().and_then(pool::valid_slot) {
+                let uid = lines.next().and_then(|u| u.trim().parse().ok());
+                self.discard_slot(&slot, uid, None).await;
             }
             let _ = std::fs::remove_file(run_dir.join("slot"));
         }

@@ -208,7 +208,11 @@ impl LocalRuntime {
                 std::fs::remove_dir_all(&run_dir)?;
             }
             std::fs::rename(self.config.data_dir.join("run").join(&warm.slot), &run_dir)?;
-            std::fs::write(run_dir.join("slot"), &warm.slot)?;
+            // The slot and its uid, for the stop that gives them back.
+            std::fs::write(
+                run_dir.join("slot"),
+                format!("{}\n{}\n", warm.slot, warm.ids.uid),
+            )?;
             Ok(())
         }
         .await;
@@ -216,6 +220,7 @@ impl LocalRuntime {
             slot,
             sandbox,
             mut channel,
+            ids,
             ..
         } = warm;
         let mut sandbox = sandbox;
@@ -226,7 +231,8 @@ impl LocalRuntime {
             if let Some(cgroup) = &sandbox.cgroup {
                 signal_all(cgroup, sandbox.pid, Signal::SIGKILL);
             }
-            self.discard_slot(&slot, sandbox.cgroup.as_ref()).await;
+            self.discard_slot(&slot, Some(ids.uid), sandbox.cgroup.as_ref())
+                .await;
             return Err(error);
         }
         if let Some(cgroup) = &sandbox.cgroup {
@@ -246,8 +252,8 @@ impl LocalRuntime {
     }
 
     /// Unmounts and removes a warm sandbox's mount points (and its empty cgroup), and gives
-    /// its uid back.
-    pub(super) async fn discard_slot(&self, slot: &str, cgroup: Option<&Cgroup>) {
+    /// its uid back (`uid` when known; otherwise found in the registry).
+    pub(super) async fn discard_slot(&self, slot: &str, uid: Option<u32>, cgroup: Option<&Cgroup>) {
         let dir = self.pool_dir(slot);
         for point in [dir.join("work"), dir.join("ssh")] {
             // The self-bind, and a notebook's mount on top of it.
@@ -267,7 +273,10 @@ impl LocalRuntime {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        self.uids.release_owner(slot);
+        match uid {
+            Some(uid) => self.uids.release_held_by(uid, slot),
+            None => self.uids.release_owner(slot),
+        }
     }
 
     /// Kills every idle warm sandbox (shutdown).
@@ -303,7 +312,7 @@ impl LocalRuntime {
                 entries
                     .flatten()
                     .filter_map(|e| std::fs::read_to_string(e.path().join("slot")).ok())
-                    .map(|s| s.trim().to_owned())
+                    .filter_map(|s| s.lines().next().map(str::to_owned))
                     .collect()
             })
             .unwrap_or_default();
@@ -352,7 +361,7 @@ impl LocalRuntime {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.discard_slot(slot, cgroup).await;
+        self.discard_slot(slot, None, cgroup).await;
         let _ = std::fs::remove_dir_all(self.config.data_dir.join("run").join(slot));
     }
 

@@ -124,7 +124,19 @@ impl Uids {
         }
     }
 
-    /// Gives back the uid `owner` (a warm sandbox's slot) holds.
+    /// Gives `uid` back if this data dir holds it for `owner` (a warm sandbox's slot).
+    pub fn release_held_by(&self, uid: u32, owner: &str) {
+        let claim = self.range.registry.join(uid.to_string());
+        if self
+            .holder(&claim)
+            .is_some_and(|(dir, held_by)| dir == self.data_dir && held_by == owner)
+        {
+            let _ = fs::remove_file(claim);
+        }
+    }
+
+    /// Gives back the uid `owner` (a warm sandbox's slot) holds, looking through the whole
+    /// registry (when the uid itself is not known).
     pub fn release_owner(&self, owner: &str) {
         let Ok(entries) = fs::read_dir(&self.range.registry) else {
             return;
@@ -281,6 +293,9 @@ mod tests {
         all.sort();
         all.iter().for_each(|u| assert!(*u >= 3_000_000_000));
         assert!(all.windows(2).all(|w| w[0] != w[1]), "{all:?}");
+        // A slot's uid is given back only by its own slot.
+        one.release_held_by(z.uid, "pool-9-9");
+        assert!(two.for_slot("pool-3-3").is_err(), "still held");
         // The range is full; a freed slot uid is reused.
         assert!(two.for_slot("pool-2-2").is_err());
         one.release_slots_except(&[]);

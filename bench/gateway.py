@@ -2,7 +2,7 @@
 """Gateway overhead: the same JupyterLab measured through the gateway (TCP, token checked)
 and directly on its Unix socket, with target/release/atelier-loadgen.
 
-  http c=1 and c=32: GET /{id}/api/status on keep-alive connections
+  http c=1 and c=32: GET /api/status (Host {id}.localhost) on keep-alive connections
   websocket: kernel_info_request round trips on the kernel channel, 8 in flight (messages/s)
   kernel execute: `1+1` round trip, one at a time (p50), in the v1 WebSocket protocol
     JupyterLab speaks
@@ -103,15 +103,15 @@ def main():
         token = nb["token"]
         socket = os.path.join(server.tmp, "data", "run", nb_id, "jupyter.sock")
         gateway = server.gateway.replace("http://", "")
-        via_gateway = ["--tcp", gateway, "--header", f"Authorization: token {token}"]
-        direct = ["--unix", socket]
-        request = urllib.request.Request(f"{server.gateway}/{nb_id}/api/kernels", method="POST",
-                                         data=b'{"name": "python3"}',
-                                         headers={"Authorization": f"token {token}",
-                                                  "Content-Type": "application/json"})
-        kernel = json.load(urllib.request.urlopen(request, timeout=60))["id"]
-        channels = f"/{nb_id}/api/kernels/{kernel}/channels"
-        status = f"/{nb_id}/api/status"
+        # Each notebook is its own origin: the gateway routes by the Host a browser sends.
+        via_gateway = ["--tcp", gateway, "--header", f"Host: {start.notebook_host(server, nb_id)}",
+                       "--header", f"Authorization: token {token}"]
+        # JupyterLab checks the token itself as well.
+        direct = ["--unix", socket, "--header", f"Authorization: token {token}"]
+        kernel = json.loads(start.notebook_get(server, nb_id, "/api/kernels", token,
+                                               body=b'{"name": "python3"}'))["id"]
+        channels = f"/api/kernels/{kernel}/channels"
+        status = "/api/status"
         measurements = [(f"http c={c}", ("http", "--path", status, "-c", str(c))) for c in (1, 32)]
         measurements += [
             ("websocket", ("kernel", "--path", channels, "--window", "8")),
@@ -124,9 +124,10 @@ def main():
         echo_id = server.create("gateway-echo")
         echo_nb = server.wait(echo_id, "RUNNING")
         socket = os.path.join(server.tmp, "data", "run", echo_id, "jupyter.sock")
-        via_gateway = ["--tcp", gateway, "--header", f"Authorization: token {echo_nb['token']}"]
+        via_gateway = ["--tcp", gateway, "--header", f"Host: {start.notebook_host(server, echo_id)}",
+                       "--header", f"Authorization: token {echo_nb['token']}"]
         direct = ["--unix", socket]
-        status = f"/{echo_id}/api/status"
+        status = "/api/status"
         os.rename(socket, socket + ".jupyter")
         echo = subprocess.Popen([LOADGEN, "--unix", socket, "echo"])
         relay = None

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Start/stop latency of real notebooks (local runtime), end to end.
 
-start: POST .../start -> first 200 on GATEWAY/{id}/api/status with the new token.
+start: POST .../start -> first 200 on http://{id}.localhost:PORT/api/status with the new token.
 stop:  POST .../stop  -> the notebook shows STOPPED.
 Runs one at a time (RUNS times) and TEN at once (RUNS times) with the warm pool off, then
 RUNS starts served by the warm pool (size 1, refilled between runs), against its own
@@ -41,6 +41,33 @@ def request(method, url, token=None, body=None, timeout=30):
             return response.status, json.loads(text) if text else None
     except urllib.error.HTTPError as error:
         return error.code, None
+
+
+def notebook_host(server, nb_id):
+    """`{id}.localhost:PORT`: the notebook's own origin on the gateway, as browsers name it."""
+    return f"{nb_id}.localhost:{server.gateway.rsplit(':', 1)[1]}"
+
+
+def notebook_get(server, nb_id, path, token=None, body=None, timeout=30):
+    """GET (or POST `body` to) `path` of a notebook through the gateway, with its Host;
+    returns the body. Raises on anything but 2xx."""
+    import http.client
+    address = server.gateway.replace("http://", "")
+    host, port = address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    try:
+        headers = {"Host": notebook_host(server, nb_id), "Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"token {token}"
+        connection.request("POST" if body is not None else "GET", path, body=body,
+                           headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        if not 200 <= response.status < 300:
+            raise urllib.error.HTTPError(path, response.status, response.reason, None, None)
+        return data
+    finally:
+        connection.close()
 
 
 class Server:
@@ -96,15 +123,15 @@ class Server:
         began = time.monotonic()
         status, nb = request("POST", f"{self.base}/{nb_id}/start", self.token)
         assert status == 200, (status, nb)
-        url = f"{self.gateway}/{nb_id}/api/status?token={nb['token']}"
+        path = f"/api/status?token={nb['token']}"
         while True:
             # The runtime binds JupyterLab's socket before JupyterLab starts: a request made
             # early waits in its backlog and is answered as soon as JupyterLab serves.
             try:
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    if response.status == 200:
-                        return time.monotonic() - began
-            except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError, TimeoutError):
+                notebook_get(self, nb_id, path)
+                return time.monotonic() - began
+            except (urllib.error.HTTPError, urllib.error.URLError, ConnectionError, TimeoutError,
+                    OSError):
                 pass
             if time.monotonic() - began > 120:
                 raise RuntimeError(f"{nb_id}: not ready: {self.show(nb_id)['fail_reason']}")

@@ -361,6 +361,12 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
         writeln!(stdout, "  secret_key: {}", created.secret_key)?;
         write_profile(created, &mut stdout)?;
     }
+    // Before the two `listening` lines, which scripts wait for and may stop reading after.
+    writeln!(
+        stdout,
+        "notebooks at {}",
+        app.state().gateway.addressing().lab_url_template()
+    )?;
     writeln!(stdout, "api listening on http://{}", app.api_addr())?;
     writeln!(stdout, "gateway listening on http://{}", app.gateway_addr())?;
     stdout.flush()?;

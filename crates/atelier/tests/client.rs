@@ -167,7 +167,10 @@ fn the_cli_runs_a_notebook_life_cycle_with_tables_json_and_clear_errors() {
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("cli-nb is RUNNING"), "{stdout}");
-    assert!(stdout.contains(&format!("/{id}/lab?token=")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("http://{id}.localhost:")) && stdout.contains("/lab?token="),
+        "{stdout}"
+    );
 
     // Tables by default, JSON on request; names and ids both work.
     let table = home.cli_ok(&["notebook", "list"]);

@@ -326,7 +326,15 @@ fn sigkill_during_starts_leaves_every_notebook_settled_and_no_orphan_sandbox() {
         assert_eq!(api.show(id)["status"], "RUNNING");
         let status = api
             .client
-            .get(format!("{}/{id}/api/status?token={token}", server.gateway))
+            .get(format!("{}/api/status?token={token}", server.gateway))
+            // The notebook's own host, `{id}.localhost:PORT`, as a browser names it.
+            .header(
+                "host",
+                format!(
+                    "{id}.{}",
+                    server.gateway.replace("http://127.0.0.1", "localhost")
+                ),
+            )
             .send()
             .unwrap()
             .status();

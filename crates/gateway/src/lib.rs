@@ -1,9 +1,15 @@
-//! The notebook gateway: `/{notebook_id}/…` on its own listener, proxied to the notebook's
-//! JupyterLab, which listens on a Unix socket only the gateway reaches.
+//! The notebook gateway, on its own listener, proxied to each notebook's JupyterLab, which
+//! listens on a Unix socket only the gateway reaches.
 //!
-//! It checks the notebook's access token (`?token=`, `Authorization: token …` or the
-//! path-scoped cookie it sets), streams bodies both ways without buffering, splices WebSocket
-//! upgrades, and records the last activity of every notebook.
+//! Every notebook is its own web origin: `{id}.{public host}` (see [`Addressing`]); the
+//! gateway routes by `Host`, which it forwards unchanged with `X-Forwarded-Proto/-For`. The
+//! path-based form (`/{id}/…` on one shared origin) exists only behind an explicit option.
+//!
+//! It checks the notebook's access token (`?token=`, `Authorization: token …` or the host-only
+//! cookie it sets), refuses cookie-borne requests that another origin sent (`Origin`,
+//! `Sec-Fetch-Site`), keeps the notebook's cookies on its own host, streams bodies both ways
+//! without buffering, splices WebSocket upgrades, and records the last activity of every
+//! notebook.
 //!
 //! **Architecture Invariant:** the gateway never buffers bodies or parses WebSocket frames.
 #![forbid(unsafe_code)]
@@ -31,16 +37,19 @@ use tokio_util::sync::CancellationToken;
 
 use atelier_domain::NotebookId;
 
+mod addressing;
 mod busy_poll;
+mod cookies;
+pub use addressing::{Addressing, Routing};
 pub use busy_poll::BusyPoll;
-
-/// The cookie that carries the token after a `?token=` visit (scoped to `/{id}/`).
-pub const TOKEN_COOKIE: &str = "atelier-token";
+pub use cookies::TOKEN_COOKIE;
 
 /// Where one notebook is reached, and with which token.
 pub struct Route {
     pub socket: PathBuf,
     pub token: String,
+    /// Where JupyterLab serves: `/`, or `/{id}/` when routing by path.
+    base_path: String,
     /// Cancelled when the route goes away: closes the notebook's WebSocket tunnels.
     tunnels: CancellationToken,
     last_activity_ms: AtomicI64,
@@ -121,6 +130,7 @@ fn system_now_ms() -> i64 {
 /// re-registers them from the store at boot.
 pub struct Gateway {
     routes: RwLock<HashMap<NotebookId, Arc<Route>>>,
+    addressing: Addressing,
     clock: Clock,
     requests: AtomicU64,
     bytes_to_notebook: AtomicU64,
@@ -146,17 +156,22 @@ pub struct GatewayStats {
 
 impl Gateway {
     /// A gateway recording activity in wall-clock time.
-    pub fn new() -> Arc<Gateway> {
-        Gateway::with_clock(system_clock())
+    pub fn new(addressing: Addressing) -> Arc<Gateway> {
+        Gateway::with_clock(system_clock(), addressing)
     }
 
-    pub fn with_clock(clock: Clock) -> Arc<Gateway> {
-        Gateway::with_busy_poll(clock, BusyPoll::off())
+    pub fn with_clock(clock: Clock, addressing: Addressing) -> Arc<Gateway> {
+        Gateway::with_busy_poll(clock, BusyPoll::off(), addressing)
     }
 
     /// A gateway whose event loop, when [`Gateway::serve`]d, busy-polls after HTTP traffic.
-    pub fn with_busy_poll(clock: Clock, busy_poll: Arc<BusyPoll>) -> Arc<Gateway> {
+    pub fn with_busy_poll(
+        clock: Clock,
+        busy_poll: Arc<BusyPoll>,
+        addressing: Addressing,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
+            addressing,
             busy_poll,
             routes: RwLock::new(HashMap::new()),
             clock,
@@ -167,11 +182,18 @@ impl Gateway {
         })
     }
 
-    /// Points `/{id}/` at `socket`, accepting `token`. Replaces (and disconnects) an older route.
+    /// How notebooks are addressed: their origins, base paths and URLs.
+    pub fn addressing(&self) -> &Addressing {
+        &self.addressing
+    }
+
+    /// Points the notebook's address at `socket`, accepting `token`. Replaces (and
+    /// disconnects) an older route.
     pub fn set_route(&self, id: NotebookId, socket: PathBuf, token: String) {
         let route = Arc::new(Route {
             socket,
             token,
+            base_path: self.addressing.base_path(&id),
             tunnels: CancellationToken::new(),
             last_activity_ms: AtomicI64::new((self.clock)()),
             open_tunnels: AtomicUsize::new(0),
@@ -233,7 +255,7 @@ impl Gateway {
         let Some(route) = self.route(id) else {
             return false;
         };
-        let kernels = get_json(&route.socket, &format!("/{id}/api/kernels")).await;
+        let kernels = get_json(&route, "api/kernels").await;
         let busy_kernel = kernels
             .as_ref()
             .and_then(|k| k.as_array())
@@ -245,7 +267,7 @@ impl Gateway {
         if busy_kernel {
             return true;
         }
-        let terminals = get_json(&route.socket, &format!("/{id}/api/terminals")).await;
+        let terminals = get_json(&route, "api/terminals").await;
         terminals
             .as_ref()
             .and_then(|t| t.as_array())
@@ -281,7 +303,10 @@ impl Gateway {
                         runtime.block_on(async move {
                             let listener = tokio::net::TcpListener::from_std(listener)?;
                             let poller = tokio::spawn(self.busy_poll.clone().run());
-                            let served = axum::serve(listener.tap_io(no_delay), self.router())
+                            let app = self
+                                .router()
+                                .into_make_service_with_connect_info::<std::net::SocketAddr>();
+                            let served = axum::serve(listener.tap_io(no_delay), app)
                                 .with_graceful_shutdown(shutdown.cancelled_owned())
                                 .await;
                             poller.abort();
@@ -302,17 +327,19 @@ pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
-/// GET a JSON document from JupyterLab over its socket; `None` on any failure.
-async fn get_json(socket: &std::path::Path, path: &str) -> Option<serde_json::Value> {
+/// GET a JSON document (`path` under the notebook's base path) from JupyterLab over its
+/// socket, with the notebook's token; `None` on any failure.
+async fn get_json(route: &Route, path: &str) -> Option<serde_json::Value> {
     use http_body_util::BodyExt;
-    let stream = UnixStream::connect(socket).await.ok()?;
+    let stream = UnixStream::connect(&route.socket).await.ok()?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
             .await
             .ok()?;
     tokio::spawn(connection);
-    let request = axum::http::Request::get(path)
+    let request = axum::http::Request::get(format!("{}{path}", route.base_path))
         .header(header::HOST, "localhost")
+        .header(header::AUTHORIZATION, format!("token {}", route.token))
         .body(Body::empty())
         .ok()?;
     let response = tokio::time::timeout(
@@ -343,19 +370,52 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// How the request presented the token, if it did.
-enum Presented {
-    Query(String),
-    Header(String),
-    Cookie(String),
+/// How the request proved it may reach the notebook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// `?token=`: a link someone was given; the answer sets the cookie.
+    Query,
+    /// `Authorization: token …`: an API client.
+    Header,
+    /// The token cookie: a browser, which may have been sent by another site's page.
+    Cookie,
 }
 
-fn presented_token(uri: &Uri, headers: &HeaderMap) -> Option<Presented> {
+/// Why a request may not reach the notebook.
+enum Refused {
+    /// No token at all: 401.
+    Missing,
+    /// A token, not this notebook's: 403.
+    Wrong,
+}
+
+impl Refused {
+    fn response(self) -> Response {
+        match self {
+            Refused::Missing => error(StatusCode::UNAUTHORIZED, "A token is required."),
+            Refused::Wrong => error(
+                StatusCode::FORBIDDEN,
+                "The token is not valid for this notebook.",
+            ),
+        }
+    }
+}
+
+/// Checks the token the request presents, in this order: `?token=`, `Authorization: token`,
+/// the token cookies.
+fn authenticate(route: &Route, uri: &Uri, headers: &HeaderMap) -> Result<Auth, Refused> {
+    let valid =
+        |token: &str| atelier_auth::constant_time_eq(token.as_bytes(), route.token.as_bytes());
+    let wrong = || Refused::Wrong;
     if let Some(query) = uri.query()
         && let Some((_, value)) =
             form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token")
     {
-        return Some(Presented::Query(value.into_owned()));
+        return if valid(&value) {
+            Ok(Auth::Query)
+        } else {
+            Err(wrong())
+        };
     }
     if let Some(value) = headers
         .get(header::AUTHORIZATION)
@@ -365,22 +425,77 @@ fn presented_token(uri: &Uri, headers: &HeaderMap) -> Option<Presented> {
         if let (Some(scheme), Some(token)) = (parts.next(), parts.next())
             && scheme.eq_ignore_ascii_case("token")
         {
-            return Some(Presented::Header(token.trim().to_owned()));
+            return if valid(token.trim()) {
+                Ok(Auth::Header)
+            } else {
+                Err(wrong())
+            };
         }
     }
-    for cookies in headers.get_all(header::COOKIE) {
-        let Ok(cookies) = cookies.to_str() else {
-            continue;
-        };
-        for cookie in cookies.split(';') {
-            if let Some((name, value)) = cookie.trim().split_once('=')
-                && name == TOKEN_COOKIE
-            {
-                return Some(Presented::Cookie(value.to_owned()));
-            }
+    let mut presented = false;
+    for token in cookies::token_cookies(headers) {
+        if valid(token) {
+            return Ok(Auth::Cookie);
+        }
+        presented = true;
+    }
+    Err(if presented {
+        Refused::Wrong
+    } else {
+        Refused::Missing
+    })
+}
+
+/// Whether a browser sent this request on behalf of a page of another origin (a sibling
+/// notebook's above all: same *site*, so `SameSite` cookies go along). Such a request may only
+/// be a plain top-level navigation; everything else — reads, writes, frames, WebSockets — is
+/// refused. `Origin` must be the notebook's own (`scheme://Host`), and `Sec-Fetch-Site`,
+/// when present, `same-origin` or `none`.
+fn cross_origin(request: &Request, scheme: &str, host: &str) -> bool {
+    let headers = request.headers();
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let own = format!("{scheme}://{host}");
+        if !origin.as_bytes().eq_ignore_ascii_case(own.as_bytes()) {
+            return true;
         }
     }
-    None
+    let fetch = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+    match fetch("sec-fetch-site") {
+        None | Some(b"same-origin" | b"none") => false,
+        Some(_) => {
+            let navigation = fetch("sec-fetch-mode") == Some(b"navigate")
+                && fetch("sec-fetch-dest") == Some(b"document")
+                && matches!(
+                    *request.method(),
+                    axum::http::Method::GET | axum::http::Method::HEAD
+                );
+            !navigation
+        }
+    }
+}
+
+/// The 308 from a path-form URL on the bare host to the notebook's own origin.
+fn moved(addressing: &Addressing, id: &NotebookId, host: &str, uri: &Uri) -> Response {
+    let rest = uri
+        .path()
+        .strip_prefix('/')
+        .and_then(|p| p.strip_prefix(&id.to_string()))
+        .unwrap_or("");
+    let rest = if rest.is_empty() { "/" } else { rest };
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let location = format!(
+        "{}://{id}.{}{rest}{query}",
+        addressing.scheme(),
+        host.to_ascii_lowercase()
+    );
+    match HeaderValue::from_str(&location) {
+        Ok(location) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::NOT_FOUND, "No notebook at this address."),
+    }
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are not forwarded, except the upgrade handshake.
@@ -434,32 +549,50 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Response {
-    let path = request.uri().path();
-    let Some(id_text) = path
-        .strip_prefix('/')
-        .map(|p| p.split('/').next().unwrap_or(""))
-    else {
-        return error(StatusCode::NOT_FOUND, "No notebook at this path.");
+    // HTTP/1 names the host in `Host`, HTTP/2 in `:authority`.
+    let host = match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned),
     };
-    let Ok(id) = id_text.parse::<NotebookId>() else {
-        return error(StatusCode::NOT_FOUND, "No notebook at this path.");
+    let id = match gateway
+        .addressing
+        .target(host.as_deref(), request.uri().path())
+    {
+        addressing::Target::Notebook(id) => id,
+        addressing::Target::Moved(id) => {
+            return moved(
+                &gateway.addressing,
+                &id,
+                host.as_deref().unwrap_or_default(),
+                request.uri(),
+            );
+        }
+        addressing::Target::Nowhere => {
+            return error(StatusCode::NOT_FOUND, "No notebook at this address.");
+        }
     };
+    // `target` found a notebook, so there is a host.
+    let host = host.unwrap_or_default();
     let Some(route) = gateway.route(&id) else {
         return error(StatusCode::NOT_FOUND, "The notebook is not running.");
     };
-    let presented = presented_token(request.uri(), request.headers());
-    let set_cookie = match &presented {
-        None => return error(StatusCode::UNAUTHORIZED, "A token is required."),
-        Some(Presented::Query(token) | Presented::Header(token) | Presented::Cookie(token)) => {
-            if !atelier_auth::constant_time_eq(token.as_bytes(), route.token.as_bytes()) {
-                return error(
-                    StatusCode::FORBIDDEN,
-                    "The token is not valid for this notebook.",
-                );
-            }
-            matches!(presented, Some(Presented::Query(_)))
-        }
+    let auth = match authenticate(&route, request.uri(), request.headers()) {
+        Ok(auth) => auth,
+        Err(refused) => return refused.response(),
     };
+    // A page elsewhere cannot know the token, but its browser sends the cookie along.
+    if auth == Auth::Cookie && cross_origin(&request, gateway.addressing.scheme(), &host) {
+        tracing::info!(notebook_id = %id, "refused a cross-origin request");
+        return error(
+            StatusCode::FORBIDDEN,
+            "Cross-origin requests to a notebook are refused.",
+        );
+    }
+    let set_cookie = auth == Auth::Query;
     route.touch();
     // The answer is expected within the busy-poll window: no sleep before it arrives...
     route.busy_poll.activity();
@@ -468,19 +601,7 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     strip_hop_by_hop(request.headers_mut(), upgrade);
-    let forwarded_for = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string());
-    if let Some(ip) = forwarded_for
-        && let Ok(value) = HeaderValue::from_str(&ip)
-    {
-        request.headers_mut().insert("x-forwarded-for", value);
-    }
-    // Jupyter checks that Host is local; the socket is, so say so.
-    request
-        .headers_mut()
-        .insert(header::HOST, HeaderValue::from_static("localhost"));
+    forward_headers(&mut request, &host, gateway.addressing.scheme());
 
     let counted = gateway.clone();
     let request = request.map(|body| {
@@ -583,11 +704,9 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
     if parts.status != StatusCode::SWITCHING_PROTOCOLS {
         strip_hop_by_hop(&mut parts.headers, false);
     }
+    confine_cookies(&mut parts.headers, gateway.addressing.secure());
     if set_cookie {
-        let cookie = format!(
-            "{TOKEN_COOKIE}={}; Path=/{id}/; HttpOnly; SameSite=Lax",
-            route.token
-        );
+        let cookie = cookies::token_cookie(&gateway.addressing, &id, &route.token);
         if let Ok(value) = HeaderValue::from_str(&cookie) {
             parts.headers.append(header::SET_COOKIE, value);
         }
@@ -602,6 +721,68 @@ async fn proxy(State(gateway): State<Arc<Gateway>>, mut request: Request) -> Res
         frame
     });
     Response::from_parts(parts, Body::new(body))
+}
+
+/// What JupyterLab learns of the request's way here: the `Host` the browser used (its origin
+/// check compares `Origin` with it), the public scheme and the client's address. Headers a
+/// client could spoof those with are dropped.
+fn forward_headers(request: &mut Request, host: &str, scheme: &'static str) {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string());
+    // An origin-form target: `/path?query`, whatever form the client used.
+    if request.uri().authority().is_some() {
+        let target = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        if let Ok(uri) = target.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    let headers = request.headers_mut();
+    for spoofable in [
+        "x-real-ip",
+        "x-scheme",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "forwarded",
+    ] {
+        headers.remove(spoofable);
+    }
+    if let Ok(host) = HeaderValue::from_str(host) {
+        headers.insert(header::HOST, host);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static(scheme));
+    // Appended: the last entry is the one the gateway saw, which is what Tornado reads.
+    if let Some(peer) = peer {
+        let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(earlier) => format!("{earlier}, {peer}"),
+            None => peer,
+        };
+        if let Ok(value) = HeaderValue::from_str(&chain) {
+            headers.insert("x-forwarded-for", value);
+        }
+    }
+}
+
+/// Rewrites the notebook's `Set-Cookie` headers with [`cookies::confine`].
+fn confine_cookies(headers: &mut HeaderMap, secure: bool) {
+    if !headers.contains_key(header::SET_COOKIE) {
+        return;
+    }
+    let confined: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| HeaderValue::from_str(&cookies::confine(v, secure)).ok())
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in confined {
+        headers.append(header::SET_COOKIE, value);
+    }
 }
 
 /// Copies bytes both ways until either side closes or the route is removed, recording activity.

@@ -94,8 +94,19 @@ fn header_pairs(cli: &Cli) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// The `Host` to send: a `--header "Host: …"` (a notebook's own host on the gateway), else
+/// the address dialled.
 fn host(cli: &Cli) -> String {
-    cli.tcp.clone().unwrap_or_else(|| "localhost".to_owned())
+    header_pairs(cli)
+        .ok()
+        .and_then(|pairs| {
+            pairs
+                .into_iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case("host"))
+        })
+        .map(|(_, value)| value)
+        .or_else(|| cli.tcp.clone())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Percentiles in ms of latencies in µs.
@@ -123,7 +134,10 @@ async fn http_worker(cli: &Cli, path: &str, until: Instant) -> anyhow::Result<Ve
         hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
             .await?;
     tokio::spawn(connection);
-    let headers = header_pairs(cli)?;
+    let headers: Vec<_> = header_pairs(cli)?
+        .into_iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case("host"))
+        .collect();
     let mut latencies = Vec::new();
     while Instant::now() < until {
         let mut request = http::Request::get(path).header("host", host(cli));

@@ -3,9 +3,10 @@ does not need. Bound read-only at /run/atelier/launch.py by the local runtime; r
 image's python, followed by ordinary jupyter-lab options.
 
 The runtime binds JupyterLab's Unix socket itself, where the sandbox cannot reach it, and
-passes the listening socket as descriptor ATELIER_LISTEN_FD. A warm sandbox gets a connected
-socket as ATELIER_CLAIM_FD: it says "warm" once everything is imported and reads its claim
-(one JSON line) from it.
+passes the listening socket as descriptor ATELIER_LISTEN_FD. The notebook's settings (base
+path, allowed origin, token) come as one JSON line over the connected socket ATELIER_CLAIM_FD,
+never on a command line the host's `ps` shows. A warm sandbox (ATELIER_WARM=1) first imports
+everything, says "warm" and then blocks on that line until a start claims it.
 
 Measured on the CI machine kind: stock `jupyter lab` answers /api/status after ~1.76 s
 (82 MiB); this launcher after ~0.39 s (59 MiB), with the UI, kernels and terminals intact.
@@ -15,9 +16,10 @@ import sys
 
 import socket
 
-# Set in a warm sandbox: import everything now, then wait for the notebook to serve.
 _CLAIM = os.environ.pop("ATELIER_CLAIM_FD", "")
 _LISTEN = os.environ.pop("ATELIER_LISTEN_FD", "")
+# Set in a warm sandbox: import everything now, then wait for the notebook to serve.
+_WARM = os.environ.pop("ATELIER_WARM", "") == "1"
 
 # jsonschema imports optional "format" checkers at import time (jupyter_server ->
 # jupyter_events -> jsonschema); rfc3987_syntax alone builds 39 lark grammars (~1 s). Marked
@@ -35,7 +37,6 @@ _commands._yarn_config = lambda logger: {"yarn config": {}, "npm config": {}}
 DEFAULT_ARGS = [
     "--no-browser",
     "--ServerApp.sock_mode=0600",
-    "--IdentityProvider.token=",
     "--ServerApp.password=",
     "--ServerApp.allow_remote_access=True",
     "--ServerApp.ip=127.0.0.1",
@@ -46,11 +47,6 @@ DEFAULT_ARGS = [
     "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     "--KernelManager.transport=ipc",
 ]
-# traitlets refuses a scalar option given twice: the caller's value wins.
-_given = {a.split("=", 1)[0] for a in sys.argv[1:]}
-sys.argv[1:1] = [a for a in DEFAULT_ARGS
-                 if a.split("=", 1)[0] not in _given or "jpserver_extensions" in a]
-
 from jupyterlab.labapp import main  # noqa: E402
 
 if _LISTEN:
@@ -68,6 +64,7 @@ if _LISTEN:
 if _CLAIM:
     import json
 
+if _CLAIM and _WARM:
     # What ServerApp.initialize imports, so that a claimed sandbox only initialises.
     for _module in ("jupyter_server.serverapp", "jupyter_server.services.kernels.kernelmanager",
                     "jupyter_server.services.contents.largefilemanager", "jupyter_server_terminals",
@@ -77,13 +74,21 @@ if _CLAIM:
             __import__(_module)
         except ImportError:
             pass
-    # Tell the runtime this sandbox is warm, then block until the control plane writes the
-    # claim: {"args": [...]} (the base URL) on one line.
+
+if _CLAIM:
+    # A warm sandbox tells the runtime it is ready, then blocks until a start claims it; either
+    # way the notebook's settings follow as {"args": [...]} on one line.
     with socket.socket(fileno=int(_CLAIM)) as _channel:
-        _channel.sendall(b"warm\n")
+        if _WARM:
+            _channel.sendall(b"warm\n")
         _line = _channel.makefile("rb").readline()
     if not _line:
         sys.exit("the runtime closed the claim channel")
     sys.argv.extend(json.loads(_line)["args"])
+
+# traitlets refuses a scalar option given twice: the caller's value wins.
+_given = {a.split("=", 1)[0] for a in sys.argv[1:]}
+sys.argv[1:1] = [a for a in DEFAULT_ARGS
+                 if a.split("=", 1)[0] not in _given or "jpserver_extensions" in a]
 
 sys.exit(main())

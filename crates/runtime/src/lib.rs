@@ -31,6 +31,11 @@ pub struct SandboxSpec {
     pub volume_capacity_gb: i64,
     /// The Jupyter access token of this start.
     pub token: String,
+    /// The path JupyterLab serves under (`/`, or `/{id}/` on a shared origin).
+    pub base_path: String,
+    /// The notebook's web origin (`http://{id}.localhost:8081`): the only one JupyterLab
+    /// accepts requests from.
+    pub origin: String,
 }
 
 /// One of the four start steps of `action_progress`.
@@ -257,6 +262,8 @@ mod tests {
             volume_category: VolumeCategory::Efs,
             volume_capacity_gb: 50,
             token: String::new(),
+            base_path: "/".to_owned(),
+            origin: "http://localhost".to_owned(),
         }
     }
 

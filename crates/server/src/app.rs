@@ -34,7 +34,6 @@ pub struct AppState {
     pub orchestrator: Arc<Orchestrator>,
     pub identity: Arc<Identity>,
     pub lease_keeper: Arc<LeaseKeeper>,
-    pub gateway_url: Arc<str>,
     pub gateway: Arc<Gateway>,
     pub domain: Arc<(String, String)>,
     pub ssh: Arc<SshService>,
@@ -50,7 +49,7 @@ impl AppState {
         render::notebook(
             notebook,
             &render::NotebookContext {
-                gateway_url: &self.gateway_url,
+                addressing: self.gateway.addressing(),
                 image: image.as_deref(),
                 domain_id: &self.domain.0,
                 domain_name: &self.domain.1,
@@ -134,7 +133,15 @@ impl App {
         let gateway = {
             let clock = clock.clone();
             let busy_poll = BusyPoll::new(Duration::from_micros(config.gateway_busy_poll_us));
-            Gateway::with_busy_poll(Arc::new(move || clock.now_ms()), busy_poll)
+            let addressing = config.gateway_addressing(gateway_addr.port())?;
+            if config.gateway_public_url.is_none() && !gateway_addr.ip().is_loopback() {
+                tracing::warn!(
+                    "the gateway listens on {gateway_addr} but notebooks' URLs name {}: set \
+                     gateway_public_url to a name with a wildcard DNS record for other machines",
+                    addressing.gateway_origin()
+                );
+            }
+            Gateway::with_busy_poll(Arc::new(move || clock.now_ms()), busy_poll, addressing)
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -151,12 +158,8 @@ impl App {
             ssh_sessions.clone(),
             metrics.clone(),
         );
-        let gateway_url: Arc<str> = match &config.gateway_public_url {
-            Some(url) => url.trim_end_matches('/').into(),
-            None => format!("http://{gateway_addr}").into(),
-        };
         let ssh = SshService::new(
-            ssh_settings(&config, &gateway_url)?,
+            ssh_settings(&config, gateway.addressing())?,
             service.clone(),
             runtime.clone(),
             lease_keeper.clone(),
@@ -184,7 +187,6 @@ impl App {
             orchestrator,
             identity: Arc::new(Identity::new(store, config.auth.clone())),
             lease_keeper,
-            gateway_url,
             gateway,
             domain: Arc::new(domain),
             ssh,
@@ -273,23 +275,17 @@ impl App {
 }
 
 /// Where SSH endpoints listen and the host their `uri` names.
-fn ssh_settings(config: &Config, gateway_url: &str) -> anyhow::Result<SshSettings> {
+fn ssh_settings(
+    config: &Config,
+    addressing: &atelier_gateway::Addressing,
+) -> anyhow::Result<SshSettings> {
     let (first_port, last_port) = config.ssh.port_range()?;
     let listen_address = config.ssh.listen_address;
     let public_host = match &config.ssh.public_host {
         Some(host) => host.clone(),
-        None if config.gateway_public_url.is_some() => gateway_url
-            .split_once("://")
-            .map_or(gateway_url, |(_, rest)| rest)
-            .split(['/', '?'])
-            .next()
-            .map(|authority| match authority.rsplit_once(':') {
-                Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
-                _ => authority,
-            })
-            .unwrap_or_default()
-            .trim_matches(['[', ']'])
-            .to_owned(),
+        None if config.gateway_public_url.is_some() => {
+            addressing.host().trim_matches(['[', ']']).to_owned()
+        }
         None if listen_address.is_unspecified() => "127.0.0.1".to_owned(),
         None => listen_address.to_string(),
     };

@@ -19,10 +19,18 @@ pub struct Config {
     pub api_listen: SocketAddr,
     /// The notebook gateway listener (JupyterLab traffic).
     pub gateway_listen: SocketAddr,
-    /// The base URL users reach the gateway at, e.g. `https://nb.example.com`. Defaults to
-    /// `http://` + the bound gateway address.
+    /// The base URL users reach the gateway at, `scheme://host[:port]`, e.g.
+    /// `https://nb.example.com` (https when a TLS-terminating proxy is in front). Each notebook
+    /// is served at `{id}.HOST`, so HOST needs a wildcard DNS record. Default:
+    /// `http://localhost:PORT` with the bound gateway port (`*.localhost` is loopback in
+    /// browsers).
     #[serde(default)]
     pub gateway_public_url: Option<String>,
+    /// `host` (default): every notebook is its own web origin, `{id}.HOST`. `path`: all
+    /// notebooks under `/{id}/` of one origin — **unsafe with several tenants**, since a page
+    /// one notebook serves can then read and drive every other notebook in the same browser.
+    #[serde(default)]
+    pub gateway_routing: GatewayRouting,
     /// Microseconds the gateway keeps polling its sockets after HTTP traffic instead of
     /// sleeping, to skip wake-up latency; yields to other threads and stops when the machine is
     /// oversubscribed. 0 turns it off; at most 100000.
@@ -40,6 +48,24 @@ pub struct Config {
     /// First-start identity; random when absent.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
+}
+
+/// How notebooks are told apart on the gateway (see [`Config::gateway_routing`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GatewayRouting {
+    #[default]
+    Host,
+    Path,
+}
+
+impl From<GatewayRouting> for atelier_gateway::Routing {
+    fn from(routing: GatewayRouting) -> Self {
+        match routing {
+            GatewayRouting::Host => atelier_gateway::Routing::Host,
+            GatewayRouting::Path => atelier_gateway::Routing::Path,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +271,7 @@ impl Default for Config {
             api_listen: "127.0.0.1:8080".parse().expect("valid address"),
             gateway_listen: "127.0.0.1:8081".parse().expect("valid address"),
             gateway_public_url: None,
+            gateway_routing: GatewayRouting::default(),
             gateway_busy_poll_us: default_busy_poll_us(),
             auth: AuthConfig::default(),
             runtime: RuntimeConfig::default(),
@@ -281,6 +308,7 @@ const ENV_KEYS: &[&str] = &[
     "api_listen",
     "gateway_listen",
     "gateway_public_url",
+    "gateway_routing",
     "gateway_busy_poll_us",
     "auth",
     "runtime",
@@ -364,9 +392,33 @@ impl Config {
                 self.gateway_busy_poll_us
             )));
         }
+        self.gateway_addressing(self.gateway_listen.port())?;
         self.flavor_catalogue()?;
         self.ssh.port_range()?;
         Ok(())
+    }
+
+    /// Where browsers reach notebooks, for a gateway bound to `bound_port`.
+    pub fn gateway_addressing(
+        &self,
+        bound_port: u16,
+    ) -> Result<atelier_gateway::Addressing, ConfigError> {
+        let routing = self.gateway_routing.into();
+        match &self.gateway_public_url {
+            Some(url) => atelier_gateway::Addressing::new(url.trim_end_matches('/'), routing)
+                .map_err(ConfigError::Invalid),
+            None if routing == atelier_gateway::Routing::Path => {
+                // The shared origin, as before per-notebook origins.
+                let host = match self.gateway_listen.ip() {
+                    ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    ip => ip.to_string(),
+                };
+                atelier_gateway::Addressing::new(&format!("http://{host}:{bound_port}"), routing)
+                    .map_err(ConfigError::Invalid)
+            }
+            None => Ok(atelier_gateway::Addressing::local(bound_port, routing)),
+        }
     }
 
     pub fn flavor_catalogue(&self) -> Result<Vec<Flavor>, ConfigError> {
@@ -405,4 +457,63 @@ impl Config {
 
 fn toml_string(config: &Config) -> String {
     toml::to_string_pretty(config).unwrap_or_else(|error| format!("# unprintable: {error}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("atelier.toml");
+        std::fs::write(&file, toml).unwrap();
+        Config::load(Some(&file), &ConfigOverrides::default())
+    }
+
+    fn id() -> atelier_domain::NotebookId {
+        "4f2c9a52-1b6e-4c3d-9e8f-0a1b2c3d4e5f".parse().unwrap()
+    }
+
+    #[test]
+    fn notebooks_are_their_own_origin_by_default() {
+        let config = load("").unwrap();
+        assert_eq!(config.gateway_routing, GatewayRouting::Host);
+        let addressing = config.gateway_addressing(8081).unwrap();
+        assert_eq!(
+            addressing.lab_url(&id()),
+            format!("http://{}.localhost:8081/lab", id())
+        );
+        let public = load("gateway_public_url = \"https://nb.example.com/\"\n").unwrap();
+        assert_eq!(
+            public.gateway_addressing(8081).unwrap().lab_url(&id()),
+            format!("https://{}.nb.example.com/lab", id())
+        );
+    }
+
+    #[test]
+    fn the_shared_origin_must_be_asked_for() {
+        let config = load("gateway_routing = \"path\"\n").unwrap();
+        assert_eq!(
+            config.gateway_addressing(8081).unwrap().lab_url(&id()),
+            format!("http://127.0.0.1:8081/{}/lab", id())
+        );
+        assert!(load("gateway_routing = \"shared\"\n").is_err());
+    }
+
+    #[test]
+    fn a_public_url_that_cannot_carry_notebook_hosts_is_refused() {
+        for bad in [
+            "http://10.0.0.5:8081",
+            "https://nb.example.com/notebooks",
+            "nb.example.com",
+        ] {
+            let error = load(&format!("gateway_public_url = \"{bad}\"\n")).unwrap_err();
+            assert!(error.to_string().contains("gateway_public_url"), "{error}");
+        }
+        // An address is fine for the shared origin.
+        assert!(
+            load("gateway_public_url = \"http://10.0.0.5:8081\"\ngateway_routing = \"path\"\n")
+                .is_ok()
+        );
+    }
 }

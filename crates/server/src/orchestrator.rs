@@ -315,6 +315,8 @@ impl Orchestrator {
             volume_category: notebook.volume.category,
             volume_capacity_gb: notebook.volume.capacity_gb,
             token: notebook.token.clone().unwrap_or_default(),
+            base_path: self.gateway.addressing().base_path(&notebook.id),
+            origin: self.gateway.addressing().origin(&notebook.id),
         }
     }
 

@@ -63,7 +63,7 @@ pub fn flavor(flavor: &Flavor) -> NotebookFlavor {
 
 /// Everything `NotebookResp` needs besides the record itself.
 pub struct NotebookContext<'a> {
-    pub gateway_url: &'a str,
+    pub addressing: &'a atelier_gateway::Addressing,
     pub image: Option<&'a Image>,
     pub domain_id: &'a str,
     pub domain_name: &'a str,
@@ -73,7 +73,7 @@ pub struct NotebookContext<'a> {
 
 pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookResp {
     let id = notebook.id.to_string();
-    let lab_url = format!("{}/{}/lab", context.gateway_url, id);
+    let lab_url = context.addressing.lab_url(&notebook.id);
     let shows_url = notebook.has_run || notebook.status == NotebookStatus::Running;
     let running = notebook.status == NotebookStatus::Running;
     let mut endpoints = Vec::new();

@@ -224,8 +224,18 @@ struct Layout {
     /// Bound read-only at /etc/atelier-ssh.
     ssh: PathBuf,
     hostname: String,
-    /// None for a warm sandbox: it waits for its claim.
-    base_url: Option<String>,
+}
+
+/// What JupyterLab learns of its notebook over the claim channel, as one JSON line: its base
+/// path, the one origin it accepts, and the token. Never on a command line, where the host's
+/// `ps` would show the token.
+pub(super) fn claim_line(spec: &SandboxSpec) -> String {
+    let args = [
+        format!("--ServerApp.base_url={}", spec.base_path),
+        format!("--ServerApp.allow_origin={}", spec.origin),
+        format!("--IdentityProvider.token={}", spec.token),
+    ];
+    format!("{}\n", serde_json::json!({ "args": args }))
 }
 
 fn step_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
@@ -526,11 +536,10 @@ impl LocalRuntime {
             FD_LISTEN.to_string(),
             "--setenv".into(),
             "ATELIER_CLAIM_FD".into(),
-            if warm {
-                FD_CLAIM.to_string()
-            } else {
-                String::new()
-            },
+            FD_CLAIM.to_string(),
+            "--setenv".into(),
+            "ATELIER_WARM".into(),
+            if warm { "1" } else { "" }.into(),
             "--chdir".into(),
             "/home/ma-user/work".into(),
             "--".into(),
@@ -539,14 +548,9 @@ impl LocalRuntime {
             // Only a name: the listening socket comes as a descriptor.
             "--ServerApp.sock=/run/atelier/jupyter.sock".into(),
             "--ServerApp.root_dir=/home/ma-user/work".into(),
-            // The gateway's token cookie is SameSite=Lax on its own origin: cross-site
-            // requests never carry it, so Jupyter's own XSRF check adds nothing.
-            "--ServerApp.disable_check_xsrf=True".into(),
+            // The gateway forwards the browser's Host and sets X-Forwarded-Proto/-For.
+            "--ServerApp.trust_xheaders=True".into(),
         ]);
-        // A warm sandbox learns its notebook (and so its base URL) when it is claimed.
-        if let Some(base_url) = &layout.base_url {
-            args.push(format!("--ServerApp.base_url={base_url}"));
-        }
         args
     }
 
@@ -558,7 +562,7 @@ impl LocalRuntime {
     ) -> Result<(), RuntimeError> {
         let id = spec.notebook_id;
         // A sandbox already serving (adopted after a restart, or a retried step) is reused.
-        if self.alive(id) && probe(&self.socket_path(id), id).await {
+        if self.alive(id) && probe(&self.socket_path(id), spec).await {
             return Ok(());
         }
         self.kill_sandbox(id, Duration::ZERO).await;
@@ -577,7 +581,7 @@ impl LocalRuntime {
             self.refill(key.clone(), limits);
             if let Some(warm) = warm {
                 match self.claim(warm, spec, prefix, ids).await {
-                    Ok(exited) => return self.wait_ready(id, exited).await,
+                    Ok(exited) => return self.wait_ready(spec, exited).await,
                     Err(error) => {
                         tracing::warn!(notebook_id = %id, %error, "warm sandbox unusable; starting cold");
                         self.kill_sandbox(id, Duration::ZERO).await;
@@ -591,15 +595,17 @@ impl LocalRuntime {
             work: self.volume_dir(id, spec.volume_category),
             ssh: self.ssh_dir(id),
             hostname: format!("notebook-{}", &id.to_string()[..8]),
-            base_url: Some(format!("/{id}/")),
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
-        let (sandbox, _) = self
+        let (sandbox, mut channel) = self
             .launch(&layout, prefix, limits, cgroup, ids, false)
             .await?;
         let exited = sandbox.exited.clone();
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
-        self.wait_ready(id, exited).await
+        std::io::Write::write_all(&mut channel, claim_line(spec).as_bytes())
+            .map_err(|e| step_error("JupyterLab's settings", e))?;
+        drop(channel);
+        self.wait_ready(spec, exited).await
     }
 
     /// Starts bwrap with `layout` in its cgroup as `ids`, connects its network and
@@ -612,7 +618,7 @@ impl LocalRuntime {
         cgroup: Option<Cgroup>,
         ids: HostIds,
         warm: bool,
-    ) -> Result<(Sandbox, Option<std::os::unix::net::UnixStream>), RuntimeError> {
+    ) -> Result<(Sandbox, std::os::unix::net::UnixStream), RuntimeError> {
         let run_dir = &layout.run_dir;
         std::fs::create_dir_all(run_dir)?;
         set_mode(run_dir, 0o700)?;
@@ -652,13 +658,9 @@ impl LocalRuntime {
             drop(write);
             fds.push((read.into(), FD_SECCOMP + index as i32));
         }
-        let claim = if warm {
-            let (ours, theirs) = std::os::unix::net::UnixStream::pair()?;
-            fds.push((theirs.into(), FD_CLAIM));
-            Some(ours)
-        } else {
-            None
-        };
+        // Cold or warm, JupyterLab reads its notebook's settings from here.
+        let (claim, theirs) = std::os::unix::net::UnixStream::pair()?;
+        fds.push((theirs.into(), FD_CLAIM));
         let mut command = Command::new("bwrap");
         command
             .args(self.bwrap_args(layout, prefix, warm))
@@ -752,13 +754,14 @@ impl LocalRuntime {
     /// Waits until the notebook's JupyterLab answers on its socket.
     async fn wait_ready(
         &self,
-        id: NotebookId,
+        spec: &SandboxSpec,
         exited: watch::Receiver<ExitReason>,
     ) -> Result<(), RuntimeError> {
+        let id = spec.notebook_id;
         let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
         let socket = self.socket_path(id);
         loop {
-            if probe(&socket, id).await {
+            if probe(&socket, spec).await {
                 return Ok(());
             }
             if exited.borrow().is_some() {
@@ -1030,27 +1033,41 @@ fn tree_alive(cgroup: Option<&Cgroup>, pid: i32) -> bool {
     leader || cgroup.is_some_and(|c| !c.pids().is_empty())
 }
 
-/// GET `/{id}/api/status` over the socket; true on a 200.
-pub async fn probe(socket: &Path, id: NotebookId) -> bool {
+/// GET `{base}api/status` over the socket with the notebook's token; true on a 200.
+pub async fn probe(socket: &Path, spec: &SandboxSpec) -> bool {
+    let path = format!("{}api/status", spec.base_path);
+    matches!(
+        get_status(socket, &path, Some(&spec.token)).await,
+        Some(200)
+    )
+}
+
+/// Whether an HTTP server answers on the socket at all (adopting a sandbox after a restart,
+/// when its base path and token are not at hand).
+async fn answers(socket: &Path) -> bool {
+    get_status(socket, "/api", None).await.is_some()
+}
+
+/// The status of a GET over the socket, `None` when nothing answers within 2 s.
+async fn get_status(socket: &Path, path: &str, token: Option<&str>) -> Option<u16> {
     use http_body_util::Empty;
     use hyper_util::rt::TokioIo;
-    let Ok(stream) = tokio::net::UnixStream::connect(socket).await else {
-        return false;
-    };
-    let Ok((mut sender, connection)) =
-        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream)).await
-    else {
-        return false;
-    };
+    let stream = tokio::net::UnixStream::connect(socket).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(stream))
+            .await
+            .ok()?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(format!("/{id}/api/status"))
-        .header("host", "localhost")
-        .body(Empty::new());
-    let Ok(request) = request else { return false };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), sender.send_request(request)).await,
-        Ok(Ok(response)) if response.status() == 200
-    )
+    let mut request = hyper::Request::get(path).header("host", "localhost");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("token {token}"));
+    }
+    let request = request.body(Empty::new()).ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(2), sender.send_request(request))
+        .await
+        .ok()?
+        .ok()?;
+    Some(response.status().as_u16())
 }
 
 #[async_trait]
@@ -1126,7 +1143,7 @@ impl Runtime for LocalRuntime {
         let Some(record) = PidRecord::read(&self.run_dir(notebook_id).join("pid")) else {
             return false;
         };
-        if !record.is_current() || !probe(&self.socket_path(notebook_id), notebook_id).await {
+        if !record.is_current() || !answers(&self.socket_path(notebook_id)).await {
             return false;
         }
         let (sender, exited) = watch::channel(None);

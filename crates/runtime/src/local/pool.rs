@@ -137,7 +137,6 @@ impl LocalRuntime {
             work,
             ssh,
             hostname: "notebook".to_owned(),
-            base_url: None,
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
         let (sandbox, channel) = match self
@@ -155,7 +154,6 @@ impl LocalRuntime {
                 return Err(error);
             }
         };
-        let channel = channel.expect("a warm launch has a claim channel");
         // Only a sandbox whose JupyterLab has finished importing counts as warm.
         let mut reader = channel.try_clone()?;
         let said = tokio::task::spawn_blocking(move || {
@@ -244,7 +242,7 @@ impl LocalRuntime {
         }
         let exited = sandbox.exited.clone();
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
-        let claim = format!("{{\"args\": [\"--ServerApp.base_url=/{id}/\"]}}\n");
+        let claim = super::claim_line(spec);
         channel
             .write_all(claim.as_bytes())
             .map_err(|e| step_error("warm sandbox claim", e))?;

@@ -191,11 +191,7 @@ async fn a_hostile_notebook_cannot_become_root_reach_the_host_or_leave_its_names
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
     let api: SocketAddr = app.base_url.trim_start_matches("http://").parse().unwrap();
-    let gateway: SocketAddr = app
-        .gateway_url
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let gateway: SocketAddr = app.gateway_addr;
     let mut targets: Vec<(String, u16)> = vec![
         ("127.0.0.1".into(), api.port()),
         ("127.0.0.1".into(), gateway.port()),

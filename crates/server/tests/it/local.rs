@@ -1,5 +1,5 @@
 //! Real notebooks: the local runtime runs JupyterLab in bubblewrap inside a cgroup, and the
-//! gateway proxies `/{id}/…` to it. These tests need root, bubblewrap, cgroups and Python's
+//! gateway proxies `http://{id}.localhost:PORT/…` to it. These tests need root, bubblewrap, cgroups and Python's
 //! venv module; `.ci/run` installs them and sets `ATELIER_REQUIRE_LOCAL_RUNTIME=1`, so there a
 //! missing piece fails the test. Elsewhere the tests skip with a message naming what is missing.
 use std::time::Duration;
@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{TestApp, id_of, notebook_body};
+
+type WebSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// What the local runtime needs that this machine lacks, if anything.
 fn missing_prerequisites() -> Vec<&'static str> {
@@ -65,33 +68,56 @@ pub(crate) fn local_runtime_available(test: &str) -> bool {
 /// Starts of the first test provision the image from PyPI: allow for it.
 pub(crate) const FIRST_START: Duration = Duration::from_secs(600);
 
+/// A running notebook's JupyterLab, reached as a browser would: at its own origin
+/// `http://{id}.localhost:PORT` (the client resolves `*.localhost` to the gateway, as browsers
+/// do), with the token from the API.
+#[derive(Clone)]
 pub(crate) struct Lab {
-    gateway_url: String,
-    id: String,
+    gateway: std::net::SocketAddr,
+    /// `http://{id}.localhost:PORT`.
+    origin: String,
     token: String,
     client: reqwest::Client,
 }
 
 impl Lab {
     pub(crate) async fn of(app: &TestApp, notebook: &Value) -> Lab {
+        let url = notebook["url"]
+            .as_str()
+            .expect("a running notebook has a url");
+        let origin = url
+            .strip_suffix("/lab")
+            .unwrap_or_else(|| panic!("{url} is the notebook's JupyterLab"))
+            .to_owned();
+        let host = origin.trim_start_matches("http://");
+        let name = host.split(':').next().unwrap();
         Lab {
-            gateway_url: app.gateway_url.clone(),
-            id: id_of(notebook).to_owned(),
+            gateway: app.gateway_addr,
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .resolve(name, app.gateway_addr)
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            origin,
             token: notebook["token"]
                 .as_str()
                 .expect("a running notebook has a token")
                 .to_owned(),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!(
-            "{}/{}/{}",
-            self.gateway_url,
-            self.id,
-            path.trim_start_matches('/')
-        )
+    /// `id.localhost:PORT`, what browsers send as `Host`.
+    pub(crate) fn host(&self) -> &str {
+        self.origin.trim_start_matches("http://")
+    }
+
+    pub(crate) fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.origin, path.trim_start_matches('/'))
     }
 
     pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
@@ -138,22 +164,32 @@ impl Lab {
     }
 
     /// Opens the WebSocket at `path` through the gateway, with the token in the query.
-    async fn websocket(
-        &self,
-        path: &str,
-    ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>
-    {
-        let url = format!(
-            "{}/{path}?token={}",
-            self.url("")
-                .replace("http://", "ws://")
-                .trim_end_matches('/'),
-            self.token
-        );
-        tokio_tungstenite::connect_async(url)
+    async fn websocket(&self, path: &str) -> WebSocket {
+        let url = format!("ws://{}/{path}?token={}", self.host(), self.token);
+        self.websocket_with(&url, &[])
             .await
             .unwrap_or_else(|e| panic!("websocket {path}: {e}"))
-            .0
+    }
+
+    /// Opens the WebSocket at `url` (`ws://{host}/…`) through the gateway with extra headers.
+    pub(crate) async fn websocket_with(
+        &self,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<WebSocket, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        let tcp = tokio::net::TcpStream::connect(self.gateway).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .map(|(socket, _)| socket)
     }
 
     /// Types `command` into a new terminal (terminado over the gateway's WebSocket) and
@@ -188,54 +224,62 @@ impl Lab {
 
     /// Runs `code` in a new kernel over its WebSocket; returns stdout plus the result text.
     pub(crate) async fn execute(&self, code: &str) -> String {
+        let kernel_id = self.start_kernel().await;
+        let socket = self
+            .websocket(&format!("api/kernels/{kernel_id}/channels"))
+            .await;
+        execute_on(socket, code).await
+    }
+
+    /// Starts a kernel through the REST API; returns its id.
+    pub(crate) async fn start_kernel(&self) -> String {
         let kernel = self
             .post_json("api/kernels", json!({"name": "python3"}))
             .await;
-        let kernel_id = kernel["id"].as_str().expect("kernel id").to_owned();
-        let mut socket = self
-            .websocket(&format!("api/kernels/{kernel_id}/channels"))
-            .await;
-        let msg_id = uuid::Uuid::new_v4().to_string();
-        let request = json!({
-            "header": {"msg_id": msg_id, "username": "test", "session": uuid::Uuid::new_v4().to_string(),
-                       "msg_type": "execute_request", "version": "5.3", "date": ""},
-            "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": false, "store_history": false,
-                        "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
-        });
-        socket
-            .send(Message::text(request.to_string()))
-            .await
-            .unwrap();
-        let mut output = String::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let next = tokio::time::timeout_at(deadline, socket.next()).await;
-            let Ok(Some(Ok(message))) = next else { break };
-            let Message::Text(text) = message else {
-                continue;
-            };
-            let message: Value = serde_json::from_str(&text).unwrap();
-            if message["parent_header"]["msg_id"] != msg_id.as_str() {
-                continue;
-            }
-            match message["msg_type"].as_str() {
-                Some("stream") => {
-                    output.push_str(message["content"]["text"].as_str().unwrap_or(""))
-                }
-                Some("execute_result") => output.push_str(
-                    message["content"]["data"]["text/plain"]
-                        .as_str()
-                        .unwrap_or(""),
-                ),
-                Some("error") => output.push_str(&format!("ERROR {}", message["content"]["ename"])),
-                Some("status") if message["content"]["execution_state"] == "idle" => break,
-                _ => {}
-            }
-        }
-        let _ = socket.close(None).await;
-        output
+        kernel["id"].as_str().expect("kernel id").to_owned()
     }
+}
+
+/// Runs `code` over a kernel's channels WebSocket; returns stdout plus the result text.
+pub(crate) async fn execute_on(mut socket: WebSocket, code: &str) -> String {
+    let msg_id = uuid::Uuid::new_v4().to_string();
+    let request = json!({
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid::Uuid::new_v4().to_string(),
+                   "msg_type": "execute_request", "version": "5.3", "date": ""},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": false, "store_history": false,
+                    "user_expressions": {}, "allow_stdin": false, "stop_on_error": true}
+    });
+    socket
+        .send(Message::text(request.to_string()))
+        .await
+        .unwrap();
+    let mut output = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next = tokio::time::timeout_at(deadline, socket.next()).await;
+        let Ok(Some(Ok(message))) = next else { break };
+        let Message::Text(text) = message else {
+            continue;
+        };
+        let message: Value = serde_json::from_str(&text).unwrap();
+        if message["parent_header"]["msg_id"] != msg_id.as_str() {
+            continue;
+        }
+        match message["msg_type"].as_str() {
+            Some("stream") => output.push_str(message["content"]["text"].as_str().unwrap_or("")),
+            Some("execute_result") => output.push_str(
+                message["content"]["data"]["text/plain"]
+                    .as_str()
+                    .unwrap_or(""),
+            ),
+            Some("error") => output.push_str(&format!("ERROR {}", message["content"]["ename"])),
+            Some("status") if message["content"]["execution_state"] == "idle" => break,
+            _ => {}
+        }
+    }
+    let _ = socket.close(None).await;
+    output
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,11 +298,9 @@ async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
         .map(|p| p["status"].as_str().unwrap())
         .collect();
     assert_eq!(steps, ["COMPLETED"; 4], "{running}");
-    assert!(
-        running["url"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("/{id}/lab"))
+    assert_eq!(
+        running["url"],
+        format!("http://{id}.localhost:{}/lab", app.gateway_addr.port()).as_str()
     );
     let lab = Lab::of(&app, &running).await;
 
@@ -288,17 +330,40 @@ async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
         .find(|c| c.starts_with("atelier-token="))
         .expect("token cookie");
     assert!(
-        cookie.contains(&format!("Path=/{id}/")) && cookie.contains("HttpOnly"),
+        cookie.contains("Path=/")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Lax")
+            && !cookie.contains("Domain"),
         "{cookie}"
     );
+    // The gateway's cookie with JupyterLab's own login cookie, as a browser sends them back.
+    let jar = cookie_jar(&with_query)
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
     let by_cookie = lab
         .client
         .get(lab.url("api/status"))
-        .header("Cookie", cookie.split(';').next().unwrap())
+        .header("Cookie", &jar)
         .send()
         .await
         .unwrap();
     assert_eq!(by_cookie.status(), 200);
+    // Without the gateway's cookie, JupyterLab's alone does not pass the gateway.
+    let jupyter_only = jar
+        .split("; ")
+        .filter(|c| !c.starts_with("atelier-token="))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let refused = lab
+        .client
+        .get(lab.url("api/status"))
+        .header("Cookie", jupyter_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
     // The lab page itself.
     let page = lab.get("lab").await;
     assert_eq!(page.status(), 200);
@@ -615,12 +680,7 @@ async fn idle_culling_spares_traffic_and_busy_kernels_and_stops_the_idle() {
 
     // A kernel busy for a while keeps the notebook, though nothing crosses the gateway.
     let busy = {
-        let worker = Lab {
-            gateway_url: lab.gateway_url.clone(),
-            id: lab.id.clone(),
-            token: lab.token.clone(),
-            client: reqwest::Client::builder().no_proxy().build().unwrap(),
-        };
+        let worker = lab.clone();
         tokio::spawn(async move { worker.execute("import time; time.sleep(6)").await })
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -806,4 +866,136 @@ async fn a_warm_sandbox_serves_the_next_start_with_the_notebooks_own_volume_and_
         })
         .count();
     assert_eq!(bwraps, 0, "warm sandbox processes left");
+}
+
+/// `name=value` of every `Set-Cookie` in `response`, as a browser would send them back.
+fn cookie_jar(response: &reqwest::Response) -> Vec<(String, String)> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|c| c.split(';').next())
+        .filter_map(|c| c.split_once('='))
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_an_origin_reach_kernels_and_forged_requests_do_not() {
+    let test = "clients_that_send_an_origin_reach_kernels_and_forged_requests_do_not";
+    if !local_runtime_available(test) {
+        return;
+    }
+    let app = TestApp::builder().local().spawn().await;
+    let id = id_of(&app.create_notebook(&notebook_body("origin")).await).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let lab = Lab::of(&app, &running).await;
+    let token = format!("token {}", lab.token);
+
+    // A non-browser client (VS Code, websocket-client) sends an Origin of its own and the
+    // token in a header: the kernel's WebSocket opens and runs code.
+    let kernel = lab.start_kernel().await;
+    let channels = format!("ws://{}/api/kernels/{kernel}/channels", lab.host());
+    for origin in [
+        "vscode-file://vscode-app",
+        "http://localhost:8888",
+        lab.origin(),
+    ] {
+        let socket = lab
+            .websocket_with(
+                &channels,
+                &[("origin", origin), ("authorization", token.as_str())],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("origin {origin}: {e}"));
+        assert_eq!(execute_on(socket, "6*7").await.trim(), "42", "{origin}");
+    }
+
+    // A browser: the `?token=` link leaves the gateway's cookie and JupyterLab's own login
+    // and XSRF cookies, all host-only.
+    let page = lab
+        .client
+        .get(lab.url(&format!("lab?token={}", lab.token)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    for cookie in page.headers().get_all("set-cookie") {
+        let cookie = cookie.to_str().unwrap();
+        assert!(!cookie.to_ascii_lowercase().contains("domain="), "{cookie}");
+        assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    }
+    let jar = cookie_jar(&page);
+    let names: Vec<&str> = jar.iter().map(|(n, _)| n.as_str()).collect();
+    assert!(names.contains(&"atelier-token"), "{names:?}");
+    assert!(names.contains(&"_xsrf"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n.starts_with("username-")),
+        "{names:?}"
+    );
+    let cookies = jar
+        .iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let xsrf = jar.iter().find(|(n, _)| n == "_xsrf").unwrap().1.clone();
+
+    // JupyterLab's XSRF protection is on: the cookies alone cannot write...
+    let post = |headers: Vec<(&'static str, String)>| {
+        let mut request = lab
+            .client
+            .post(lab.url("api/contents"))
+            .header("cookie", &cookies)
+            .json(&json!({"type": "file", "ext": ".txt"}));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        request.send()
+    };
+    let forged = post(vec![("origin", lab.origin().to_owned())])
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403, "{}", forged.text().await.unwrap());
+    // ...the page's own request, with the XSRF token it read from its cookie, can.
+    let own = post(vec![
+        ("origin", lab.origin().to_owned()),
+        ("x-xsrftoken", xsrf.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(own.status(), 201, "{}", own.text().await.unwrap());
+    // A sibling notebook's page is stopped at the gateway, XSRF token or not.
+    let sibling = format!(
+        "http://{}.localhost:{}",
+        uuid::Uuid::new_v4(),
+        app.gateway_addr.port()
+    );
+    let cross = post(vec![("origin", sibling.clone()), ("x-xsrftoken", xsrf)])
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let body: Value = cross.json().await.unwrap();
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("Cross-origin"),
+        "{body}"
+    );
+    // Nor can it open the kernel's WebSocket with the browser's cookies.
+    let refused = lab
+        .websocket_with(
+            &channels,
+            &[("origin", sibling.as_str()), ("cookie", cookies.as_str())],
+        )
+        .await;
+    assert!(refused.is_err(), "a cross-origin WebSocket opened");
+    // The browser's own WebSocket (cookies and its own Origin) opens.
+    let socket = lab
+        .websocket_with(
+            &channels,
+            &[("origin", lab.origin()), ("cookie", cookies.as_str())],
+        )
+        .await
+        .expect("the page's own WebSocket");
+    assert_eq!(execute_on(socket, "'ok'").await.trim(), "'ok'");
+    app.shutdown().await;
 }

@@ -63,7 +63,11 @@ async fn create_answers_at_once_and_the_notebook_reaches_running_with_every_step
         assert_eq!(progress["description"], progress["step_description"]);
     }
     let url = running["url"].as_str().expect("url once RUNNING");
-    assert!(url.ends_with(&format!("/{id}/lab")), "{url}");
+    // Each notebook is its own web origin on the gateway.
+    assert_eq!(
+        url,
+        format!("http://{id}.localhost:{}/lab", app.gateway_addr.port())
+    );
     let token = running["token"].as_str().expect("token once RUNNING");
     assert!(token.parse::<uuid::Uuid>().is_ok(), "token: {token}");
     let create_at = running["create_at"].as_i64().expect("create_at");

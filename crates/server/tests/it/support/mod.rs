@@ -176,7 +176,7 @@ impl TestAppBuilder {
         TestApp {
             base_url: format!("http://{api_addr}"),
             host: api_addr.to_string(),
-            gateway_url: format!("http://{gateway_addr}"),
+            gateway_addr,
             client,
             store,
             runtime,
@@ -196,7 +196,8 @@ pub struct TestApp {
     pub base_url: String,
     /// `127.0.0.1:<port>`: the `Host` header the client sends and signs.
     pub host: String,
-    pub gateway_url: String,
+    /// Where the gateway listens; notebooks are reached there as `{id}.localhost`.
+    pub gateway_addr: std::net::SocketAddr,
     pub client: reqwest::Client,
     /// The app's store, for setting up identities the API cannot create.
     pub store: Arc<dyn Store>,

@@ -52,6 +52,9 @@ step "web console in headless Chromium (Playwright)"
 # Screenshots land in test-output/ (the CI artifact).
 "$venv/bin/python" tests/e2e/console_e2e.py
 
+step "JupyterLab in headless Chromium (Playwright): a person's session, a hostile neighbour"
+"$venv/bin/python" tests/e2e/jupyterlab_e2e.py
+
 step "schemathesis against /openapi.json (signed requests)"
 # The fuzzer creates notebooks by the hundred: it checks the API, so nothing needs to run.
 ATELIER_RUNTIME__KIND=placeholder tests/e2e/run_schemathesis.sh

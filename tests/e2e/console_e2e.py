@@ -112,6 +112,9 @@ def main() -> int:
                 row.get_by_role("link", name="Open JupyterLab of browser-nb").click()
             lab = opened.value
             lab.wait_for_load_state()
+            # Each notebook is its own origin: http://{id}.localhost:PORT/lab.
+            if not re.match(r"^http://[0-9a-f-]{36}\.localhost:\d+/lab", lab.url):
+                raise AssertionError(f"the Open link led to {lab.url}")
             expect(lab.locator("#jp-main-dock-panel")).to_be_visible(timeout=120_000)
             expect(lab.locator(".jp-Launcher, .jp-LauncherBody").first).to_be_visible(timeout=120_000)
             lab.screenshot(path=str(OUT / "jupyterlab.png"))

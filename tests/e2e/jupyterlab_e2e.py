@@ -9,7 +9,8 @@ The instances are created, stopped and started with the CLI, and every link come
   (JupyterLab asks for a name) -> open a terminal, run a command (checked in the work volume on the host) ->
   upload a file through the file browser (checked on the host) -> download it back -> rename
   it in the file browser -> reload,
-  the notebook and its output are restored -> a second tab on another notebook runs a cell
+  the notebook and its output are restored -> the debugger shows a variable -> a console runs
+  code -> a second tab on another notebook runs a cell
   while the first runs one -> stop and start the instance, open the new link, the files are
   there and a kernel runs.
 
@@ -52,6 +53,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 START_TIMEOUT_S = 600
 UI_TIMEOUT_MS = 120_000
 LINK = re.compile(r"^http://([0-9a-f-]{36})\.localhost:(\d+)/lab\?token=([0-9a-f-]+)$")
+SHARED_LINK = re.compile(r"^http://127\.0\.0\.1:(?:\d+)/([0-9a-f-]{36})/lab\?token=()([0-9a-f-]+)$")
 
 EVIL_HTML = """<!doctype html>
 <html><head><title>running</title></head><body><h1>Win a prize</h1><script>
@@ -123,12 +125,13 @@ def log(message: str) -> None:
 class Atelier:
     """`atelier serve` with the local runtime, and the CLI against it."""
 
-    def __init__(self) -> None:
+    def __init__(self, routing: str = "host") -> None:
         self.work = Path(tempfile.mkdtemp(prefix="atelier-lab-"))
         os.chmod(self.work, 0o711)  # the notebooks' uids pass through it to their volumes
         self.data_dir, self.xdg = self.work / "data", self.work / "xdg"
         self.env = dict(os.environ, ATELIER_LOG="warn", XDG_CONFIG_HOME=str(self.xdg),
-                        ATELIER_RUNTIME__KIND="local")
+                        ATELIER_RUNTIME__KIND="local", ATELIER_GATEWAY_ROUTING=routing)
+        self.routing = routing
         self.proc = subprocess.Popen(
             [BIN, "serve", "--api-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
              "--data-dir", str(self.data_dir)],
@@ -159,7 +162,7 @@ class Atelier:
     def open_link(self, name: str) -> tuple[str, str, str]:
         """`atelier notebook open NAME`: the link, the notebook's id and its token."""
         link = self.cli("notebook", "open", name).strip()
-        match = LINK.match(link)
+        match = (LINK if self.routing == "host" else SHARED_LINK).match(link)
         if not match:
             raise AssertionError(f"`notebook open` printed {link!r}, not http://ID.localhost:PORT/lab?token=…")
         return link, match.group(1), match.group(3)
@@ -339,6 +342,40 @@ def person_uses_jupyterlab(atelier: Atelier, browser) -> dict:
     page.screenshot(path=str(OUT / "lab-reloaded.png"))
     log("after a reload the notebook and its output are back")
 
+    # The debugger (its messages travel over the kernel's WebSocket) shows the variables.
+    bug = page.locator(".jp-NotebookPanel:visible .jp-DebuggerBugButton")
+    bug.click()
+    expect(bug).to_have_attribute("aria-pressed", "true", timeout=30_000)
+    run_in_new_cell(page, "answer = 41 + 1")
+    expect(page.locator(".jp-DebuggerVariables")).to_contain_text("answer", timeout=30_000)
+    bug.click()
+    expect(bug).to_have_attribute("aria-pressed", "false", timeout=30_000)
+    log("the debugger shows the kernel's variables")
+
+    # A console on a kernel of its own.
+    menu(page, "File", "New", "Console")
+    dialog = page.locator(".jp-Dialog")
+    expect(dialog).to_contain_text("Select Kernel", timeout=30_000)
+    dialog.get_by_role("button", name="Select").click()
+    console = page.locator(".jp-CodeConsole:visible")
+    prompt = console.locator(".jp-CodeConsole-promptCell .cm-content")
+    expect(prompt).to_be_visible(timeout=UI_TIMEOUT_MS)
+    prompt.click()
+    page.keyboard.type("print('console', 7 * 6)")
+    for _ in range(10):
+        page.keyboard.press("Shift+Enter")
+        try:
+            expect(console.locator(".jp-CodeConsole-content")).to_contain_text("console 42", timeout=3000)
+            break
+        except AssertionError:
+            prompt.click()  # a run dropped while the new kernel settled: run it again
+            if "console" not in prompt.inner_text():
+                page.keyboard.type("print('console', 7 * 6)")
+    expect(console.locator(".jp-CodeConsole-content")).to_contain_text("console 42")
+    page.screenshot(path=str(OUT / "lab-console.png"))
+    page.locator(".lm-TabBar-tab", has_text="analysis.ipynb").click()
+    log("a console ran code")
+
     # A second notebook in a second tab, both running cells at the same time.
     atelier.cli("notebook", "create", "lab-b", "--wait")
     link_b, id_b, token_b = atelier.open_link("lab-b")
@@ -363,6 +400,13 @@ def person_uses_jupyterlab(atelier: Atelier, browser) -> dict:
     assert id_again == id_a
     page.goto(link_a2)
     lab_ready(page)
+    # The restored console lost its kernel with the stop: JupyterLab asks for one.
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    try:
+        expect(dialog).to_be_visible(timeout=15_000)
+        dialog.get_by_role("button", name="Select").click()
+    except AssertionError:
+        pass
     for name in ("analysis.ipynb", "data.csv", "term.txt"):
         expect(file_item(page, name)).to_be_visible(timeout=30_000)
     if not page.locator(".jp-NotebookPanel:visible").is_visible():
@@ -379,6 +423,32 @@ def person_uses_jupyterlab(atelier: Atelier, browser) -> dict:
             "token_a": token_a2, "id_b": id_b, "token_b": token_b, "link_b": link_b}
 
 
+def plant(attacker: Page) -> None:
+    """From a cell of the attacker's notebook: the page as a lab extension's static file and as
+    a file in the work dir, and a file of the attacker's own for the control read."""
+    encoded = base64.b64encode(EVIL_HTML.encode()).decode()
+    code = ("import base64, pathlib; home = pathlib.Path.home(); "
+            "d = home / '.local/share/jupyter/labextensions/x/static'; d.mkdir(parents=True, exist_ok=True); "
+            f"page = base64.b64decode('{encoded}'); (d / 'evil.html').write_bytes(page); "
+            "(home / 'evil.html').write_bytes(page); "
+            "(home / 'attacker.txt').write_text('attacker-own-file'); print('planted')")
+    run_in_new_cell(attacker, code, paste=True)
+    expect(output_of_visible_notebook(attacker).last).to_contain_text("planted", timeout=60_000)
+
+
+def lure(context, url: str, screenshot: str, keep: tuple) -> dict:
+    """The victim opens `url` in a new tab of their browser; returns what its script got."""
+    page = context.new_page()
+    page.goto(url)
+    expect(page).to_have_title("done", timeout=60_000)
+    results = page.evaluate("window.results")
+    page.screenshot(path=str(OUT / screenshot))
+    for other in context.pages:
+        if other not in keep:
+            other.close()
+    return results
+
+
 def attack(atelier: Atelier, state: dict) -> None:
     """A's owner serves a page from A; the victim, with B open, visits it."""
     context, attacker, victim = state["context"], state["attacker"], state["victim"]
@@ -393,28 +463,15 @@ def attack(atelier: Atelier, state: dict) -> None:
     kernel_b = kernels_b[0]["id"]
 
     # The attacker plants the page from a cell of their own notebook.
-    encoded = base64.b64encode(EVIL_HTML.encode()).decode()
-    code = ("import base64, pathlib; home = pathlib.Path.home(); "
-            "d = home / '.local/share/jupyter/labextensions/x/static'; d.mkdir(parents=True, exist_ok=True); "
-            f"page = base64.b64decode('{encoded}'); (d / 'evil.html').write_bytes(page); "
-            "(home / 'evil.html').write_bytes(page); "
-            "(home / 'attacker.txt').write_text('attacker-own-file'); print('planted')")
-    run_in_new_cell(attacker, code, paste=True)
-    expect(output_of_visible_notebook(attacker).last).to_contain_text("planted", timeout=60_000)
+    plant(attacker)
 
     fragment = f"#b={origin_b}&k={kernel_b}"
     for label, path in (("lab extension", "/lab/extensions/x/static/evil.html"),
                         ("/files/", "/files/evil.html")):
         # The link the attacker sends carries A's own token (the victim has none for A).
-        lure = context.new_page()
-        lure.goto(f"{origin_a}{path}?token={token_a}{fragment}")
-        expect(lure).to_have_title("done", timeout=60_000)
-        results = lure.evaluate("window.results")
-        lure.screenshot(path=str(OUT / f"lab-attack-{'ext' if 'ext' in path else 'files'}.png"))
+        results = lure(context, f"{origin_a}{path}?token={token_a}{fragment}",
+                       f"lab-attack-{'ext' if 'ext' in path else 'files'}.png", (attacker, victim))
         log(f"attack from A's {label} page: {json.dumps(results)[:600]}")
-        for popup in context.pages:
-            if popup not in (state["attacker"], state["victim"]):
-                popup.close()
         if label == "lab extension" and "attacker-own-file" not in results["own_read"]:
             raise AssertionError(f"control: the page could not read its own origin: {results['own_read']}")
         for name, outcome in results.items():
@@ -438,6 +495,40 @@ def attack(atelier: Atelier, state: dict) -> None:
     log("A's pages could not read, write, start kernels in, connect to or frame B")
 
 
+def the_shared_origin_is_unsafe(browser) -> None:
+    """The same attack against `gateway_routing = "path"` (every notebook under /{id}/ of one
+    origin) succeeds: this is what the per-notebook origin prevents, and proof that the attack
+    above would notice it."""
+    atelier = Atelier(routing="path")
+    try:
+        atelier.cli("notebook", "create", "shared-a", "--wait")
+        atelier.cli("notebook", "create", "shared-b", "--wait")
+        link_a, id_a, token_a = atelier.open_link("shared-a")
+        link_b, id_b, _ = atelier.open_link("shared-b")
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        victim = context.new_page()
+        victim.goto(link_b)
+        lab_ready(victim)
+        new_notebook_from_launcher(victim)
+        run_in_new_cell(victim, "open('secret.txt', 'w').write('victim-secret-' + 'b' * 3)")
+        attacker = context.new_page()
+        attacker.goto(link_a)
+        lab_ready(attacker)
+        new_notebook_from_launcher(attacker)
+        plant(attacker)
+        shared = atelier.gateway
+        results = lure(context, f"{shared}/{id_a}/lab/extensions/x/static/evil.html?token={token_a}"
+                                f"#b={shared}/{id_b}&k=none", "lab-attack-shared-origin.png",
+                       (attacker, victim))
+        log(f"the same attack on the shared origin: {json.dumps(results)[:300]}")
+        if "victim-secret" not in results["read"] or not results["frame"].startswith("read "):
+            raise AssertionError(f"on the shared origin the attack should succeed: {results}")
+        context.close()
+        log("on the shared origin (gateway_routing = \"path\") the same page reads B: unsafe, as documented")
+    finally:
+        atelier.close()
+
+
 def main() -> int:
     OUT.mkdir(exist_ok=True)
     atelier = Atelier()
@@ -448,6 +539,7 @@ def main() -> int:
             try:
                 state = person_uses_jupyterlab(atelier, browser)
                 attack(atelier, state)
+                the_shared_origin_is_unsafe(browser)
             except Exception:
                 # What each page showed when it failed: the CI artifact says why.
                 for n, context in enumerate(browser.contexts):

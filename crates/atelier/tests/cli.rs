@@ -1,5 +1,7 @@
 //! The `atelier` binary as a user runs it: first start, flags and environment, graceful
 //! shutdown on SIGTERM, offline administration, configuration errors.
+// Tests read their switches from the environment and time real processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

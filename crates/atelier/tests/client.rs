@@ -2,6 +2,8 @@
 //! whose start steps take a while): a notebook's life cycle with tables and JSON, errors as
 //! ModelArts codes, and the progress stream resumed with `Last-Event-ID` after the server was
 //! SIGKILLed mid-start.
+// Tests read their switches from the environment and time real processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -2,6 +2,8 @@
 //! again, and every notebook ends RUNNING (or failed with a reason) with exactly one sandbox
 //! each; a graceful restart keeps running notebooks reachable with the same token.
 //! Needs root, bubblewrap, cgroups and python3-venv (see `crates/server/tests/it/local.rs`).
+// Tests read their switches from the environment and time real processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

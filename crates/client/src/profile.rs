@@ -40,6 +40,8 @@ impl std::fmt::Debug for Profile {
 
 /// Where profiles live: `$XDG_CONFIG_HOME/atelier/config.toml`, else
 /// `$HOME/.config/atelier/config.toml`.
+// The client's configuration layer: where profiles live follows the XDG convention.
+#[allow(clippy::disallowed_methods)]
 pub fn default_path() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .filter(|v| !v.is_empty())
@@ -66,6 +68,8 @@ fn read_all(path: &Path) -> Result<BTreeMap<String, Profile>, ClientError> {
 
 /// The profile `name` from `path`, with the `ATELIER_*` overrides applied. Every value must
 /// end up set.
+// The client's configuration layer: `ATELIER_*` variables override the profile's fields.
+#[allow(clippy::disallowed_methods)]
 pub fn load(path: Option<&Path>, name: &str) -> Result<Profile, ClientError> {
     let mut profile = match path {
         Some(path) => read_all(path)?.remove(name).unwrap_or_default(),

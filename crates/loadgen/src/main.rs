@@ -1,7 +1,9 @@
 //! `atelier-loadgen`: the benchmark suite's load client. It measures the same target through
 //! the gateway (TCP) and directly (the notebook's Unix socket), with keep-alive HTTP/1.1
 //! connections or a Jupyter kernel WebSocket, and prints one JSON line of results.
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand};

@@ -2,7 +2,7 @@
 //! registry per app (no global state): start duration per step and outcome, API request
 //! durations, notebooks by status, SSH sessions, gateway requests and bytes, lease expiries.
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};

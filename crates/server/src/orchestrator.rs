@@ -343,7 +343,7 @@ impl Orchestrator {
             })
             .await?;
         let spec = self.sandbox_spec(&notebook);
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         for step in Step::ALL {
             let number = step.number();
             let done = notebook
@@ -363,7 +363,7 @@ impl Orchestrator {
                     Ok(())
                 })
                 .await?;
-            let step_started = std::time::Instant::now();
+            let step_started = tokio::time::Instant::now();
             let mut outcome = tokio::select! {
                 () = token.cancelled() => return Ok(()),
                 outcome = self.runtime.run_step(&spec, step) => outcome.map_err(|e| e.to_string()),

@@ -1307,7 +1307,7 @@ mod tests {
             .unwrap();
         let pid = parent.id() as i32;
         let children = format!("/proc/{pid}/task/{pid}/children");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         let init: i32 = loop {
             if let Some(first) = std::fs::read_to_string(&children)
                 .ok()
@@ -1316,7 +1316,7 @@ mod tests {
                 break first;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "the shell started no child"
             );
             std::thread::sleep(std::time::Duration::from_millis(5));

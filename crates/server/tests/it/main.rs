@@ -16,6 +16,8 @@
 //! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
 //! | `containment`   | a hostile tenant's probes from inside a real sandbox        |
 //! | `ssh`           | `/keypairs[/{name}]`, SSH endpoints with real `ssh`/`sftp`  |
+// Tests read their switches from the environment and time real processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod support;
 

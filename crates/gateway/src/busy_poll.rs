@@ -12,7 +12,9 @@
 //! the loop polls), so [`BusyPoll::run`] belongs on that runtime; elsewhere it is inert.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -58,6 +60,11 @@ impl BusyPoll {
     /// Busy polling turned off.
     pub fn off() -> Arc<BusyPoll> {
         BusyPoll::with_probe(Duration::ZERO, Box::new(|| None))
+    }
+
+    /// Whether a window is configured (the gateway then needs its own thread).
+    pub fn enabled(&self) -> bool {
+        self.window_ns != 0
     }
 
     fn now_ns(&self) -> u64 {

@@ -282,17 +282,25 @@ impl Gateway {
         Router::new().fallback(proxy).with_state(self)
     }
 
-    /// Serves `listener` on a thread of its own ("atelier-gateway") with a single-threaded
-    /// runtime, the one runtime [`BusyPoll`] can poll, until `shutdown` is cancelled. The
-    /// receiver yields how serving ended.
+    /// Serves `listener` until `shutdown` is cancelled; the receiver yields how serving ended.
+    ///
+    /// By default on the caller's (multi-threaded) runtime, like the API. With busy polling
+    /// enabled, on a thread of its own ("atelier-gateway") with a single-threaded runtime, the
+    /// one runtime [`BusyPoll`] can poll: all notebook traffic then shares that one thread.
     pub fn serve(
         self: Arc<Self>,
         listener: std::net::TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
-        use axum::serve::ListenerExt as _;
         listener.set_nonblocking(true)?;
         let (done, ended) = tokio::sync::oneshot::channel();
+        if !self.busy_poll.enabled() {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            tokio::spawn(async move {
+                let _ = done.send(self.serve_on(listener, shutdown).await);
+            });
+            return Ok(ended);
+        }
         std::thread::Builder::new()
             .name("atelier-gateway".to_owned())
             .spawn(move || {
@@ -303,12 +311,7 @@ impl Gateway {
                         runtime.block_on(async move {
                             let listener = tokio::net::TcpListener::from_std(listener)?;
                             let poller = tokio::spawn(self.busy_poll.clone().run());
-                            let app = self
-                                .router()
-                                .into_make_service_with_connect_info::<std::net::SocketAddr>();
-                            let served = axum::serve(listener.tap_io(no_delay), app)
-                                .with_graceful_shutdown(shutdown.cancelled_owned())
-                                .await;
+                            let served = self.serve_on(listener, shutdown).await;
                             poller.abort();
                             served
                         })
@@ -316,6 +319,20 @@ impl Gateway {
                 let _ = done.send(served);
             })?;
         Ok(ended)
+    }
+
+    async fn serve_on(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt as _;
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener.tap_io(no_delay), app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
     }
 }
 

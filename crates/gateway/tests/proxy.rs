@@ -112,14 +112,23 @@ impl Setup {
     }
 
     async fn with_routing(keep_alive: bool, routing: Routing) -> Setup {
+        Setup::build(keep_alive, routing, Duration::ZERO).await
+    }
+
+    /// With busy polling (opt-in): the gateway on a thread of its own.
+    async fn busy_polling(keep_alive: bool) -> Setup {
+        Setup::build(keep_alive, Routing::Host, Duration::from_millis(1)).await
+    }
+
+    async fn build(keep_alive: bool, routing: Routing, busy_poll: Duration) -> Setup {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket: PathBuf = dir.path().join("jupyter.sock");
         upstream(&socket, keep_alive).await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address");
-        // As `atelier serve` runs it: on its own thread, busy polling after HTTP traffic,
-        // each notebook at `http://{id}.localhost:PORT`.
-        let busy_poll = atelier_gateway::BusyPoll::new(Duration::from_millis(1));
+        // As `atelier serve` runs it, each notebook at `http://{id}.localhost:PORT`; with a
+        // busy-poll window, on a thread of its own.
+        let busy_poll = atelier_gateway::BusyPoll::new(busy_poll);
         let gateway = Gateway::with_busy_poll(
             atelier_gateway::system_clock(),
             busy_poll,
@@ -191,7 +200,12 @@ async fn get_ok(client: &reqwest::Client, setup: &Setup) {
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_upstream_connection() {
-    let setup = Setup::new(true).await;
+    for setup in [Setup::new(true).await, Setup::busy_polling(true).await] {
+        sequential_requests_reuse_one_upstream_connection_on(setup).await;
+    }
+}
+
+async fn sequential_requests_reuse_one_upstream_connection_on(setup: Setup) {
     let client = setup.client();
     for _ in 0..50 {
         get_ok(&client, &setup).await;
@@ -279,7 +293,12 @@ async fn a_client_leaving_mid_body_costs_only_its_own_connection() {
 
 #[tokio::test]
 async fn upgrades_are_spliced_and_closed_with_the_route() {
-    let setup = Setup::new(true).await;
+    for setup in [Setup::new(true).await, Setup::busy_polling(true).await] {
+        upgrades_are_spliced_and_closed_with_the_route_on(setup).await;
+    }
+}
+
+async fn upgrades_are_spliced_and_closed_with_the_route_on(setup: Setup) {
     let mut tcp = TcpStream::connect(setup.address).await.expect("connect");
     let head = format!(
         "GET /tunnel HTTP/1.1\r\nhost: {}\r\nconnection: upgrade\r\nupgrade: echo\r\n\

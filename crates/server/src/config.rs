@@ -31,9 +31,10 @@ pub struct Config {
     /// one notebook serves can then read and drive every other notebook in the same browser.
     #[serde(default)]
     pub gateway_routing: GatewayRouting,
-    /// Microseconds the gateway keeps polling its sockets after HTTP traffic instead of
-    /// sleeping, to skip wake-up latency; yields to other threads and stops when the machine is
-    /// oversubscribed. 0 turns it off; at most 100000.
+    /// Opt-in: microseconds the gateway keeps polling its sockets after HTTP traffic instead of
+    /// sleeping, to skip wake-up latency (the gateway then runs on a thread of its own); yields
+    /// to other threads and stops when the machine is oversubscribed. 0 (the default) turns it
+    /// off; at most 100000.
     #[serde(default = "default_busy_poll_us")]
     pub gateway_busy_poll_us: u64,
     #[serde(default)]
@@ -258,7 +259,7 @@ fn default_feature() -> String {
     "NOTEBOOK".to_owned()
 }
 fn default_busy_poll_us() -> u64 {
-    1000
+    0
 }
 fn default_category() -> String {
     "CPU".to_owned()

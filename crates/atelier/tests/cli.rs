@@ -343,10 +343,11 @@ fn flags_win_over_environment_and_bad_config_exits_64() {
         String::from_utf8_lossy(&output.stderr).contains("gateway_busy_poll_us"),
         "{output:?}"
     );
-    let output = busy_poll("0");
+    // Off by default; an opt-in window is taken.
+    let output = busy_poll("1000");
     assert!(output.status.success(), "{output:?}");
     assert!(
-        String::from_utf8_lossy(&output.stdout).contains("gateway_busy_poll_us = 0"),
+        String::from_utf8_lossy(&output.stdout).contains("gateway_busy_poll_us = 1000"),
         "{output:?}"
     );
 }

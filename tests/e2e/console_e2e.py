@@ -17,20 +17,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from pathlib import Path
 
 from playwright.sync_api import expect, sync_playwright
 
+from atelier_server import Atelier
+
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "test-output"
-BIN = os.environ.get("ATELIER_BIN", str(REPO / "target" / "debug" / "atelier"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # The first start may provision the image from PyPI.
 START_TIMEOUT_MS = 600_000
@@ -40,40 +35,13 @@ def log(message: str) -> None:
     print(f"console e2e: {message}", flush=True)
 
 
-def serve(data_dir: Path, xdg: Path) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, ATELIER_LOG="warn", XDG_CONFIG_HOME=str(xdg), ATELIER_RUNTIME__KIND="local")
-    proc = subprocess.Popen(
-        [BIN, "serve", "--api-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True,
-    )
-    api = None
-    deadline = time.monotonic() + 60
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("atelier exited before listening")
-        match = re.match(r"api listening on (http://\S+)", line)
-        if match:
-            api = match.group(1)
-            break
-    if api is None:
-        raise RuntimeError("atelier did not say where it listens")
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return proc, api
-
-
 def main() -> int:
     OUT.mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="atelier-console-"))
-    os.chmod(work, 0o711)  # the notebooks' uids pass through it to their volumes
-    data_dir, xdg = work / "data", work / "xdg"
-    proc, api = serve(data_dir, xdg)
+    atelier = Atelier()
+    api = atelier.api
     log(f"server at {api}")
     try:
-        token = subprocess.run(
-            [BIN, "token", "create", "--data-dir", str(data_dir)], check=True, capture_output=True, text=True,
-        ).stdout.strip()
+        token = atelier.cli("token", "create", "--data-dir", str(atelier.data_dir)).strip()
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
             context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -136,16 +104,7 @@ def main() -> int:
         log(f"FAILED: {error}")
         return 1
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-        # Sandboxes outlive the server by design; a failed run must not leave any behind.
-        subprocess.run(["pkill", "-KILL", "-f", str(data_dir)], check=False)
-        subprocess.run(["umount", "-R", str(data_dir / "mounts")], check=False, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
-
+        atelier.close()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -33,27 +33,18 @@ import base64
 import json
 import os
 import re
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Page, expect, sync_playwright
 
+from atelier_server import Atelier
+
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "test-output"
-BIN = os.environ.get("ATELIER_BIN", str(REPO / "target" / "debug" / "atelier"))
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# The first start may provision the image from PyPI.
-START_TIMEOUT_S = 600
 UI_TIMEOUT_MS = 120_000
-LINK = re.compile(r"^http://([0-9a-f-]{36})\.localhost:(\d+)/lab\?token=([0-9a-f-]+)$")
-SHARED_LINK = re.compile(r"^http://127\.0\.0\.1:(?:\d+)/([0-9a-f-]{36})/lab\?token=()([0-9a-f-]+)$")
 
 EVIL_HTML = """<!doctype html>
 <html><head><title>running</title></head><body><h1>Win a prize</h1><script>
@@ -120,76 +111,6 @@ const wait = (ms, value) => new Promise(r => setTimeout(() => r(value), ms));
 
 def log(message: str) -> None:
     print(f"jupyterlab e2e: {message}", flush=True)
-
-
-class Atelier:
-    """`atelier serve` with the local runtime, and the CLI against it."""
-
-    def __init__(self, routing: str = "host") -> None:
-        self.work = Path(tempfile.mkdtemp(prefix="atelier-lab-"))
-        os.chmod(self.work, 0o711)  # the notebooks' uids pass through it to their volumes
-        self.data_dir, self.xdg = self.work / "data", self.work / "xdg"
-        self.env = dict(os.environ, ATELIER_LOG="warn", XDG_CONFIG_HOME=str(self.xdg),
-                        ATELIER_RUNTIME__KIND="local", ATELIER_GATEWAY_ROUTING=routing)
-        self.routing = routing
-        self.proc = subprocess.Popen(
-            [BIN, "serve", "--api-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0",
-             "--data-dir", str(self.data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=self.env,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        assert self.proc.stdout is not None
-        self.gateway = None
-        while time.monotonic() < deadline and self.gateway is None:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError("atelier exited before listening")
-            match = re.match(r"gateway listening on (http://\S+)", line)
-            if match:
-                self.gateway = match.group(1)
-        if self.gateway is None:
-            raise RuntimeError("atelier did not say where it listens")
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def cli(self, *args: str, timeout: float = START_TIMEOUT_S) -> str:
-        done = subprocess.run([BIN, *args], env=self.env, capture_output=True, text=True,
-                              timeout=timeout)
-        if done.returncode != 0:
-            raise AssertionError(f"atelier {' '.join(args)}: {done.stdout}{done.stderr}")
-        return done.stdout
-
-    def open_link(self, name: str) -> tuple[str, str, str]:
-        """`atelier notebook open NAME`: the link, the notebook's id and its token."""
-        link = self.cli("notebook", "open", name).strip()
-        match = (LINK if self.routing == "host" else SHARED_LINK).match(link)
-        if not match:
-            raise AssertionError(f"`notebook open` printed {link!r}, not http://ID.localhost:PORT/lab?token=…")
-        return link, match.group(1), match.group(3)
-
-    def volume(self, notebook_id: str) -> Path:
-        return self.data_dir / "volumes" / notebook_id
-
-    def notebook_api(self, notebook_id: str, token: str, path: str) -> object:
-        """The test's own view of a notebook (JupyterLab's REST API with the token): an oracle
-        for what the browser did, never used to drive it."""
-        port = self.gateway.rsplit(":", 1)[1]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={
-            "Host": f"{notebook_id}.localhost:{port}", "Authorization": f"token {token}"})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.load(response)
-
-    def close(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        # Sandboxes outlive the server by design; a failed run must not leave any behind.
-        subprocess.run(["pkill", "-KILL", "-f", str(self.data_dir)], check=False)
-        subprocess.run(["umount", "-R", str(self.data_dir / "mounts")], check=False,
-                       capture_output=True)
-        shutil.rmtree(self.work, ignore_errors=True)
 
 
 def wait_for_file(path: Path, expected: str, timeout: float = 30) -> None:

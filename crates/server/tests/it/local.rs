@@ -337,11 +337,7 @@ async fn jupyterlab_runs_behind_the_gateway_and_keeps_the_work_volume() {
         "{cookie}"
     );
     // The gateway's cookie with JupyterLab's own login cookie, as a browser sends them back.
-    let jar = cookie_jar(&with_query)
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let jar = cookie_header(&cookie_jar(&with_query));
     let by_cookie = lab
         .client
         .get(lab.url("api/status"))
@@ -881,6 +877,14 @@ fn cookie_jar(response: &reqwest::Response) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `Cookie` header a browser sends back with `jar`.
+fn cookie_header(jar: &[(String, String)]) -> String {
+    jar.iter()
+        .map(|(n, v)| format!("{n}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_send_an_origin_reach_kernels_and_forged_requests_do_not() {
     let test = "clients_that_send_an_origin_reach_kernels_and_forged_requests_do_not";
@@ -934,11 +938,7 @@ async fn clients_that_send_an_origin_reach_kernels_and_forged_requests_do_not() 
         names.iter().any(|n| n.starts_with("username-")),
         "{names:?}"
     );
-    let cookies = jar
-        .iter()
-        .map(|(n, v)| format!("{n}={v}"))
-        .collect::<Vec<_>>()
-        .join("; ");
+    let cookies = cookie_header(&jar);
     let xsrf = jar.iter().find(|(n, _)| n == "_xsrf").unwrap().1.clone();
 
     // JupyterLab's XSRF protection is on: the cookies alone cannot write...

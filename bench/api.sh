@@ -21,7 +21,7 @@ bin="${ATELIER_BIN:-$repo/target/release/atelier}"
 tmp="$(mktemp -d)"; pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$tmp"; }
 trap cleanup EXIT
-XDG_CONFIG_HOME="$tmp/xdg" ATELIER_RUNTIME__KIND=placeholder ATELIER_RUNTIME__STEP_DELAY=0s ATELIER_LOG=warn \
+env -u ATELIER_RUNTIME__IMAGE_DIR XDG_CONFIG_HOME="$tmp/xdg" ATELIER_RUNTIME__KIND=placeholder ATELIER_RUNTIME__STEP_DELAY=0s ATELIER_LOG=warn \
     "$bin" serve --data-dir "$tmp/data" \
     --api-listen 127.0.0.1:0 --gateway-listen 127.0.0.1:0 >"$tmp/out" 2>"$tmp/err" &
 pid=$!

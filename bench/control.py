@@ -59,9 +59,14 @@ class Server:
             [BIN, "token", "create", "--data-dir", self.data], text=True).strip()
 
     def spawn(self):
-        env = dict(os.environ, ATELIER_LOG="warn", ATELIER_RUNTIME__KIND=self.kind,
-                   ATELIER_RUNTIME__STEP_DELAY="0s", ATELIER_RUNTIME__IMAGE_DIR=start.IMAGE_DIR,
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATELIER_RUNTIME__")}
+        env.update(ATELIER_LOG="warn", ATELIER_RUNTIME__KIND=self.kind,
                    XDG_CONFIG_HOME=os.path.join(self.tmp, "xdg"))
+        # Each runtime kind takes only its own settings.
+        if self.kind == "local":
+            env["ATELIER_RUNTIME__IMAGE_DIR"] = start.IMAGE_DIR
+        else:
+            env["ATELIER_RUNTIME__STEP_DELAY"] = "0s"
         began = time.monotonic()
         self.process = subprocess.Popen(
             [BIN, "serve", "--data-dir", self.data, "--api-listen", "127.0.0.1:0",

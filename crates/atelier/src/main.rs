@@ -297,8 +297,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Image {
             command: ImageCommand::Pull,
         } => {
-            let runtime =
-                atelier_runtime::LocalRuntime::new(atelier_server::app::local_config(&config))?;
+            let atelier_server::config::RuntimeConfig::Local(local) = &config.runtime else {
+                anyhow::bail!(
+                    "`atelier image pull` provisions the local runtime's image, but runtime.kind is {}",
+                    config.runtime.kind()
+                );
+            };
+            let runtime = atelier_server::runtimes::local_runtime(local, &config.data_dir)?;
             let prefix = runtime.pull_builtin().await?;
             println!("JupyterLab image ready at {}", prefix.display());
             Ok(())

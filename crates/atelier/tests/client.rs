@@ -60,6 +60,9 @@ impl Home {
             .env("ATELIER_LOG", "warn")
             .env("ATELIER_RUNTIME__KIND", "placeholder")
             .env("ATELIER_RUNTIME__STEP_DELAY", step_delay)
+            // The test script exports the local runtime's image dir, which the placeholder
+            // does not take.
+            .env_remove("ATELIER_RUNTIME__IMAGE_DIR")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

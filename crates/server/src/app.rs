@@ -13,7 +13,7 @@ use tower_http::request_id::{MakeRequestId, RequestId};
 
 use atelier_domain::{Image, Notebook};
 use atelier_gateway::{BusyPoll, Gateway};
-use atelier_runtime::{LocalConfig, LocalRuntime, PlaceholderRuntime, Runtime};
+use atelier_runtime::Runtime;
 use atelier_store::{SqliteStore, Store};
 use atelier_wire::NotebookResp;
 
@@ -128,7 +128,7 @@ impl App {
         let service = Arc::new(NotebookService::load(store.clone(), clock.clone(), flavors).await?);
         let runtime: Arc<dyn Runtime> = match parts.runtime {
             Some(runtime) => runtime,
-            None => build_runtime(&config)?,
+            None => crate::runtimes::build(&config.runtime, &config.data_dir)?,
         };
         let gateway = {
             let clock = clock.clone();
@@ -295,47 +295,4 @@ fn ssh_settings(
         first_port,
         last_port,
     })
-}
-
-/// The local runtime's settings from the configuration.
-pub fn local_config(config: &Config) -> LocalConfig {
-    LocalConfig {
-        data_dir: config.data_dir.clone(),
-        image_dir: config
-            .runtime
-            .image_dir
-            .clone()
-            .unwrap_or_else(|| config.data_dir.join("images")),
-        python: config.runtime.python.clone(),
-        jupyter_packages: config.runtime.jupyter_packages.clone(),
-        ready_timeout: config.runtime.ready_timeout,
-        stop_grace: config.runtime.stop_grace,
-        pids_max: config.runtime.pids_max,
-        warm_pool: config.runtime.warm_pool,
-        efs_quota_gb: config.runtime.efs_quota_gb,
-        uids: atelier_runtime::local::uids::UidRange {
-            first: config.runtime.uid_first,
-            count: config.runtime.uid_count,
-            registry: config.runtime.uid_registry.clone(),
-        },
-        egress: match config.runtime.egress.as_str() {
-            "none" => atelier_runtime::local::network::Egress::None,
-            _ => atelier_runtime::local::network::Egress::Slirp4netns,
-        },
-        egress_policy: atelier_runtime::local::network::EgressPolicy {
-            allow: config.runtime.egress_allow.clone(),
-            deny: config.runtime.egress_deny.clone(),
-        },
-    }
-}
-
-fn build_runtime(config: &Config) -> anyhow::Result<Arc<dyn Runtime>> {
-    let runtime: Arc<dyn Runtime> = match config.runtime.kind.as_str() {
-        "local" => LocalRuntime::new(local_config(config))?,
-        _ => Arc::new(PlaceholderRuntime::with_state_dir(
-            config.runtime.step_delay,
-            config.data_dir.join("placeholder-sandboxes"),
-        )?),
-    };
-    Ok(runtime)
 }

@@ -135,16 +135,65 @@ impl Default for AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RuntimeConfig {
-    /// `local` (bubblewrap sandboxes with JupyterLab) or `placeholder` (starts nothing).
-    pub kind: String,
-    /// Artificial duration of each start step of the placeholder runtime.
+/// Where notebooks run: `[runtime]` with `kind = "local"` (the default) or `kind =
+/// "placeholder"`, and only that kind's own settings (another kind's setting is an error, not
+/// silently ignored). [`crate::runtimes::build`] is the one place that turns it into a runtime.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RuntimeConfig {
+    /// Bubblewrap sandboxes with JupyterLab on this host.
+    Local(LocalRuntimeConfig),
+    /// Starts nothing: walks the four start steps (API tests, benchmarks of the control plane).
+    Placeholder(PlaceholderRuntimeConfig),
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig::Local(LocalRuntimeConfig::default())
+    }
+}
+
+impl RuntimeConfig {
+    /// The configured kind's name, as written in the configuration.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RuntimeConfig::Local(_) => "local",
+            RuntimeConfig::Placeholder(_) => "placeholder",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlaceholderRuntimeConfig {
+    /// Artificial duration of each start step.
     #[serde(with = "humantime_serde")]
     pub step_delay: Duration,
+}
+
+impl Default for PlaceholderRuntimeConfig {
+    fn default() -> Self {
+        PlaceholderRuntimeConfig {
+            step_delay: Duration::from_millis(50),
+        }
+    }
+}
+
+/// How the local runtime's notebooks reach the outside.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressConfig {
+    /// NAT through slirp4netns, filtered by `egress_allow` / `egress_deny`.
+    #[default]
+    Slirp4netns,
+    /// Loopback only.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalRuntimeConfig {
     /// Where provisioned image environments live (default: DATA_DIR/images).
-    #[serde(default)]
     pub image_dir: Option<PathBuf>,
     /// The interpreter the built-in image is made from.
     pub python: PathBuf,
@@ -160,71 +209,41 @@ pub struct RuntimeConfig {
     pub pids_max: u64,
     /// Warm sandboxes kept ready per image and flavor once a notebook of that kind has
     /// started (JupyterLab imported, waiting for its notebook); 0 turns the pool off.
-    #[serde(default = "default_warm_pool")]
     pub warm_pool: usize,
     /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
     /// directory without a limit). The spec shows EFS as a fixed 50 GB.
-    #[serde(default = "default_efs_quota_gb")]
     pub efs_quota_gb: u64,
     /// The first host uid of the range notebooks run as (one uid per notebook and per warm
     /// sandbox; never an account of the host).
-    #[serde(default = "default_uid_first")]
     pub uid_first: u32,
-    #[serde(default = "default_uid_count")]
     pub uid_count: u32,
     /// Where uid claims live, shared by every Atelier on the host.
-    #[serde(default = "default_uid_registry")]
     pub uid_registry: PathBuf,
     /// How notebooks reach the outside: `slirp4netns` (NAT, filtered) or `none` (loopback
     /// only).
-    #[serde(default = "default_egress")]
-    pub egress: String,
+    pub egress: EgressConfig,
     /// When not empty, the only networks notebooks may reach (besides their DNS forwarder).
-    #[serde(default)]
     pub egress_allow: Vec<ipnet::IpNet>,
     /// Networks notebooks may never reach, on top of the host's own addresses, link-local
     /// and multicast, which are always refused.
-    #[serde(default)]
     pub egress_deny: Vec<ipnet::IpNet>,
 }
 
-fn default_efs_quota_gb() -> u64 {
-    50
-}
-fn default_uid_first() -> u32 {
-    2_000_000_000
-}
-fn default_uid_count() -> u32 {
-    1_000_000
-}
-fn default_uid_registry() -> PathBuf {
-    PathBuf::from("/var/lib/atelier/uids")
-}
-fn default_egress() -> String {
-    "slirp4netns".to_owned()
-}
-
-fn default_warm_pool() -> usize {
-    1
-}
-
-impl Default for RuntimeConfig {
+impl Default for LocalRuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig {
-            kind: "local".to_owned(),
-            step_delay: Duration::from_millis(50),
+        LocalRuntimeConfig {
             image_dir: None,
             python: PathBuf::from("/usr/bin/python3"),
             jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(2),
             pids_max: 1024,
-            warm_pool: default_warm_pool(),
-            efs_quota_gb: default_efs_quota_gb(),
-            uid_first: default_uid_first(),
-            uid_count: default_uid_count(),
-            uid_registry: default_uid_registry(),
-            egress: default_egress(),
+            warm_pool: 1,
+            efs_quota_gb: 50,
+            uid_first: 2_000_000_000,
+            uid_count: 1_000_000,
+            uid_registry: PathBuf::from("/var/lib/atelier/uids"),
+            egress: EgressConfig::default(),
             egress_allow: Vec::new(),
             egress_deny: Vec::new(),
         }
@@ -318,24 +337,34 @@ const ENV_KEYS: &[&str] = &[
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: &ConfigOverrides) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        Self::load_layers(file, overrides, true)
+    }
+
+    fn load_layers(
+        file: Option<&Path>,
+        overrides: &ConfigOverrides,
+        environment: bool,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default_layer()));
         if let Some(file) = file {
             if !file.exists() {
                 return Err(ConfigError::MissingFile(file.to_owned()));
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment
-            .merge(Env::prefixed("ATELIER_").split("__").filter(|key| {
-                let key = key.as_str().to_ascii_lowercase();
-                ENV_KEYS.iter().any(|k| key.starts_with(k))
-            }))
-            .merge(
-                Env::prefixed("ATELIER_BOOTSTRAP_")
-                    .only(&["project_id", "access_key", "secret_key"])
-                    .map(|key| format!("bootstrap.{key}").into()),
-            )
-            .merge(Serialized::defaults(overrides));
+        if environment {
+            figment = figment
+                .merge(Env::prefixed("ATELIER_").split("__").filter(|key| {
+                    let key = key.as_str().to_ascii_lowercase();
+                    ENV_KEYS.iter().any(|k| key.starts_with(k))
+                }))
+                .merge(
+                    Env::prefixed("ATELIER_BOOTSTRAP_")
+                        .only(&["project_id", "access_key", "secret_key"])
+                        .map(|key| format!("bootstrap.{key}").into()),
+                );
+        }
+        figment = figment.merge(Serialized::defaults(overrides));
         let config: Config = figment
             .extract()
             .map_err(|e| ConfigError::Invalid(e.to_string()))?;
@@ -343,27 +372,30 @@ impl Config {
         Ok(config)
     }
 
+    /// The lowest layer: every default, but of the runtime only its kind — the kind's own
+    /// defaults come from its section's `Default`, so that choosing another kind in a higher
+    /// layer does not inherit settings it does not have.
+    fn default_layer() -> figment::value::Value {
+        let mut layer = figment::value::Value::serialize(Config::default())
+            .expect("the default configuration serializes");
+        if let figment::value::Value::Dict(_, dict) = &mut layer {
+            let mut runtime = figment::value::Dict::new();
+            runtime.insert("kind".to_owned(), Config::default().runtime.kind().into());
+            dict.insert("runtime".to_owned(), runtime.into());
+        }
+        layer
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
-        if !matches!(self.runtime.kind.as_str(), "local" | "placeholder") {
-            return Err(ConfigError::Invalid(format!(
-                "runtime.kind `{}` is not available; use `local` or `placeholder`",
-                self.runtime.kind
-            )));
-        }
-        if !matches!(self.runtime.egress.as_str(), "slirp4netns" | "none") {
-            return Err(ConfigError::Invalid(format!(
-                "runtime.egress `{}` is not available; use `slirp4netns` or `none`",
-                self.runtime.egress
-            )));
-        }
-        if self.runtime.uid_count == 0
-            || u64::from(self.runtime.uid_first) + u64::from(self.runtime.uid_count)
-                > u64::from(u32::MAX - 1)
-            || self.runtime.uid_first < 65_536
+        if let RuntimeConfig::Local(local) = &self.runtime
+            && (local.uid_count == 0
+                || u64::from(local.uid_first) + u64::from(local.uid_count)
+                    > u64::from(u32::MAX - 1)
+                || local.uid_first < 65_536)
         {
             return Err(ConfigError::Invalid(format!(
                 "runtime.uid_first {} and runtime.uid_count {} must describe uids between 65536 and 4294967294",
-                self.runtime.uid_first, self.runtime.uid_count
+                local.uid_first, local.uid_count
             )));
         }
         if let Some(project_id) = &self.bootstrap.project_id
@@ -464,11 +496,13 @@ fn toml_string(config: &Config) -> String {
 mod tests {
     use super::*;
 
+    /// The file's configuration, whatever `ATELIER_*` the test runs under (the test script
+    /// exports `ATELIER_RUNTIME__IMAGE_DIR`, for one).
     fn load(toml: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("atelier.toml");
         std::fs::write(&file, toml).unwrap();
-        Config::load(Some(&file), &ConfigOverrides::default())
+        Config::load_layers(Some(&file), &ConfigOverrides::default(), false)
     }
 
     fn id() -> atelier_domain::NotebookId {
@@ -516,5 +550,61 @@ mod tests {
             load("gateway_public_url = \"http://10.0.0.5:8081\"\ngateway_routing = \"path\"\n")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn the_runtime_is_local_by_default_with_the_local_defaults() {
+        let config = load("").unwrap();
+        assert_eq!(
+            config.runtime,
+            RuntimeConfig::Local(LocalRuntimeConfig::default())
+        );
+        let config = load("[runtime]\nwarm_pool = 3\negress = \"none\"\n").unwrap();
+        let RuntimeConfig::Local(local) = &config.runtime else {
+            panic!("{:?}", config.runtime)
+        };
+        assert_eq!((local.warm_pool, local.egress), (3, EgressConfig::None));
+        assert_eq!(local.pids_max, LocalRuntimeConfig::default().pids_max);
+    }
+
+    #[test]
+    fn each_runtime_kind_takes_only_its_own_settings() {
+        let config = load("[runtime]\nkind = \"placeholder\"\nstep_delay = \"10ms\"\n").unwrap();
+        assert_eq!(
+            config.runtime,
+            RuntimeConfig::Placeholder(PlaceholderRuntimeConfig {
+                step_delay: Duration::from_millis(10)
+            })
+        );
+        // Another kind's setting is an error naming it, not silently ignored.
+        let error =
+            load("[runtime]\nkind = \"placeholder\"\nimage_dir = \"/srv/images\"\n").unwrap_err();
+        assert!(error.to_string().contains("image_dir"), "{error}");
+        let error = load("[runtime]\nstep_delay = \"10ms\"\n").unwrap_err();
+        assert!(error.to_string().contains("step_delay"), "{error}");
+        let error = load("[runtime]\nkind = \"kubernetes\"\n").unwrap_err();
+        assert!(error.to_string().contains("kubernetes"), "{error}");
+        let error = load("[runtime]\negress = \"tor\"\n").unwrap_err();
+        assert!(error.to_string().contains("tor"), "{error}");
+        let error = load("[runtime]\nuid_first = 1000\n").unwrap_err();
+        assert!(error.to_string().contains("uid_first"), "{error}");
+    }
+
+    #[test]
+    fn the_effective_runtime_section_names_its_kind() {
+        let shown = load("[runtime]\nkind = \"placeholder\"\n")
+            .unwrap()
+            .to_redacted_toml();
+        assert!(
+            shown.contains("[runtime]\nkind = \"placeholder\""),
+            "{shown}"
+        );
+        assert!(!shown.contains("image_dir"), "{shown}");
+        // What `config check` prints loads again as the same configuration.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("shown.toml");
+        std::fs::write(&file, load("").unwrap().to_redacted_toml()).unwrap();
+        let again = Config::load_layers(Some(&file), &ConfigOverrides::default(), false).unwrap();
+        assert_eq!(again.runtime, RuntimeConfig::default());
     }
 }

@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod orchestrator;
 pub mod render;
 pub mod routes;
+pub mod runtimes;
 pub mod service;
 pub mod ssh;
 

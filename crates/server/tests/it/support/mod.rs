@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use atelier_domain::{AccessKeyId, Credential, Project, ProjectId, User, UserId};
 use atelier_runtime::PlaceholderRuntime;
 use atelier_server::clock::{Clock, ManualClock, SystemClock};
-use atelier_server::config::{BootstrapConfig, Config};
+use atelier_server::config::{
+    BootstrapConfig, Config, LocalRuntimeConfig, PlaceholderRuntimeConfig, RuntimeConfig,
+};
 use atelier_server::{App, AppParts};
 use atelier_store::Store;
 
@@ -129,22 +131,27 @@ impl TestAppBuilder {
             },
             ..Config::default()
         };
-        config.runtime.step_delay = self.step_delay;
-        config.runtime.warm_pool = self.warm_pool;
-        if let Some(gb) = self.efs_quota_gb {
-            config.runtime.efs_quota_gb = gb;
-        }
         // SSH endpoints on loopback, in a range of their own: tests run in parallel.
         config.ssh.listen_address = "127.0.0.1".parse().expect("address");
         let first = 20_000 + rand::random_range(0..500u16) * 20;
         config.ssh.ports = format!("{first}-{}", first + 19);
         config.flavors = self.flavors;
-        if self.local {
-            config.runtime.kind = "local".to_owned();
-            config.runtime.image_dir =
-                Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"));
-            config.runtime.ready_timeout = Duration::from_secs(60);
-        }
+        config.runtime = if self.local {
+            let mut local = LocalRuntimeConfig {
+                image_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images")),
+                ready_timeout: Duration::from_secs(60),
+                warm_pool: self.warm_pool,
+                ..LocalRuntimeConfig::default()
+            };
+            if let Some(gb) = self.efs_quota_gb {
+                local.efs_quota_gb = gb;
+            }
+            RuntimeConfig::Local(local)
+        } else {
+            RuntimeConfig::Placeholder(PlaceholderRuntimeConfig {
+                step_delay: self.step_delay,
+            })
+        };
         let runtime = self
             .runtime
             .unwrap_or_else(|| Arc::new(PlaceholderRuntime::new(self.step_delay)));

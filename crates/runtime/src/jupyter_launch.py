@@ -85,6 +85,11 @@ if _CLAIM:
     if not _line:
         sys.exit("the runtime closed the claim channel")
     sys.argv.extend(json.loads(_line)["args"])
+    if _WARM:
+        # The claim mounted the notebook's volume over the work dir this process already sat
+        # in: step onto the mount, or kernels (which inherit this directory) would write
+        # beside the volume, into the slot's empty mount point, where nothing is kept.
+        os.chdir(os.getcwd())
 
 # traitlets refuses a scalar option given twice: the caller's value wins.
 _given = {a.split("=", 1)[0] for a in sys.argv[1:]}

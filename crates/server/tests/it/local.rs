@@ -797,6 +797,29 @@ async fn a_warm_sandbox_serves_the_next_start_with_the_notebooks_own_volume_and_
     );
     assert_eq!(warm_lab.execute("1+1").await.trim(), "2");
     assert_eq!(warm_lab.put_file("written-warm.txt", "x").await, 201);
+    // A kernel's relative paths land in the volume too: kernels inherit JupyterLab's working
+    // directory, which the warm sandbox entered before the claim mounted the volume over it.
+    assert_eq!(
+        warm_lab
+            .execute(
+                "import os; open('from-kernel.txt', 'w').write('k'); print(sorted(n for n in os.listdir('.') if n.endswith('.txt')))"
+            )
+            .await
+            .trim(),
+        "['from-kernel.txt', 'mine.txt', 'written-warm.txt']"
+    );
+    assert_eq!(
+        std::fs::read_to_string(
+            app.data_dir
+                .join("volumes")
+                .join(&id)
+                .join("from-kernel.txt")
+        )
+        .ok()
+        .as_deref(),
+        Some("k"),
+        "what the kernel wrote is in the volume on the host"
+    );
     // Limits and the cgroup follow the notebook.
     let memory = cgroup_value(
         &id,

@@ -1,0 +1,383 @@
+//! The image store against a real registry: Debian's `docker-registry` (the CNCF distribution
+//! registry) on loopback, with images the test builds and pushes itself (nothing is pulled
+//! from the internet). Needs root (layers keep their owners) and `/usr/bin/docker-registry`.
+// Tests read their switches from the environment and wait on real processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use atelier_oci::{ImageStore, OciError, RegistryConfig};
+use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+const REGISTRY: &str = "/usr/bin/docker-registry";
+
+fn available(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !Path::new(REGISTRY).exists() {
+        missing.push("docker-registry");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("ATELIER_REQUIRE_LOCAL_RUNTIME").as_deref() != Ok("1"),
+        "{test} needs {}",
+        missing.join(", ")
+    );
+    eprintln!("skipping {test}: needs {}", missing.join(", "));
+    false
+}
+
+/// A distribution registry on a free loopback port, storing into a temporary directory.
+struct Registry {
+    child: Child,
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Registry {
+    async fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let mut file = std::fs::File::create(&config).unwrap();
+        write!(
+            file,
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
+            dir.path().join("data").display()
+        )
+        .unwrap();
+        let child = Command::new(REGISTRY)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry starts");
+        let registry = Registry { child, dir, host };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = reqwest::Client::new()
+                .get(format!("http://{}/v2/", registry.host))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return registry;
+            }
+            assert!(Instant::now() < deadline, "the registry never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The file the registry keeps a blob in.
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A gzipped layer with `files` (path, contents), as `docker build` would push it.
+fn layer(files: &[(&str, &str)]) -> ImageLayer {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, contents) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(1000);
+        header.set_gid(1000);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, contents.as_bytes())
+            .unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).unwrap();
+    ImageLayer::oci_v1_gzip(gz.finish().unwrap(), None)
+}
+
+/// Pushes an image of `layers` for `linux/{arch}` as `repository:tag`.
+async fn push(registry: &Registry, name: &str, arch: &str, layers: Vec<ImageLayer>) -> String {
+    let reference: Reference = format!("{}/{name}", registry.host).parse().unwrap();
+    let config = serde_json::json!({
+        "architecture": arch, "os": "linux",
+        "config": {"User": "1000", "WorkingDir": "/home/ma-user/work"},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    });
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..ClientConfig::default()
+    });
+    client
+        .push(
+            &reference,
+            &layers,
+            Config::oci_v1(serde_json::to_vec(&config).unwrap(), None),
+            &RegistryAuth::Anonymous,
+            None,
+        )
+        .await
+        .expect("push");
+    format!("{}/{name}", registry.host)
+}
+
+fn store(root: &Path) -> ImageStore {
+    ImageStore::open(root, RegistryConfig::default()).unwrap()
+}
+
+fn leftovers(root: &Path) -> Vec<String> {
+    std::fs::read_dir(root.join("tmp"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_resolved_pulled_once_and_its_layers_shared() {
+    if !available("an_image_is_resolved_pulled_once_and_its_layers_shared") {
+        return;
+    }
+    let registry = Registry::start().await;
+    let base = layer(&[
+        ("etc/os-release", "ID=atelier-test\n"),
+        ("usr/bin/tool", "v1"),
+    ]);
+    let base_digest = base.sha256_digest();
+    let first = push(
+        &registry,
+        "team/python:3.11",
+        "amd64",
+        vec![base.clone(), layer(&[("opt/app/one.py", "print(1)")])],
+    )
+    .await;
+    let second = push(
+        &registry,
+        "team/torch:2.5",
+        "amd64",
+        vec![base, layer(&[("opt/app/two.py", "print(2)")])],
+    )
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+
+    let resolved = images.resolve(&first, "amd64").await.unwrap();
+    assert!(resolved.digest.starts_with("sha256:"));
+    assert_eq!(resolved.layers.len(), 2);
+    assert_eq!(resolved.layers[0].digest, base_digest);
+    assert_eq!(resolved.config["config"]["User"], "1000");
+    assert!(resolved.size > resolved.layers.iter().map(|l| l.size).sum::<u64>());
+
+    let seen = Mutex::new(Vec::new());
+    let pulled = images
+        .pull(&resolved, &|done, total| {
+            seen.lock().unwrap().push((done, total))
+        })
+        .await
+        .unwrap();
+    let seen = seen.into_inner().unwrap();
+    let total = resolved.layers.iter().map(|l| l.size).sum::<u64>();
+    assert_eq!(
+        seen.last(),
+        Some(&(total, total)),
+        "progress ends at the total"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].0 <= w[1].0),
+        "progress never goes back"
+    );
+    assert_eq!(pulled.layers.len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(pulled.layers[0].join("etc/os-release")).unwrap(),
+        "ID=atelier-test\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pulled.layers[1].join("opt/app/one.py")).unwrap(),
+        "print(1)"
+    );
+    assert_eq!(images.downloads(), 2);
+
+    // Pulling it again downloads nothing; a second image shares the base layer.
+    images.pull(&resolved, &|_, _| {}).await.unwrap();
+    assert_eq!(images.downloads(), 2);
+    let other = images.resolve(&second, "amd64").await.unwrap();
+    let pulled_other = images.pull(&other, &|_, _| {}).await.unwrap();
+    assert_eq!(
+        pulled_other.layers[0], pulled.layers[0],
+        "one directory for the shared layer"
+    );
+    assert_eq!(images.downloads(), 3);
+    assert!(leftovers(root.path()).is_empty());
+
+    // The store is root's alone: layers keep the image's owners and setuid bits.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(root.path()).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_pulls_of_one_layer_download_it_once() {
+    if !available("concurrent_pulls_of_one_layer_download_it_once") {
+        return;
+    }
+    let registry = Registry::start().await;
+    // A layer big enough that the pulls overlap.
+    let big: String = (0..400_000).map(|i| format!("{i:08}\n")).collect();
+    let shared = layer(&[("data/big.txt", &big)]);
+    let a = push(
+        &registry,
+        "team/a:1",
+        "amd64",
+        vec![shared.clone(), layer(&[("a", "a")])],
+    )
+    .await;
+    let b = push(
+        &registry,
+        "team/b:1",
+        "amd64",
+        vec![shared, layer(&[("b", "b")])],
+    )
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+    let (ra, rb) = (
+        images.resolve(&a, "amd64").await.unwrap(),
+        images.resolve(&b, "amd64").await.unwrap(),
+    );
+    let (pa, pb) = tokio::join!(images.pull(&ra, &|_, _| {}), images.pull(&rb, &|_, _| {}));
+    let (pa, pb) = (pa.unwrap(), pb.unwrap());
+    assert_eq!(pa.layers[0], pb.layers[0]);
+    assert_eq!(
+        images.downloads(),
+        3,
+        "the shared layer once, each top layer once"
+    );
+    assert_eq!(
+        std::fs::read_to_string(pa.layers[0].join("data/big.txt")).unwrap(),
+        big
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_references_and_bad_images_fail_with_their_reason_and_cache_nothing() {
+    if !available("bad_references_and_bad_images_fail_with_their_reason_and_cache_nothing") {
+        return;
+    }
+    let registry = Registry::start().await;
+    let good = push(
+        &registry,
+        "team/ok:1",
+        "amd64",
+        vec![layer(&[("ok", "ok")])],
+    )
+    .await;
+    let arm = push(
+        &registry,
+        "team/arm:1",
+        "arm64",
+        vec![layer(&[("arm", "arm")])],
+    )
+    .await;
+    let damaged_layer = layer(&[("secret", "original contents")]);
+    let damaged_digest = damaged_layer.sha256_digest();
+    let damaged = push(&registry, "team/damaged:1", "amd64", vec![damaged_layer]).await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+
+    let error = images
+        .resolve("not a reference!", "amd64")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OciError::InvalidReference(..)), "{error}");
+    let error = images
+        .resolve(&format!("{}/team/ok:missing", registry.host), "amd64")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OciError::NotFound(_)), "{error}");
+    let error = images
+        .resolve(&format!("{}/team/nobody:1", registry.host), "amd64")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OciError::NotFound(_)), "{error}");
+    let error = images.resolve(&arm, "amd64").await.unwrap_err();
+    assert!(
+        matches!(&error, OciError::WrongArchitecture { found, .. } if found == "linux/arm64"),
+        "{error}"
+    );
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let error = images
+        .resolve(&format!("{closed}/team/ok:1"), "amd64")
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OciError::Unreachable(..)), "{error}");
+    assert!(error.is_transient());
+    let small = ImageStore::open(
+        &root.path().join("small"),
+        RegistryConfig {
+            max_image_bytes: 100,
+            ..RegistryConfig::default()
+        },
+    )
+    .unwrap();
+    let error = small.resolve(&good, "amd64").await.unwrap_err();
+    assert!(
+        matches!(error, OciError::TooLarge { limit: 100, .. }),
+        "{error}"
+    );
+
+    // A blob the registry serves with other bytes than its digest says: nothing is kept.
+    let resolved = images.resolve(&damaged, "amd64").await.unwrap();
+    let blob = registry.blob_file(&damaged_digest);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let error = images.pull(&resolved, &|_, _| {}).await.unwrap_err();
+    assert!(matches!(error, OciError::Corrupt(..)), "{error}");
+    assert!(!images.layer_dir(&damaged_digest).unwrap().exists());
+    let hex = damaged_digest.strip_prefix("sha256:").unwrap();
+    assert!(!root.path().join("blobs/sha256").join(hex).exists());
+    assert!(
+        leftovers(root.path()).is_empty(),
+        "{:?}",
+        leftovers(root.path())
+    );
+    assert_eq!(
+        std::fs::read_dir(root.path().join("images"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    // Nothing of the above stops a good image.
+    let resolved = images.resolve(&good, "amd64").await.unwrap();
+    images.pull(&resolved, &|_, _| {}).await.unwrap();
+}

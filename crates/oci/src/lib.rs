@@ -21,6 +21,7 @@
 //! write outside their directory.
 #![forbid(unsafe_code)]
 
+pub mod commit;
 pub mod unpack;
 
 use std::collections::HashMap;
@@ -477,6 +478,159 @@ impl ImageStore {
             }
         }
     }
+}
+
+impl ImageStore {
+    /// Whether `swr_path` names a manifest in its registry now (a tag already taken).
+    pub async fn exists(&self, swr_path: &str) -> Result<bool, OciError> {
+        let reference = parse_reference(swr_path)?;
+        let registry = reference.resolve_registry().to_owned();
+        match self
+            .client_for(&registry)
+            .fetch_manifest_digest(&reference, &self.auth_for(&registry))
+            .await
+            .map_err(|e| classify(&reference.whole(), e))
+        {
+            Ok(_) => Ok(true),
+            Err(OciError::NotFound(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Saves `upper` (the overlay upper directory of a notebook running `base`) as a new image
+    /// `target`: `base`'s layers plus one layer of the changes, with `base`'s configuration.
+    /// Base layers the target repository lacks are mounted from the base's repository on the
+    /// same registry, else uploaded from this store. The new layer's blob is kept here, so
+    /// starting the saved image on this host downloads nothing.
+    pub async fn commit(
+        &self,
+        base: &Resolved,
+        upper: &Path,
+        target: &str,
+    ) -> Result<Resolved, OciError> {
+        use oci_client::manifest::{
+            IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_GZIP_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+            OciImageManifest, OciManifest,
+        };
+        use sha2::Digest as _;
+        let target_ref = parse_reference(target)?;
+        let shown = target_ref.whole();
+        let base_ref = parse_reference(&base.reference)?;
+        let registry = target_ref.resolve_registry().to_owned();
+        let client = self.client_for(&registry);
+        client
+            .store_auth_if_needed(&registry, &self.auth_for(&registry))
+            .await;
+        let to_error = |e| classify(&shown, e);
+
+        let upper = upper.to_owned();
+        let built = tokio::task::spawn_blocking(move || commit::layer_from_upper(&upper))
+            .await
+            .map_err(std::io::Error::other)??;
+
+        for layer in &base.layers {
+            if client
+                .blob_exists(&target_ref, &layer.digest)
+                .await
+                .map_err(to_error)?
+            {
+                continue;
+            }
+            if base_ref.resolve_registry() == registry
+                && client
+                    .mount_blob(&target_ref, &base_ref, &layer.digest)
+                    .await
+                    .is_ok()
+                && client
+                    .blob_exists(&target_ref, &layer.digest)
+                    .await
+                    .map_err(to_error)?
+            {
+                continue;
+            }
+            let hex = checked_hex(&layer.digest)
+                .ok_or_else(|| OciError::Corrupt(base.reference.clone(), "bad digest".into()))?;
+            let data = tokio::fs::read(self.root.join("blobs/sha256").join(hex)).await?;
+            client
+                .push_blob(&target_ref, data, &layer.digest)
+                .await
+                .map_err(to_error)?;
+        }
+        client
+            .push_blob(&target_ref, built.data.clone(), &built.digest)
+            .await
+            .map_err(to_error)?;
+
+        let mut config = base.config.clone();
+        if !config["rootfs"]["diff_ids"].is_array() {
+            config["rootfs"] = serde_json::json!({"type": "layers", "diff_ids": []});
+        }
+        if let Some(diff_ids) = config["rootfs"]["diff_ids"].as_array_mut() {
+            diff_ids.push(built.diff_id.clone().into());
+        }
+        if !config["history"].is_array() {
+            config["history"] = serde_json::json!([]);
+        }
+        if let Some(history) = config["history"].as_array_mut() {
+            history.push(serde_json::json!({"created_by": "atelier: save notebook as image"}));
+        }
+        let config_bytes = serde_json::to_vec(&config).map_err(std::io::Error::other)?;
+        let config_digest = format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&config_bytes))
+        );
+        let config_size = config_bytes.len();
+        client
+            .push_blob(&target_ref, config_bytes, &config_digest)
+            .await
+            .map_err(to_error)?;
+
+        let descriptor = |media_type: &str, digest: &str, size: u64| OciDescriptor {
+            media_type: media_type.to_owned(),
+            digest: digest.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        };
+        let mut layers: Vec<OciDescriptor> = base
+            .layers
+            .iter()
+            .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+            .collect();
+        layers.push(descriptor(
+            IMAGE_LAYER_GZIP_MEDIA_TYPE,
+            &built.digest,
+            built.data.len() as u64,
+        ));
+        let manifest = OciImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+            config: descriptor(IMAGE_CONFIG_MEDIA_TYPE, &config_digest, config_size as u64),
+            layers,
+            ..OciImageManifest::default()
+        };
+        client
+            .push_manifest(&target_ref, &OciManifest::Image(manifest))
+            .await
+            .map_err(to_error)?;
+
+        let hex = checked_hex(&built.digest).expect("a digest this store computed");
+        let blob = self.root.join("blobs/sha256").join(hex);
+        if !blob.exists() {
+            let tmp = self
+                .root
+                .join("tmp")
+                .join(format!("blob-{hex}-{}", unique()));
+            std::fs::write(&tmp, &built.data)?;
+            std::fs::rename(&tmp, &blob)?;
+        }
+        self.resolve(target, &base.architecture).await
+    }
+}
+
+fn parse_reference(swr_path: &str) -> Result<Reference, OciError> {
+    swr_path.parse().map_err(|e: oci_client::ParseError| {
+        OciError::InvalidReference(swr_path.to_owned(), e.to_string())
+    })
 }
 
 /// The hex of a `sha256:` digest with exactly 64 lowercase hex characters.

@@ -381,3 +381,136 @@ async fn bad_references_and_bad_images_fail_with_their_reason_and_cache_nothing(
     let resolved = images.resolve(&good, "amd64").await.unwrap();
     images.pull(&resolved, &|_, _| {}).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebooks_changes_are_saved_as_an_image_that_starts_elsewhere_with_them() {
+    if !available("a_notebooks_changes_are_saved_as_an_image_that_starts_elsewhere_with_them") {
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let registry = Registry::start().await;
+    let base = push(
+        &registry,
+        "team/base:1",
+        "amd64",
+        vec![layer(&[
+            ("usr/bin/tool", "old tool"),
+            ("etc/app.conf", "old"),
+            ("etc/other.conf", "other"),
+        ])],
+    )
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+    let resolved = images.resolve(&base, "amd64").await.unwrap();
+    images.pull(&resolved, &|_, _| {}).await.unwrap();
+
+    // What a notebook's overlay upper directory holds after a `pip install` and some edits.
+    let upper = tempfile::tempdir().unwrap();
+    let up = upper.path();
+    std::fs::create_dir_all(up.join("opt/conda/lib/site-packages/pkg")).unwrap();
+    std::fs::write(
+        up.join("opt/conda/lib/site-packages/pkg/__init__.py"),
+        "VERSION = '1.0'\n",
+    )
+    .unwrap();
+    std::os::unix::fs::chown(
+        up.join("opt/conda/lib/site-packages/pkg/__init__.py"),
+        Some(1000),
+        Some(1000),
+    )
+    .unwrap();
+    std::fs::hard_link(
+        up.join("opt/conda/lib/site-packages/pkg/__init__.py"),
+        up.join("opt/conda/lib/site-packages/pkg/same.py"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        "pkg/__init__.py",
+        up.join("opt/conda/lib/site-packages/alias.py"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(up.join("usr/bin")).unwrap();
+    nix::sys::stat::mknod(
+        &up.join("usr/bin/tool"),
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        nix::sys::stat::makedev(0, 0),
+    )
+    .unwrap();
+    std::fs::create_dir_all(up.join("etc")).unwrap();
+    xattr::set(up.join("etc"), "trusted.overlay.opaque", b"y").unwrap();
+    std::fs::write(up.join("etc/app.conf"), "new").unwrap();
+    nix::unistd::mkfifo(&up.join("etc/pipe"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+
+    assert!(
+        !images
+            .exists(&format!("{}/team/saved:v1", registry.host))
+            .await
+            .unwrap()
+    );
+    let saved = images
+        .commit(&resolved, up, &format!("{}/team/saved:v1", registry.host))
+        .await
+        .unwrap();
+    assert!(
+        images
+            .exists(&format!("{}/team/saved:v1", registry.host))
+            .await
+            .unwrap()
+    );
+    assert_eq!(saved.layers.len(), 2);
+    assert_eq!(
+        saved.layers[0], resolved.layers[0],
+        "the base layer is shared, not copied"
+    );
+    assert_eq!(
+        saved.config["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        1,
+        "the new layer's diff_id is appended"
+    );
+    // On this host the saved image needs no download.
+    let before = images.downloads();
+    images.pull(&saved, &|_, _| {}).await.unwrap();
+    assert_eq!(images.downloads(), before);
+
+    // Another host pulls it from the registry and gets the changes, whiteouts included.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = store(elsewhere.path());
+    let pulled = other
+        .pull(
+            &other.resolve(&saved.reference, "amd64").await.unwrap(),
+            &|_, _| {},
+        )
+        .await
+        .unwrap();
+    let top = &pulled.layers[1];
+    let init = top.join("opt/conda/lib/site-packages/pkg/__init__.py");
+    assert_eq!(std::fs::read_to_string(&init).unwrap(), "VERSION = '1.0'\n");
+    let meta = std::fs::metadata(&init).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    assert_eq!(
+        std::fs::metadata(top.join("opt/conda/lib/site-packages/pkg/same.py"))
+            .unwrap()
+            .ino(),
+        meta.ino(),
+        "hard links stay links"
+    );
+    assert_eq!(
+        std::fs::read_link(top.join("opt/conda/lib/site-packages/alias.py")).unwrap(),
+        Path::new("pkg/__init__.py")
+    );
+    let whiteout = std::fs::symlink_metadata(top.join("usr/bin/tool")).unwrap();
+    assert!(whiteout.file_type().is_char_device() && whiteout.rdev() == 0);
+    assert_eq!(
+        xattr::get(top.join("etc"), "trusted.overlay.opaque")
+            .unwrap()
+            .as_deref(),
+        Some(&b"y"[..])
+    );
+    assert_eq!(
+        std::fs::read_to_string(top.join("etc/app.conf")).unwrap(),
+        "new"
+    );
+    assert!(!top.join("etc/pipe").exists(), "FIFOs are not saved");
+}

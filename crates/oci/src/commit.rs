@@ -1,0 +1,132 @@
+//! A notebook's changes as a new layer: the overlay's upper directory back into an OCI layer
+//! tarball (overlayfs whiteouts become `.wh.` entries again), for save-as-image.
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// A layer built from an upper directory, gzipped.
+#[derive(Debug, Clone)]
+pub struct BuiltLayer {
+    /// The gzipped tarball.
+    pub data: Vec<u8>,
+    /// `sha256:` of `data` (the layer's digest in the manifest).
+    pub digest: String,
+    /// `sha256:` of the uncompressed tarball (its `diff_id` in the image configuration).
+    pub diff_id: String,
+    pub entries: u64,
+}
+
+/// Writes everything into a hasher as it goes to the gzip encoder.
+struct Hashing<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.hasher.update(&buf[..written]);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Builds the layer of `upper` (an overlayfs upper directory): files, directories and symlinks
+/// with their owners and modes, hard links as links, a whiteout (character device 0/0) as
+/// `.wh.NAME`, an opaque directory with `.wh..wh..opq`. Sockets, FIFOs and other devices
+/// are left out. Entries are sorted, so the same tree gives the same layer.
+pub fn layer_from_upper(upper: &Path) -> std::io::Result<BuiltLayer> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut builder = tar::Builder::new(Hashing {
+        inner: encoder,
+        hasher: Sha256::new(),
+    });
+    builder.follow_symlinks(false);
+    let mut entries = 0;
+    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    let mut stack = vec![upper.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let mut children: Vec<_> = std::fs::read_dir(&dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        children.sort();
+        // Visited in order: push in reverse so the stack pops the first name first.
+        let mut subdirs = Vec::new();
+        for path in children {
+            let name = path
+                .strip_prefix(upper)
+                .map_err(std::io::Error::other)?
+                .to_string_lossy()
+                .into_owned();
+            let meta = std::fs::symlink_metadata(&path)?;
+            let kind = meta.file_type();
+            if kind.is_char_device() && meta.rdev() == 0 {
+                let whiteout = match name.rsplit_once('/') {
+                    Some((parent, base)) => format!("{parent}/.wh.{base}"),
+                    None => format!(".wh.{name}"),
+                };
+                append_empty(&mut builder, &whiteout, &meta)?;
+                entries += 1;
+                continue;
+            }
+            if kind.is_char_device() || kind.is_block_device() || kind.is_fifo() || kind.is_socket()
+            {
+                continue;
+            }
+            if kind.is_file() && meta.nlink() > 1 {
+                let key = (meta.dev(), meta.ino());
+                if let Some(first) = links.get(&key) {
+                    let mut header = tar::Header::new_gnu();
+                    header.set_metadata(&meta);
+                    header.set_entry_type(tar::EntryType::Link);
+                    header.set_size(0);
+                    builder.append_link(&mut header, &name, first)?;
+                    entries += 1;
+                    continue;
+                }
+                links.insert(key, name.clone());
+            }
+            builder.append_path_with_name(&path, &name)?;
+            entries += 1;
+            if kind.is_dir() {
+                if xattr::get(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y") {
+                    append_empty(&mut builder, &format!("{name}/.wh..wh..opq"), &meta)?;
+                    entries += 1;
+                }
+                subdirs.push(path);
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    let hashing = builder.into_inner()?;
+    let diff_id = format!("sha256:{}", hex::encode(hashing.hasher.finalize()));
+    let data = hashing.inner.finish()?;
+    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&data)));
+    Ok(BuiltLayer {
+        data,
+        digest,
+        diff_id,
+        entries,
+    })
+}
+
+fn append_empty<W: Write>(
+    builder: &mut tar::Builder<W>,
+    name: &str,
+    like: &std::fs::Metadata,
+) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(0);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(u64::try_from(like.mtime()).unwrap_or(0));
+    builder.append_data(&mut header, name, std::io::empty())
+}

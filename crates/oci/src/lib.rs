@@ -469,6 +469,10 @@ impl ImageStore {
         match outcome {
             Ok(stats) => {
                 tracing::debug!(layer = %layer.digest, ?stats, "layer unpacked");
+                std::fs::write(
+                    self.root.join("layers").join(format!("sha256-{hex}.size")),
+                    stats.bytes.to_string(),
+                )?;
                 std::fs::rename(&unpacking, &dir)?;
                 Ok(dir)
             }
@@ -624,6 +628,121 @@ impl ImageStore {
             std::fs::rename(&tmp, &blob)?;
         }
         self.resolve(target, &base.architecture).await
+    }
+}
+
+/// The image cache: what it holds, and eviction of what was used least recently.
+impl ImageStore {
+    fn records(&self) -> Result<Vec<(Resolved, std::time::SystemTime)>, OciError> {
+        let mut records = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("images"))? {
+            let path = entry?.path();
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let Ok(resolved) = serde_json::from_slice::<Resolved>(&bytes) else {
+                continue;
+            };
+            let used = std::fs::metadata(&path)?.modified()?;
+            records.push((resolved, used));
+        }
+        Ok(records)
+    }
+
+    /// The images on this host, by manifest digest.
+    pub fn images(&self) -> Result<Vec<Resolved>, OciError> {
+        Ok(self.records()?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// Marks the image with manifest `digest` used now (a notebook started from it).
+    pub fn touch(&self, digest: &str) -> Result<(), OciError> {
+        let Some(hex) = checked_hex(digest) else {
+            return Ok(());
+        };
+        let record = self.root.join("images").join(format!("sha256-{hex}.json"));
+        match std::fs::File::options().append(true).open(&record) {
+            Ok(file) => Ok(file.set_modified(std::time::SystemTime::now())?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Bytes a layer takes here: its blob plus its unpacked files.
+    fn layer_bytes(&self, hex: &str) -> u64 {
+        let blob = std::fs::metadata(self.root.join("blobs/sha256").join(hex))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let unpacked =
+            std::fs::read_to_string(self.root.join("layers").join(format!("sha256-{hex}.size")))
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(0);
+        blob + unpacked
+    }
+
+    /// Bytes the layers present here take.
+    pub fn usage(&self) -> Result<u64, OciError> {
+        let mut total = 0;
+        for entry in std::fs::read_dir(self.root.join("blobs/sha256"))? {
+            let name = entry?.file_name();
+            total += self.layer_bytes(&name.to_string_lossy());
+        }
+        Ok(total)
+    }
+
+    /// Evicts the least recently used images not in `in_use` (manifest digests) until the
+    /// layers left take at most `max_bytes`; a layer goes once no image left here uses it.
+    /// Returns the evicted images' digests.
+    pub fn evict(
+        &self,
+        max_bytes: u64,
+        in_use: &std::collections::HashSet<String>,
+    ) -> Result<Vec<String>, OciError> {
+        let mut records = self.records()?;
+        records.sort_by_key(|(_, used)| *used);
+        let mut evicted = Vec::new();
+        while self.usage()? > max_bytes {
+            let Some(index) = records
+                .iter()
+                .position(|(r, _)| !in_use.contains(&r.digest))
+            else {
+                break;
+            };
+            let (image, _) = records.remove(index);
+            let hex = checked_hex(&image.digest).unwrap_or_default().to_owned();
+            let _ =
+                std::fs::remove_file(self.root.join("images").join(format!("sha256-{hex}.json")));
+            let kept: std::collections::HashSet<&str> = records
+                .iter()
+                .flat_map(|(r, _)| r.layers.iter().map(|l| l.digest.as_str()))
+                .collect();
+            for layer in &image.layers {
+                let Some(layer_hex) = checked_hex(&layer.digest) else {
+                    continue;
+                };
+                if kept.contains(layer.digest.as_str()) {
+                    continue;
+                }
+                let dir = self.root.join("layers").join(format!("sha256-{layer_hex}"));
+                // Out of the way first, so no start sees half a layer.
+                let doomed = self
+                    .root
+                    .join("tmp")
+                    .join(format!("evict-{layer_hex}-{}", unique()));
+                if std::fs::rename(&dir, &doomed).is_ok() {
+                    std::fs::remove_dir_all(&doomed)?;
+                }
+                let _ = std::fs::remove_file(
+                    self.root
+                        .join("layers")
+                        .join(format!("sha256-{layer_hex}.size")),
+                );
+                let _ = std::fs::remove_file(self.root.join("blobs/sha256").join(layer_hex));
+            }
+            tracing::info!(image = %image.reference, digest = %image.digest, "image evicted from the cache");
+            evicted.push(image.digest);
+        }
+        Ok(evicted)
     }
 }
 

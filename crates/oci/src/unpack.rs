@@ -55,6 +55,8 @@ pub struct UnpackStats {
     pub whiteouts: u64,
     pub opaque_dirs: u64,
     pub skipped_devices: u64,
+    /// Bytes of file contents written.
+    pub bytes: u64,
 }
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -91,6 +93,9 @@ pub fn unpack_reader(reader: impl Read, dst: &Path) -> Result<UnpackStats, Unpac
         let shown = raw.display().to_string();
         let relative = relative_path(&raw).ok_or_else(|| UnpackError::Escapes(shown.clone()))?;
         stats.entries += 1;
+        if entry.header().entry_type() == EntryType::Regular {
+            stats.bytes += entry.header().size().unwrap_or(0);
+        }
         let Some(name) = relative.file_name().and_then(|n| n.to_str()) else {
             // The root directory itself (`./`): its owner and mode are the image's.
             continue;

@@ -514,3 +514,75 @@ async fn a_notebooks_changes_are_saved_as_an_image_that_starts_elsewhere_with_th
     );
     assert!(!top.join("etc/pipe").exists(), "FIFOs are not saved");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_evicts_the_least_recently_used_images_that_no_notebook_uses() {
+    if !available("the_cache_evicts_the_least_recently_used_images_that_no_notebook_uses") {
+        return;
+    }
+    let registry = Registry::start().await;
+    let base = layer(&[("usr/lib/base.so", &"b".repeat(10_000))]);
+    let base_digest = base.sha256_digest();
+    let only_c = layer(&[("opt/c", &"c".repeat(50_000))]);
+    let c_digest = only_c.sha256_digest();
+    let only_a = layer(&[("opt/a", "a")]);
+    let a_digest = only_a.sha256_digest();
+    let a = push(&registry, "team/a:1", "amd64", vec![base.clone(), only_a]).await;
+    let b = push(
+        &registry,
+        "team/b:1",
+        "amd64",
+        vec![base, layer(&[("opt/b", "b")])],
+    )
+    .await;
+    let c = push(&registry, "team/c:1", "amd64", vec![only_c]).await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+    let mut digests = std::collections::HashMap::new();
+    // Used in the order c, b, a: c is the least recently used.
+    for name in [&c, &b, &a] {
+        let resolved = images.resolve(name, "amd64").await.unwrap();
+        images.pull(&resolved, &|_, _| {}).await.unwrap();
+        images.touch(&resolved.digest).unwrap();
+        digests.insert(name.clone(), resolved.digest);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let full = images.usage().unwrap();
+    assert!(full > 60_000, "{full}");
+    let in_use: std::collections::HashSet<String> = [digests[&b].clone()].into();
+
+    let evicted = images.evict(full - 1, &in_use).unwrap();
+    assert_eq!(
+        evicted,
+        [digests[&c].clone()],
+        "the least recently used goes first"
+    );
+    assert!(!images.layer_dir(&c_digest).unwrap().exists());
+    assert!(images.usage().unwrap() < full);
+
+    let evicted = images.evict(0, &in_use).unwrap();
+    assert_eq!(
+        evicted,
+        [digests[&a].clone()],
+        "never an image a notebook uses"
+    );
+    assert!(!images.layer_dir(&a_digest).unwrap().exists());
+    assert!(
+        images.layer_dir(&base_digest).unwrap().exists(),
+        "a layer stays while an image left here uses it"
+    );
+    let left: Vec<String> = images
+        .images()
+        .unwrap()
+        .into_iter()
+        .map(|i| i.digest)
+        .collect();
+    assert_eq!(left, [digests[&b].clone()]);
+    assert!(leftovers(root.path()).is_empty());
+
+    // An evicted image is pulled again when it is next needed.
+    let before = images.downloads();
+    let again = images.resolve(&c, "amd64").await.unwrap();
+    images.pull(&again, &|_, _| {}).await.unwrap();
+    assert_eq!(images.downloads(), before + 1);
+}

@@ -501,6 +501,66 @@ impl ImageStore {
         }
     }
 
+    /// Deletes the manifest `swr_path` names from its registry (what `DELETE /images/{id}?force=true`
+    /// asks for); the registry's own garbage collection frees the blobs. A manifest already gone
+    /// is not an error.
+    pub async fn delete(&self, swr_path: &str) -> Result<(), OciError> {
+        let reference = parse_reference(swr_path)?;
+        let shown = reference.whole();
+        let registry = reference.resolve_registry().to_owned();
+        let client = self.client_for(&registry);
+        let digest = match client
+            .fetch_manifest_digest(&reference, &self.auth_for(&registry))
+            .await
+            .map_err(|e| classify(&shown, e))
+        {
+            Ok(digest) => digest,
+            Err(OciError::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(error),
+        };
+        checked_hex(&digest)
+            .ok_or_else(|| OciError::Corrupt(shown.clone(), format!("bad digest {digest}")))?;
+        // oci-client has no delete: one plain request, with this registry's credentials.
+        let plain = is_loopback(&registry) || self.config.insecure.iter().any(|r| r == &registry);
+        let url = format!(
+            "{}://{registry}/v2/{}/manifests/{digest}",
+            if plain { "http" } else { "https" },
+            reference.repository()
+        );
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| OciError::Registry(shown.clone(), e.to_string()))?;
+        let mut request = http.delete(&url);
+        match self.config.credentials.get(&registry) {
+            Some(Credentials::Basic { username, password }) => {
+                request = request.basic_auth(username, Some(password));
+            }
+            Some(Credentials::Bearer(token)) => request = request.bearer_auth(token),
+            None => {}
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                OciError::Unreachable(shown.clone(), e.to_string())
+            } else {
+                OciError::Registry(shown.clone(), e.to_string())
+            }
+        })?;
+        match response.status().as_u16() {
+            200..=299 | 404 => Ok(()),
+            401 | 403 => Err(OciError::Unauthorized(shown)),
+            405 => Err(OciError::Unsupported(
+                shown,
+                "the registry does not allow deletes (distribution: storage.delete.enabled)".into(),
+            )),
+            status => Err(OciError::Registry(
+                shown,
+                format!("DELETE answered {status}"),
+            )),
+        }
+    }
+
     /// Saves `upper` (the overlay upper directory of a notebook running `base`) as a new image
     /// `target`: `base`'s layers plus one layer of the changes, with `base`'s configuration.
     /// Base layers the target repository lacks are mounted from the base's repository on the

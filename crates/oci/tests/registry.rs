@@ -513,6 +513,15 @@ async fn a_notebooks_changes_are_saved_as_an_image_that_starts_elsewhere_with_th
         "new"
     );
     assert!(!top.join("etc/pipe").exists(), "FIFOs are not saved");
+
+    // Deleted with force: the tag no longer resolves; deleting again is not an error.
+    images.delete(&saved.reference).await.unwrap();
+    assert!(!images.exists(&saved.reference).await.unwrap());
+    images.delete(&saved.reference).await.unwrap();
+    assert!(
+        images.exists(&base).await.unwrap(),
+        "the base image is untouched"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ use crate::orchestrator::Orchestrator;
 use crate::render;
 use crate::service::NotebookService;
 use crate::ssh::{SshService, SshSessions, SshSettings};
+use atelier_control::metrics::ControlMetrics;
 
 /// Shared by every handler.
 #[derive(Clone)]
@@ -146,7 +147,9 @@ impl App {
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let ssh_sessions = Arc::new(SshSessions::default());
+        let control_metrics = ControlMetrics::default();
         let metrics = Metrics::new(
+            &control_metrics,
             service.clone(),
             gateway.clone(),
             ssh_sessions.clone(),
@@ -156,7 +159,7 @@ impl App {
             clock.clone(),
             Some(gateway.clone()),
             ssh_sessions.clone(),
-            metrics.clone(),
+            control_metrics.clone(),
         );
         let ssh = SshService::new(
             ssh_settings(&config, gateway.addressing())?,
@@ -171,7 +174,7 @@ impl App {
             runtime,
             gateway.clone(),
             ssh.clone(),
-            metrics.clone(),
+            control_metrics,
             tracker.clone(),
             shutdown.clone(),
         );

@@ -2,20 +2,16 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
-pub mod clock;
 pub mod config;
 pub mod console;
 pub mod error;
 pub mod extract;
 pub mod identity;
-pub mod lease_keeper;
 pub mod metrics;
 pub mod openapi;
-pub mod orchestrator;
 pub mod render;
 pub mod routes;
-pub mod service;
-pub mod ssh;
 
 pub use app::{App, AppParts, AppState};
+pub use atelier_control::{clock, lease_keeper, orchestrator, service, ssh};
 pub use config::{Config, ConfigOverrides};

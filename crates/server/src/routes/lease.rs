@@ -6,6 +6,8 @@ use atelier_domain::lease::DEFAULT_RUN_MS;
 use atelier_domain::{LeaseRun, LeaseType, Operation};
 use atelier_wire::{ErrorBody, LeaseReq, LeaseResp};
 
+use atelier_control::ControlError;
+
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, parse_json};
@@ -64,7 +66,7 @@ pub async fn renew_lease(
         .mutate(&id, |nb| {
             nb.status
                 .admit(Operation::RenewLease)
-                .map_err(|a| ApiError::from_admission(a, nb.status.as_str(), "lease"))?;
+                .map_err(|a| ControlError::not_admitted(a, nb.status, "lease"))?;
             nb.lease.arm(now, run);
             Ok(())
         })

@@ -15,6 +15,8 @@ use atelier_wire::{
     NotebookUpdateRequest, Page,
 };
 
+use atelier_control::ControlError;
+
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
@@ -743,10 +745,10 @@ pub async fn update_notebook(
         .service
         .mutate(&id, |nb| {
             let status = nb.status;
-            let admit = |operation: Operation, field: &str| {
+            let admit = |operation: Operation, field: &'static str| {
                 status
                     .admit(operation)
-                    .map_err(|a| ApiError::from_admission(a, status.as_str(), field))
+                    .map_err(|a| ControlError::not_admitted(a, status, field))
             };
             if let Some(flavor_id) = &flavor
                 && *flavor_id != nb.flavor
@@ -757,7 +759,7 @@ pub async fn update_notebook(
                         nb.flavor = flavor_id.clone()
                     }
                     _ => {
-                        return Err(ApiError::FlavorNotSwitchable {
+                        return Err(ControlError::FlavorNotSwitchable {
                             notebook: nb.id.to_string(),
                             flavor: flavor_id.clone(),
                         });
@@ -783,10 +785,10 @@ pub async fn update_notebook(
             {
                 admit(Operation::UpdateStorage, "storage_new_size")?;
                 if nb.volume.category != VolumeCategory::Evs || size < nb.volume.capacity_gb {
-                    return Err(ApiError::StorageShrink("storage_new_size".to_owned()));
+                    return Err(ControlError::StorageShrink("storage_new_size"));
                 }
                 if size > Volume::EVS_MAX_GB {
-                    return Err(ApiError::EvsCapacity {
+                    return Err(ControlError::EvsCapacity {
                         min: Volume::EVS_MIN_GB,
                         max: Volume::EVS_MAX_GB,
                     });

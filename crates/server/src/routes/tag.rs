@@ -8,6 +8,8 @@ use axum::{Extension, Json};
 use atelier_domain::{NotebookStatus, Tag};
 use atelier_wire::{ErrorBody, ProjectTag, ProjectTags, TagsBody, TmsTag};
 
+use atelier_control::ControlError;
+
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
@@ -48,9 +50,9 @@ fn parse_tags(tags: &[TmsTag]) -> Result<Vec<Tag>, ApiError> {
         .collect()
 }
 
-fn not_deleting(status: NotebookStatus) -> Result<(), ApiError> {
+fn not_deleting(status: NotebookStatus) -> Result<(), ControlError> {
     if matches!(status, NotebookStatus::Deleting | NotebookStatus::Deleted) {
-        return Err(ApiError::StateConflict(status.as_str().to_owned()));
+        return Err(ControlError::BeingDeleted(status));
     }
     Ok(())
 }
@@ -80,7 +82,7 @@ pub async fn create_notebook_tags(
                 }
             }
             if nb.tags.len() > 20 {
-                return Err(ApiError::BadValue("tags".to_owned()));
+                return Err(ControlError::TooManyTags { max: 20 });
             }
             Ok(())
         })

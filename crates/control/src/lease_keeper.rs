@@ -11,7 +11,7 @@ use atelier_domain::{LeaseType, Notebook, NotebookId, NotebookStatus, StopReason
 use atelier_gateway::Gateway;
 
 use crate::clock::Clock;
-use crate::metrics::Metrics;
+use crate::metrics::ControlMetrics;
 use crate::orchestrator::Orchestrator;
 use crate::service::NotebookService;
 use crate::ssh::SshSessions;
@@ -62,7 +62,7 @@ pub struct LeaseKeeper {
     gateway: Option<Arc<Gateway>>,
     /// Open SSH sessions per notebook.
     ssh_sessions: Arc<SshSessions>,
-    metrics: Arc<Metrics>,
+    metrics: ControlMetrics,
     wake: Notify,
 }
 
@@ -71,7 +71,7 @@ impl LeaseKeeper {
         clock: Arc<dyn Clock>,
         gateway: Option<Arc<Gateway>>,
         ssh_sessions: Arc<SshSessions>,
-        metrics: Arc<Metrics>,
+        metrics: ControlMetrics,
     ) -> Arc<LeaseKeeper> {
         Arc::new(LeaseKeeper {
             clock,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use atelier_domain::{Notebook, NotebookId, NotebookStatus};
 use atelier_runtime::Runtime;
 
-use crate::error::ApiError;
+use crate::error::ControlError;
 use crate::lease_keeper::LeaseKeeper;
 use crate::service::NotebookService;
 
@@ -123,15 +123,13 @@ impl SshService {
     }
 
     /// Takes the lowest free port of the range for a new SSH endpoint.
-    pub fn reserve_port(&self) -> Result<u16, ApiError> {
+    pub fn reserve_port(&self) -> Result<u16, ControlError> {
         let mut reserved = self.reserved.lock().expect("poisoned");
         let port = (self.settings.first_port..=self.settings.last_port)
             .find(|p| !reserved.contains(p))
-            .ok_or_else(|| {
-                ApiError::Exhausted(format!(
-                    "all SSH ports {}-{} are taken",
-                    self.settings.first_port, self.settings.last_port
-                ))
+            .ok_or(ControlError::SshPortsExhausted {
+                first: self.settings.first_port,
+                last: self.settings.last_port,
             })?;
         reserved.insert(port);
         Ok(port)
@@ -161,12 +159,12 @@ impl SshService {
     }
 
     /// Opens the notebook's SSH port (if it has an SSH endpoint). Idempotent.
-    pub async fn open(self: &Arc<Self>, notebook: &Notebook) -> Result<(), String> {
+    pub async fn open(self: &Arc<Self>, notebook: &Notebook) -> Result<(), ControlError> {
         let Some(port) = notebook.ssh_endpoint().and_then(|e| e.port) else {
             return Ok(());
         };
         if !self.available() {
-            return Err("this server's runtime cannot serve SSH".to_owned());
+            return Err(ControlError::SshUnsupported);
         }
         if self
             .listeners
@@ -178,11 +176,10 @@ impl SshService {
         }
         let listener = TcpListener::bind((self.settings.listen_address, port))
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen for SSH on {}:{port}: {e}",
-                    self.settings.listen_address
-                )
+            .map_err(|source| ControlError::SshListen {
+                address: self.settings.listen_address,
+                port,
+                source,
             })?;
         let token = self.shutdown.child_token();
         self.listeners
@@ -252,7 +249,7 @@ impl SshService {
         notebook: &Notebook,
         stream: TcpStream,
         token: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         let id = notebook.id;
         let mut keys = String::new();
         for name in notebook
@@ -272,26 +269,22 @@ impl SshService {
                 }
                 // A deleted key pair simply grants nothing any more.
                 Ok(None) => {}
-                Err(error) => return Err(format!("cannot read key pair {name}: {error}")),
+                Err(error) => return Err(ControlError::from(error)),
             }
         }
-        let mut command = self
-            .runtime
-            .ssh_session(id, &keys)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut command = self.runtime.ssh_session(id, &keys).await?;
         // sshd talks to the client on the socket itself, as under inetd.
-        let socket = stream.into_std().map_err(|e| e.to_string())?;
-        socket.set_nonblocking(false).map_err(|e| e.to_string())?;
-        let output = socket.try_clone().map_err(|e| e.to_string())?;
+        let socket = stream.into_std().map_err(ControlError::SshSession)?;
+        socket
+            .set_nonblocking(false)
+            .map_err(ControlError::SshSession)?;
+        let output = socket.try_clone().map_err(ControlError::SshSession)?;
         command
             .stdin(Stdio::from(OwnedFd::from(socket)))
             .stdout(Stdio::from(OwnedFd::from(output)))
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start sshd: {e}"))?;
+        let mut child = command.spawn().map_err(ControlError::SshSession)?;
         // Our copies of the socket go now: the connection ends when sshd does.
         drop(command);
         self.sessions.add(id, 1);

@@ -15,8 +15,8 @@ use atelier_domain::{
 use atelier_gateway::Gateway;
 use atelier_runtime::{Runtime, SandboxSpec, Step};
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::error::ControlError;
+use crate::metrics::ControlMetrics;
 use crate::service::NotebookService;
 use crate::ssh::SshService;
 
@@ -32,25 +32,26 @@ pub struct Orchestrator {
     runtime: Arc<dyn Runtime>,
     gateway: Arc<Gateway>,
     ssh: Arc<SshService>,
-    metrics: Arc<Metrics>,
+    metrics: ControlMetrics,
     slots: Mutex<HashMap<NotebookId, Slot>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
-fn transition(notebook: &mut Notebook, event: Event) -> Result<(), ApiError> {
-    notebook.status = notebook
-        .status
-        .transition(event)
-        .map_err(|e| ApiError::StateConflict(e.from.as_str().to_owned()))?;
+fn transition(notebook: &mut Notebook, event: Event) -> Result<(), ControlError> {
+    notebook.status = notebook.status.transition(event)?;
     Ok(())
 }
 
-fn admit(notebook: &Notebook, operation: Operation, field: &str) -> Result<(), ApiError> {
+fn admit(
+    notebook: &Notebook,
+    operation: Operation,
+    field: &'static str,
+) -> Result<(), ControlError> {
     notebook
         .status
         .admit(operation)
-        .map_err(|a| ApiError::from_admission(a, notebook.status.as_str(), field))
+        .map_err(|a| ControlError::not_admitted(a, notebook.status, field))
 }
 
 /// The step's name in metrics.
@@ -69,7 +70,7 @@ impl Orchestrator {
         runtime: Arc<dyn Runtime>,
         gateway: Arc<Gateway>,
         ssh: Arc<SshService>,
-        metrics: Arc<Metrics>,
+        metrics: ControlMetrics,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
@@ -218,12 +219,12 @@ impl Orchestrator {
         &self,
         notebook: &Notebook,
         capacity_gb: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         let mut spec = self.sandbox_spec(notebook);
         spec.volume_capacity_gb = capacity_gb;
         self.runtime.resize_volume(&spec).await.map_err(|error| {
             tracing::error!(notebook_id = %notebook.id, %error, "online volume growth failed");
-            ApiError::internal(error)
+            ControlError::Runtime(error)
         })
     }
 
@@ -231,7 +232,7 @@ impl Orchestrator {
         self: &Arc<Self>,
         id: &NotebookId,
         run: Option<LeaseRun>,
-    ) -> Result<Arc<Notebook>, ApiError> {
+    ) -> Result<Arc<Notebook>, ControlError> {
         let now = self.service.now_ms();
         let (notebook, ()) = self
             .service
@@ -255,7 +256,7 @@ impl Orchestrator {
         self: &Arc<Self>,
         id: &NotebookId,
         reason: StopReason,
-    ) -> Result<Arc<Notebook>, ApiError> {
+    ) -> Result<Arc<Notebook>, ControlError> {
         let (notebook, ()) = self
             .service
             .mutate(id, |nb| {
@@ -277,7 +278,7 @@ impl Orchestrator {
     pub async fn request_delete(
         self: &Arc<Self>,
         id: &NotebookId,
-    ) -> Result<Arc<Notebook>, ApiError> {
+    ) -> Result<Arc<Notebook>, ControlError> {
         let (notebook, ()) = self
             .service
             .mutate(id, |nb| {
@@ -290,7 +291,7 @@ impl Orchestrator {
         Ok(notebook)
     }
 
-    async fn drive(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ApiError> {
+    async fn drive(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ControlError> {
         let Some(notebook) = self.service.get_any(&id) else {
             return Ok(());
         };
@@ -321,14 +322,18 @@ impl Orchestrator {
     }
 
     /// Whether the notebook is still in the start (or create) this task is carrying out.
-    fn still_starting(notebook: &Notebook) -> Result<(), ApiError> {
+    fn still_starting(notebook: &Notebook) -> Result<(), ControlError> {
         match notebook.status {
             NotebookStatus::Init | NotebookStatus::Creating | NotebookStatus::Starting => Ok(()),
-            other => Err(ApiError::StateConflict(other.as_str().to_owned())),
+            other => Err(ControlError::MovedOn(other)),
         }
     }
 
-    async fn run_start(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ApiError> {
+    async fn run_start(
+        &self,
+        id: NotebookId,
+        token: &CancellationToken,
+    ) -> Result<(), ControlError> {
         let (notebook, ()) = self
             .service
             .mutate(&id, |nb| {
@@ -366,7 +371,7 @@ impl Orchestrator {
             let step_started = tokio::time::Instant::now();
             let mut outcome = tokio::select! {
                 () = token.cancelled() => return Ok(()),
-                outcome = self.runtime.run_step(&spec, step) => outcome.map_err(|e| e.to_string()),
+                outcome = self.runtime.run_step(&spec, step) => outcome.map_err(ControlError::Runtime),
             };
             if outcome.is_ok() && step == Step::ConfigureNetwork {
                 outcome = self.ssh.open(&notebook).await;
@@ -435,7 +440,7 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn run_stop(&self, id: NotebookId) -> Result<(), ApiError> {
+    async fn run_stop(&self, id: NotebookId) -> Result<(), ControlError> {
         self.unroute(&id);
         match self.runtime.stop(id).await {
             Ok(()) => {
@@ -464,7 +469,7 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn run_delete(&self, id: NotebookId) -> Result<(), ApiError> {
+    async fn run_delete(&self, id: NotebookId) -> Result<(), ControlError> {
         self.unroute(&id);
         let port = self
             .service

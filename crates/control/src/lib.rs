@@ -1,0 +1,15 @@
+//! The Atelier control plane: the notebook index and its writes, the orchestrator that carries
+//! operations out through a `Runtime`, the lease keeper, SSH endpoints and the counters they
+//! keep. **Architecture Invariant:** no HTTP here (no axum, tower or hyper); errors are
+//! [`ControlError`], which the server maps to its HTTP error at its edge.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub mod lease_keeper;
+pub mod metrics;
+pub mod orchestrator;
+pub mod service;
+pub mod ssh;
+
+pub use error::ControlError;

@@ -4,6 +4,7 @@
 //! [`ControlError`], which the server maps to its HTTP error at its edge.
 #![forbid(unsafe_code)]
 
+pub mod activity;
 pub mod clock;
 pub mod error;
 pub mod lease_keeper;

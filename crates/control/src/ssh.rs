@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use atelier_domain::{Notebook, NotebookId, NotebookStatus};
 use atelier_runtime::Runtime;
 
+use crate::activity::Activity;
 use crate::error::ControlError;
-use crate::lease_keeper::LeaseKeeper;
 use crate::service::NotebookService;
 
 /// Where the SSH endpoints listen and how users reach them.
@@ -30,37 +30,6 @@ pub struct SshSettings {
     pub public_host: String,
     pub first_port: u16,
     pub last_port: u16,
-}
-
-/// Open SSH sessions per notebook: activity for IDLE leases.
-#[derive(Default)]
-pub struct SshSessions {
-    open: Mutex<HashMap<NotebookId, usize>>,
-}
-
-impl SshSessions {
-    pub fn open(&self, id: &NotebookId) -> usize {
-        self.open
-            .lock()
-            .expect("poisoned")
-            .get(id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Open sessions of all notebooks.
-    pub fn total(&self) -> usize {
-        self.open.lock().expect("poisoned").values().sum()
-    }
-
-    fn add(&self, id: NotebookId, delta: isize) {
-        let mut open = self.open.lock().expect("poisoned");
-        let count = open.entry(id).or_insert(0);
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            open.remove(&id);
-        }
-    }
 }
 
 /// Whether `peer` may connect to an endpoint with this allow-list (empty: anyone).
@@ -82,8 +51,7 @@ pub struct SshService {
     settings: SshSettings,
     service: Arc<NotebookService>,
     runtime: Arc<dyn Runtime>,
-    lease_keeper: Arc<LeaseKeeper>,
-    sessions: Arc<SshSessions>,
+    activity: Arc<Activity>,
     /// Ports held by notebooks (from create to delete).
     reserved: Mutex<HashSet<u16>>,
     /// The running listeners; cancelling one also ends its sessions.
@@ -96,8 +64,7 @@ impl SshService {
         settings: SshSettings,
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
-        lease_keeper: Arc<LeaseKeeper>,
-        sessions: Arc<SshSessions>,
+        activity: Arc<Activity>,
         shutdown: CancellationToken,
     ) -> Arc<SshService> {
         let reserved = service
@@ -109,8 +76,7 @@ impl SshService {
             settings,
             service,
             runtime,
-            lease_keeper,
-            sessions,
+            activity,
             reserved: Mutex::new(reserved),
             listeners: Mutex::new(HashMap::new()),
             shutdown,
@@ -287,8 +253,8 @@ impl SshService {
         let mut child = command.spawn().map_err(ControlError::SshSession)?;
         // Our copies of the socket go now: the connection ends when sshd does.
         drop(command);
-        self.sessions.add(id, 1);
-        self.lease_keeper.record_activity(id, self.service.now_ms());
+        self.activity.add_ssh_sessions(id, 1);
+        self.activity.record(id, self.service.now_ms());
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -303,8 +269,8 @@ impl SshService {
                 let _ = child.kill().await;
             }
         }
-        self.sessions.add(id, -1);
-        self.lease_keeper.record_activity(id, self.service.now_ms());
+        self.activity.add_ssh_sessions(id, -1);
+        self.activity.record(id, self.service.now_ms());
         Ok(())
     }
 }

@@ -25,7 +25,8 @@ use crate::metrics::Metrics;
 use crate::orchestrator::Orchestrator;
 use crate::render;
 use crate::service::NotebookService;
-use crate::ssh::{SshService, SshSessions, SshSettings};
+use crate::ssh::{SshService, SshSettings};
+use atelier_control::activity::Activity;
 use atelier_control::metrics::ControlMetrics;
 
 /// Shared by every handler.
@@ -146,27 +147,26 @@ impl App {
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let ssh_sessions = Arc::new(SshSessions::default());
+        let activity = Arc::new(Activity::default());
         let control_metrics = ControlMetrics::default();
         let metrics = Metrics::new(
             &control_metrics,
             service.clone(),
             gateway.clone(),
-            ssh_sessions.clone(),
+            activity.clone(),
             runtime.clone(),
         );
         let lease_keeper = LeaseKeeper::new(
             clock.clone(),
             Some(gateway.clone()),
-            ssh_sessions.clone(),
+            activity.clone(),
             control_metrics.clone(),
         );
         let ssh = SshService::new(
             ssh_settings(&config, gateway.addressing())?,
             service.clone(),
             runtime.clone(),
-            lease_keeper.clone(),
-            ssh_sessions,
+            activity,
             shutdown.clone(),
         );
         let orchestrator = Orchestrator::new(

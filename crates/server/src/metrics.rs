@@ -19,9 +19,9 @@ use prometheus_client::registry::Registry;
 use atelier_gateway::Gateway;
 use atelier_runtime::Runtime;
 
+use atelier_control::activity::Activity;
 use atelier_control::metrics::ControlMetrics;
 use atelier_control::service::NotebookService;
-use atelier_control::ssh::SshSessions;
 
 use crate::app::AppState;
 
@@ -80,14 +80,14 @@ impl Metrics {
         control: &ControlMetrics,
         service: Arc<NotebookService>,
         gateway: Arc<Gateway>,
-        ssh: Arc<SshSessions>,
+        activity: Arc<Activity>,
         runtime: Arc<dyn Runtime>,
     ) -> Arc<Metrics> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(StateCollector {
             service,
             gateway,
-            ssh,
+            activity,
             runtime,
         }));
         let api_requests =
@@ -130,7 +130,7 @@ impl Metrics {
 struct StateCollector {
     service: Arc<NotebookService>,
     gateway: Arc<Gateway>,
-    ssh: Arc<SshSessions>,
+    activity: Arc<Activity>,
     runtime: Arc<dyn Runtime>,
 }
 
@@ -172,7 +172,7 @@ impl Collector for StateCollector {
             &mut encoder,
             "atelier_ssh_sessions",
             "Open SSH sessions",
-            ConstGauge::new(self.ssh.total() as i64),
+            ConstGauge::new(self.activity.ssh_sessions_total() as i64),
         )?;
         encode_one(
             &mut encoder,

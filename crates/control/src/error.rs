@@ -2,7 +2,7 @@
 //! to `ApiError` (a status and a ModelArts code) at its edge, and only there.
 use std::net::IpAddr;
 
-use atelier_domain::{Admission, NotebookStatus, TransitionError};
+use atelier_domain::{Admission, LeaseError, NotebookStatus, TransitionError};
 use atelier_runtime::RuntimeError;
 use atelier_store::StoreError;
 
@@ -35,6 +35,8 @@ pub enum ControlError {
     MovedOn(NotebookStatus),
 
     // The request does not fit the catalogue, the quota or the notebook.
+    #[error(transparent)]
+    Lease(#[from] LeaseError),
     #[error("unknown flavor {0}")]
     UnknownFlavor(String),
     #[error("flavor {0} is sold out")]

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod error;
 pub mod lease_keeper;
 pub mod metrics;
+pub mod operations;
 pub mod orchestrator;
 pub mod service;
 pub mod ssh;

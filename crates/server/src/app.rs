@@ -4,62 +4,27 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Request};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::request_id::{MakeRequestId, RequestId};
 
-use atelier_domain::{Image, Notebook};
+use atelier_control::activity::Activity;
+use atelier_control::clock::{Clock, SystemClock};
+use atelier_control::lease_keeper::LeaseKeeper;
+use atelier_control::metrics::ControlMetrics;
+use atelier_control::operations::NotebookOperations;
+use atelier_control::orchestrator::Orchestrator;
+use atelier_control::service::NotebookService;
+use atelier_control::ssh::{SshService, SshSettings};
 use atelier_gateway::{BusyPoll, Gateway};
 use atelier_runtime::{LocalConfig, LocalRuntime, PlaceholderRuntime, Runtime};
 use atelier_store::{SqliteStore, Store};
-use atelier_wire::NotebookResp;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::identity::{self, AdminCredentials, Identity};
-use crate::lease_keeper::LeaseKeeper;
 use crate::metrics::Metrics;
-use crate::orchestrator::Orchestrator;
-use crate::render;
-use crate::service::NotebookService;
-use crate::ssh::{SshService, SshSettings};
-use atelier_control::activity::Activity;
-use atelier_control::metrics::ControlMetrics;
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub service: Arc<NotebookService>,
-    pub orchestrator: Arc<Orchestrator>,
-    pub identity: Arc<Identity>,
-    pub lease_keeper: Arc<LeaseKeeper>,
-    pub gateway: Arc<Gateway>,
-    pub domain: Arc<(String, String)>,
-    pub ssh: Arc<SshService>,
-    /// Cancelled when the server stops: long-lived responses (progress streams) end with it.
-    pub shutdown: CancellationToken,
-    pub metrics: Arc<Metrics>,
-}
-
-impl AppState {
-    pub fn render(&self, notebook: &Notebook) -> NotebookResp {
-        let image: Option<Arc<Image>> =
-            self.service.image(&notebook.project_id, &notebook.image_id);
-        render::notebook(
-            notebook,
-            &render::NotebookContext {
-                addressing: self.gateway.addressing(),
-                image: image.as_deref(),
-                domain_id: &self.domain.0,
-                domain_name: &self.domain.1,
-                ssh_uri: self.ssh.uri(notebook),
-            },
-        )
-    }
-}
+use crate::state::AppState;
 
 /// Everything needed to build an [`App`] besides the configuration.
 pub struct AppParts {
@@ -86,16 +51,6 @@ pub struct App {
     shutdown: CancellationToken,
     /// Set when this start created the admin identity.
     pub bootstrapped: Option<AdminCredentials>,
-}
-
-#[derive(Clone, Default)]
-pub struct HexRequestId;
-
-impl MakeRequestId for HexRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
 }
 
 impl App {
@@ -185,10 +140,13 @@ impl App {
             let lease_keeper = lease_keeper.clone();
             service.observe(Box::new(move |notebook| lease_keeper.observe(notebook)));
         }
+        let operations =
+            NotebookOperations::new(service.clone(), orchestrator.clone(), ssh.clone());
         let state = AppState {
+            operations,
             service,
             orchestrator,
-            identity: Arc::new(Identity::new(store, config.auth.clone())),
+            identity: Arc::new(Identity::new(store, config.auth.clone(), clock)),
             lease_keeper,
             gateway,
             domain: Arc::new(domain),

@@ -3,7 +3,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use atelier_control::ControlError;
-use atelier_domain::Admission;
+use atelier_domain::{Admission, LeaseError};
 use atelier_store::StoreError;
 use atelier_wire::ErrorBody;
 
@@ -184,6 +184,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<LeaseError> for ApiError {
+    fn from(error: LeaseError) -> Self {
+        match error {
+            LeaseError::OutOfRange { min, max } => ApiError::LeaseOutOfRange { min, max },
+            LeaseError::UnknownType => ApiError::BadValue("type".to_owned()),
+        }
+    }
+}
+
 /// The HTTP edge of the control plane: each condition keeps the status and ModelArts code it
 /// has always had.
 impl From<ControlError> for ApiError {
@@ -203,6 +212,7 @@ impl From<ControlError> for ApiError {
             C::ChangedConcurrently => {
                 ApiError::StateConflict("changed by another request".to_owned())
             }
+            C::Lease(error) => ApiError::from(error),
             C::UnknownFlavor(flavor) => ApiError::UnknownFlavor(flavor),
             C::FlavorSoldOut(flavor) => ApiError::FlavorSoldOut(flavor),
             C::FlavorFeatureMismatch { flavor, feature } => {

@@ -23,8 +23,6 @@ use atelier_control::activity::Activity;
 use atelier_control::metrics::ControlMetrics;
 use atelier_control::service::NotebookService;
 
-use crate::app::AppState;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
     pub method: &'static str,
@@ -225,19 +223,19 @@ impl Collector for StateCollector {
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn serve(State(state): State<AppState>) -> Response {
+pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }
 
 /// Middleware: times every API request by its route template.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = intern(request.method().as_str());
     let route = request
@@ -245,8 +243,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get::<MatchedPath>()
         .map_or("unmatched", |p| intern(p.as_str()));
     let response = next.run(request).await;
-    state
-        .metrics
+    metrics
         .api_requests
         .get_or_create(&ApiLabels {
             method,

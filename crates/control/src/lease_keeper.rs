@@ -8,10 +8,9 @@ use tokio_util::sync::CancellationToken;
 
 use atelier_domain::{LeaseType, Notebook, NotebookId, NotebookStatus, StopReason};
 
-use atelier_gateway::Gateway;
-
 use crate::activity::Activity;
 use crate::clock::Clock;
+use crate::gateway::NotebookGateway;
 use crate::metrics::ControlMetrics;
 use crate::orchestrator::Orchestrator;
 use crate::service::NotebookService;
@@ -59,7 +58,7 @@ pub struct LeaseKeeper {
     /// Recorded activity (kernels, terminals, SSH) and open SSH sessions per notebook.
     activity: Arc<Activity>,
     /// The gateway's record of HTTP and WebSocket traffic per notebook.
-    gateway: Option<Arc<Gateway>>,
+    gateway: Option<Arc<dyn NotebookGateway>>,
     metrics: ControlMetrics,
     wake: Notify,
 }
@@ -67,7 +66,7 @@ pub struct LeaseKeeper {
 impl LeaseKeeper {
     pub fn new(
         clock: Arc<dyn Clock>,
-        gateway: Option<Arc<Gateway>>,
+        gateway: Option<Arc<dyn NotebookGateway>>,
         activity: Arc<Activity>,
         metrics: ControlMetrics,
     ) -> Arc<LeaseKeeper> {
@@ -92,8 +91,7 @@ impl LeaseKeeper {
                 let proxied = self
                     .gateway
                     .as_ref()
-                    .and_then(|gateway| gateway.activity(&notebook.id))
-                    .map(|(last, _)| last);
+                    .and_then(|gateway| gateway.last_activity(&notebook.id));
                 let last = recorded.max(proxied).unwrap_or(notebook.lease.update_at);
                 notebook.lease.idle_deadline(last)
             }

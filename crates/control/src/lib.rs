@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod clock;
 pub mod error;
+pub mod gateway;
 pub mod lease_keeper;
 pub mod metrics;
 pub mod operations;

@@ -12,10 +12,10 @@ use atelier_domain::{
     Event, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus, StopReason,
     step_description,
 };
-use atelier_gateway::Gateway;
 use atelier_runtime::{Runtime, SandboxSpec, Step};
 
 use crate::error::ControlError;
+use crate::gateway::NotebookGateway;
 use crate::metrics::ControlMetrics;
 use crate::service::NotebookService;
 use crate::ssh::SshService;
@@ -30,7 +30,7 @@ struct Slot {
 pub struct Orchestrator {
     service: Arc<NotebookService>,
     runtime: Arc<dyn Runtime>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<dyn NotebookGateway>,
     ssh: Arc<SshService>,
     metrics: ControlMetrics,
     slots: Mutex<HashMap<NotebookId, Slot>>,
@@ -68,7 +68,7 @@ impl Orchestrator {
     pub fn new(
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
-        gateway: Arc<Gateway>,
+        gateway: Arc<dyn NotebookGateway>,
         ssh: Arc<SshService>,
         metrics: ControlMetrics,
         tracker: TaskTracker,
@@ -106,8 +106,13 @@ impl Orchestrator {
             if token.is_cancelled() {
                 return;
             }
-            if let Err(error) = this.drive(id, &token).await {
-                tracing::error!(notebook_id = %id, %error, "operation failed");
+            match this.drive(id, &token).await {
+                Ok(()) => {}
+                // A stop or delete took over: its own task carries on.
+                Err(ControlError::MovedOn(status)) => {
+                    tracing::info!(notebook_id = %id, %status, "operation superseded");
+                }
+                Err(error) => tracing::error!(notebook_id = %id, %error, "operation failed"),
             }
         });
     }
@@ -316,8 +321,8 @@ impl Orchestrator {
             volume_category: notebook.volume.category,
             volume_capacity_gb: notebook.volume.capacity_gb,
             token: notebook.token.clone().unwrap_or_default(),
-            base_path: self.gateway.addressing().base_path(&notebook.id),
-            origin: self.gateway.addressing().origin(&notebook.id),
+            base_path: self.gateway.base_path(&notebook.id),
+            origin: self.gateway.origin(&notebook.id),
         }
     }
 

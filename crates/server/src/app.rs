@@ -1,6 +1,9 @@
 //! Building and running the server: `App::build` binds the listeners and loads the state;
 //! `App::run` serves until the shutdown token fires.
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +14,14 @@ use tokio_util::task::TaskTracker;
 
 use atelier_control::activity::Activity;
 use atelier_control::clock::{Clock, SystemClock};
+use atelier_control::gateway::NotebookGateway;
 use atelier_control::lease_keeper::LeaseKeeper;
 use atelier_control::metrics::ControlMetrics;
 use atelier_control::operations::NotebookOperations;
 use atelier_control::orchestrator::Orchestrator;
 use atelier_control::service::NotebookService;
 use atelier_control::ssh::{SshService, SshSettings};
+use atelier_domain::NotebookId;
 use atelier_gateway::{BusyPoll, Gateway};
 use atelier_runtime::{LocalConfig, LocalRuntime, PlaceholderRuntime, Runtime};
 use atelier_store::{SqliteStore, Store};
@@ -111,9 +116,10 @@ impl App {
             activity.clone(),
             runtime.clone(),
         );
+        let routes: Arc<dyn NotebookGateway> = Arc::new(GatewayRoutes(gateway.clone()));
         let lease_keeper = LeaseKeeper::new(
             clock.clone(),
-            Some(gateway.clone()),
+            Some(routes.clone()),
             activity.clone(),
             control_metrics.clone(),
         );
@@ -127,7 +133,7 @@ impl App {
         let orchestrator = Orchestrator::new(
             service.clone(),
             runtime,
-            gateway.clone(),
+            routes,
             ssh.clone(),
             control_metrics,
             tracker.clone(),
@@ -232,6 +238,38 @@ impl App {
         api_result?;
         gateway_result?;
         Ok(())
+    }
+}
+
+/// The control plane's view of the gateway (`atelier_control` knows no HTTP crate).
+struct GatewayRoutes(Arc<Gateway>);
+
+impl NotebookGateway for GatewayRoutes {
+    fn set_route(&self, id: NotebookId, socket: PathBuf, token: String) {
+        self.0.set_route(id, socket, token);
+    }
+
+    fn remove_route(&self, id: &NotebookId) {
+        self.0.remove_route(id);
+    }
+
+    fn base_path(&self, id: &NotebookId) -> String {
+        self.0.addressing().base_path(id)
+    }
+
+    fn origin(&self, id: &NotebookId) -> String {
+        self.0.addressing().origin(id)
+    }
+
+    fn last_activity(&self, id: &NotebookId) -> Option<i64> {
+        self.0.activity(id).map(|(last, _)| last)
+    }
+
+    fn jupyter_busy<'a>(
+        &'a self,
+        id: &'a NotebookId,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.0.jupyter_busy(id))
     }
 }
 

@@ -186,3 +186,27 @@ fn a_loop_is_found() {
         ]
     );
 }
+
+#[test]
+fn the_control_plane_depends_on_no_http_crate() {
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../control/Cargo.toml"),
+    )
+    .expect("readable manifest");
+    let manifest: toml::Table = manifest.parse().expect("a TOML manifest");
+    for section in ["dependencies", "dev-dependencies"] {
+        for name in manifest
+            .get(section)
+            .and_then(|d| d.as_table())
+            .into_iter()
+            .flat_map(|d| d.keys())
+        {
+            assert!(
+                !["axum", "tower", "tower-http", "hyper", "atelier-gateway"]
+                    .contains(&name.as_str())
+                    && !name.starts_with("hyper-"),
+                "atelier-control depends on {name}"
+            );
+        }
+    }
+}

@@ -43,6 +43,8 @@ pub async fn renew_lease(
     body: axum::body::Bytes,
 ) -> Result<Json<LeaseResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
+    state.service.get(&caller.project_id, &id)?;
     let run = match query.int("duration")? {
         Some(duration) => LeaseRun::parse(duration, LeaseType::Timing).map_err(ApiError::from)?,
         None => {

@@ -573,6 +573,8 @@ pub async fn update_notebook(
     ApiJson(body): ApiJson<NotebookUpdateRequest>,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
+    state.service.get(&caller.project_id, &id)?;
     let name = body
         .name
         .as_deref()
@@ -631,6 +633,8 @@ pub async fn start_notebook(
     query: ApiQuery,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
+    state.service.get(&caller.project_id, &id)?;
     let duration_ms = query.int("duration")?;
     let kind: Option<LeaseType> = query
         .text("type")

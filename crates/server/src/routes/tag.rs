@@ -60,6 +60,8 @@ pub async fn create_notebook_tags(
     ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_notebook_id(&id)?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
+    state.service.get(&caller.project_id, &id)?;
     let tags = parse_tags(&body.tags)?;
     state
         .operations

@@ -1,63 +1,35 @@
 //! Building and running the server: `App::build` binds the listeners and loads the state;
 //! `App::run` serves until the shutdown token fires.
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::{HeaderValue, Request};
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::request_id::{MakeRequestId, RequestId};
 
-use atelier_domain::{Image, Notebook};
+use atelier_control::activity::Activity;
+use atelier_control::clock::{Clock, SystemClock};
+use atelier_control::gateway::NotebookGateway;
+use atelier_control::lease_keeper::LeaseKeeper;
+use atelier_control::metrics::ControlMetrics;
+use atelier_control::operations::NotebookOperations;
+use atelier_control::orchestrator::Orchestrator;
+use atelier_control::service::NotebookService;
+use atelier_control::ssh::{SshService, SshSettings};
+use atelier_domain::NotebookId;
 use atelier_gateway::{BusyPoll, Gateway};
 use atelier_runtime::Runtime;
 use atelier_store::{SqliteStore, Store};
-use atelier_wire::NotebookResp;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::identity::{self, AdminCredentials, Identity};
-use crate::lease_keeper::LeaseKeeper;
 use crate::metrics::Metrics;
-use crate::orchestrator::Orchestrator;
-use crate::render;
-use crate::service::NotebookService;
-use crate::ssh::{SshService, SshSessions, SshSettings};
-
-/// Shared by every handler.
-#[derive(Clone)]
-pub struct AppState {
-    pub service: Arc<NotebookService>,
-    pub orchestrator: Arc<Orchestrator>,
-    pub identity: Arc<Identity>,
-    pub lease_keeper: Arc<LeaseKeeper>,
-    pub gateway: Arc<Gateway>,
-    pub domain: Arc<(String, String)>,
-    pub ssh: Arc<SshService>,
-    /// Cancelled when the server stops: long-lived responses (progress streams) end with it.
-    pub shutdown: CancellationToken,
-    pub metrics: Arc<Metrics>,
-}
-
-impl AppState {
-    pub fn render(&self, notebook: &Notebook) -> NotebookResp {
-        let image: Option<Arc<Image>> =
-            self.service.image(&notebook.project_id, &notebook.image_id);
-        render::notebook(
-            notebook,
-            &render::NotebookContext {
-                addressing: self.gateway.addressing(),
-                image: image.as_deref(),
-                domain_id: &self.domain.0,
-                domain_name: &self.domain.1,
-                ssh_uri: self.ssh.uri(notebook),
-            },
-        )
-    }
-}
+use crate::state::AppState;
 
 /// Everything needed to build an [`App`] besides the configuration.
 pub struct AppParts {
@@ -84,16 +56,6 @@ pub struct App {
     shutdown: CancellationToken,
     /// Set when this start created the admin identity.
     pub bootstrapped: Option<AdminCredentials>,
-}
-
-#[derive(Clone, Default)]
-pub struct HexRequestId;
-
-impl MakeRequestId for HexRequestId {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
-    }
 }
 
 impl App {
@@ -145,33 +107,35 @@ impl App {
         };
         let tracker = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let ssh_sessions = Arc::new(SshSessions::default());
+        let activity = Arc::new(Activity::default());
+        let control_metrics = ControlMetrics::default();
         let metrics = Metrics::new(
+            &control_metrics,
             service.clone(),
             gateway.clone(),
-            ssh_sessions.clone(),
+            activity.clone(),
             runtime.clone(),
         );
+        let routes: Arc<dyn NotebookGateway> = Arc::new(GatewayRoutes(gateway.clone()));
         let lease_keeper = LeaseKeeper::new(
             clock.clone(),
-            Some(gateway.clone()),
-            ssh_sessions.clone(),
-            metrics.clone(),
+            Some(routes.clone()),
+            activity.clone(),
+            control_metrics.clone(),
         );
         let ssh = SshService::new(
             ssh_settings(&config, gateway.addressing())?,
             service.clone(),
             runtime.clone(),
-            lease_keeper.clone(),
-            ssh_sessions,
+            activity,
             shutdown.clone(),
         );
         let orchestrator = Orchestrator::new(
             service.clone(),
             runtime,
-            gateway.clone(),
+            routes,
             ssh.clone(),
-            metrics.clone(),
+            control_metrics,
             tracker.clone(),
             shutdown.clone(),
         );
@@ -182,10 +146,13 @@ impl App {
             let lease_keeper = lease_keeper.clone();
             service.observe(Box::new(move |notebook| lease_keeper.observe(notebook)));
         }
+        let operations =
+            NotebookOperations::new(service.clone(), orchestrator.clone(), ssh.clone());
         let state = AppState {
+            operations,
             service,
             orchestrator,
-            identity: Arc::new(Identity::new(store, config.auth.clone())),
+            identity: Arc::new(Identity::new(store, config.auth.clone(), clock)),
             lease_keeper,
             gateway,
             domain: Arc::new(domain),
@@ -271,6 +238,38 @@ impl App {
         api_result?;
         gateway_result?;
         Ok(())
+    }
+}
+
+/// The control plane's view of the gateway (`atelier_control` knows no HTTP crate).
+struct GatewayRoutes(Arc<Gateway>);
+
+impl NotebookGateway for GatewayRoutes {
+    fn set_route(&self, id: NotebookId, socket: PathBuf, token: String) {
+        self.0.set_route(id, socket, token);
+    }
+
+    fn remove_route(&self, id: &NotebookId) {
+        self.0.remove_route(id);
+    }
+
+    fn base_path(&self, id: &NotebookId) -> String {
+        self.0.addressing().base_path(id)
+    }
+
+    fn origin(&self, id: &NotebookId) -> String {
+        self.0.addressing().origin(id)
+    }
+
+    fn last_activity(&self, id: &NotebookId) -> Option<i64> {
+        self.0.activity(id).map(|(last, _)| last)
+    }
+
+    fn jupyter_busy<'a>(
+        &'a self,
+        id: &'a NotebookId,
+    ) -> Pin<Box<dyn Future<Output = bool> + Send + 'a>> {
+        Box::pin(self.0.jupyter_busy(id))
     }
 }
 

@@ -2,7 +2,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use atelier_domain::Admission;
+use atelier_control::ControlError;
+use atelier_domain::{Admission, LeaseError};
 use atelier_store::StoreError;
 use atelier_wire::ErrorBody;
 
@@ -179,6 +180,60 @@ impl From<StoreError> for ApiError {
                 ApiError::StateConflict("changed by another request".to_owned())
             }
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<LeaseError> for ApiError {
+    fn from(error: LeaseError) -> Self {
+        match error {
+            LeaseError::OutOfRange { min, max } => ApiError::LeaseOutOfRange { min, max },
+            LeaseError::UnknownType => ApiError::BadValue("type".to_owned()),
+        }
+    }
+}
+
+/// The HTTP edge of the control plane: each condition keeps the status and ModelArts code it
+/// has always had.
+impl From<ControlError> for ApiError {
+    fn from(error: ControlError) -> Self {
+        use ControlError as C;
+        match error {
+            C::NotebookNotFound => ApiError::NotebookNotFound,
+            C::NotAdmitted {
+                admission,
+                status,
+                field,
+            } => ApiError::from_admission(admission, status.as_str(), field),
+            C::Transition(refused) => ApiError::StateConflict(refused.from.as_str().to_owned()),
+            C::BeingDeleted(status) | C::MovedOn(status) => {
+                ApiError::StateConflict(status.as_str().to_owned())
+            }
+            C::ChangedConcurrently => {
+                ApiError::StateConflict("changed by another request".to_owned())
+            }
+            C::Lease(error) => ApiError::from(error),
+            C::UnknownFlavor(flavor) => ApiError::UnknownFlavor(flavor),
+            C::FlavorSoldOut(flavor) => ApiError::FlavorSoldOut(flavor),
+            C::FlavorFeatureMismatch { flavor, feature } => {
+                ApiError::FlavorFeatureMismatch { flavor, feature }
+            }
+            C::UnknownImage(image) => ApiError::UnknownImage(image),
+            C::UnsupportedStorage(category) => ApiError::UnsupportedStorage(category),
+            C::InstanceLimit => ApiError::InstanceLimit,
+            C::UnknownKeyPair(name) => ApiError::UnknownKeyPair(name),
+            C::FlavorNotSwitchable { notebook, flavor } => {
+                ApiError::FlavorNotSwitchable { notebook, flavor }
+            }
+            C::StorageShrink(field) => ApiError::StorageShrink(field.to_owned()),
+            C::EvsCapacity { min, max } => ApiError::EvsCapacity { min, max },
+            C::TooManyTags { .. } => ApiError::BadValue("tags".to_owned()),
+            exhausted @ C::SshPortsExhausted { .. } => ApiError::Exhausted(exhausted.to_string()),
+            fault @ (C::SshUnsupported
+            | C::SshListen { .. }
+            | C::SshSession(_)
+            | C::Runtime(_)
+            | C::Store(_)) => ApiError::internal(fault),
         }
     }
 }

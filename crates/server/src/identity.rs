@@ -12,11 +12,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
+use atelier_control::clock::Clock;
 use atelier_domain::identity::random_secret;
 use atelier_domain::{AccessKeyId, AccessToken, Credential, Project, ProjectId, User, UserId};
 use atelier_store::Store;
 
-use crate::app::AppState;
 use crate::config::{AuthConfig, BootstrapConfig};
 use crate::error::ApiError;
 
@@ -42,16 +42,19 @@ struct Cached<T> {
 pub struct Identity {
     store: Arc<dyn Store>,
     config: AuthConfig,
+    /// Domain time (token expiry), the clock the rest of the server reads.
+    clock: Arc<dyn Clock>,
     credentials: Cache<Credential>,
     members: RwLock<Option<Cached<Membership>>>,
     tokens: Cache<AccessToken>,
 }
 
 impl Identity {
-    pub fn new(store: Arc<dyn Store>, config: AuthConfig) -> Identity {
+    pub fn new(store: Arc<dyn Store>, config: AuthConfig, clock: Arc<dyn Clock>) -> Identity {
         Identity {
             store,
             config,
+            clock,
             credentials: RwLock::new(HashMap::new()),
             members: RwLock::new(None),
             tokens: RwLock::new(HashMap::new()),
@@ -255,7 +258,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Middleware for `/v1/{project_id}/…`: reads the body (the signature covers it), checks
 /// the caller, and hands the request on with the body and a [`Caller`] extension.
 pub async fn require_caller(
-    State(state): State<AppState>,
+    State(identity): State<Arc<Identity>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -273,9 +276,8 @@ pub async fn require_caller(
         return ApiError::RouteNotFound.into_response();
     };
     let project = project.to_owned();
-    let now_ms = state.service.now_ms();
-    match state
-        .identity
+    let now_ms = identity.clock.now_ms();
+    match identity
         .authenticate(&parts, &bytes, &project, now_ms)
         .await
     {

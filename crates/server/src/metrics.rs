@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
@@ -19,20 +19,9 @@ use prometheus_client::registry::Registry;
 use atelier_gateway::Gateway;
 use atelier_runtime::Runtime;
 
-use crate::app::AppState;
-use crate::service::NotebookService;
-use crate::ssh::SshSessions;
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StepLabels {
-    pub step: String,
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: String,
-}
+use atelier_control::activity::Activity;
+use atelier_control::metrics::ControlMetrics;
+use atelier_control::service::NotebookService;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
@@ -61,11 +50,6 @@ fn intern(text: &str) -> &'static str {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
     status: String,
 }
@@ -73,13 +57,6 @@ struct StatusLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirectionLabels {
     direction: String,
-}
-
-fn seconds_histogram() -> Histogram {
-    // 1 ms … ~65 s.
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-        0.001, 2.0, 17,
-    ))
 }
 
 fn api_histogram() -> Histogram {
@@ -91,42 +68,37 @@ fn api_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
-    pub start_steps: Family<StepLabels, Histogram>,
-    pub starts: Family<OutcomeLabels, Histogram>,
     pub api_requests: Family<ApiLabels, Histogram, fn() -> Histogram>,
-    pub lease_expiries: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
-    /// The registry, with the metrics read at scrape time from the service, the gateway and
-    /// the SSH sessions.
+    /// The registry: the control plane's counters, API request durations, and the metrics read
+    /// at scrape time from the service, the gateway and the SSH sessions.
     pub fn new(
+        control: &ControlMetrics,
         service: Arc<NotebookService>,
         gateway: Arc<Gateway>,
-        ssh: Arc<SshSessions>,
+        activity: Arc<Activity>,
         runtime: Arc<dyn Runtime>,
     ) -> Arc<Metrics> {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(StateCollector {
             service,
             gateway,
-            ssh,
+            activity,
             runtime,
         }));
-        let start_steps = Family::<StepLabels, Histogram>::new_with_constructor(seconds_histogram);
-        let starts = Family::<OutcomeLabels, Histogram>::new_with_constructor(seconds_histogram);
         let api_requests =
             Family::<ApiLabels, Histogram, fn() -> Histogram>::new_with_constructor(api_histogram);
-        let lease_expiries = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "atelier_start_step_duration_seconds",
             "Duration of each start step (storage, compute, network, init) by outcome",
-            start_steps.clone(),
+            control.start_steps.clone(),
         );
         registry.register(
             "atelier_start_duration_seconds",
             "Duration of whole starts (first step to RUNNING or failure) by outcome",
-            starts.clone(),
+            control.starts.clone(),
         );
         registry.register(
             "atelier_api_request_duration_seconds",
@@ -136,40 +108,12 @@ impl Metrics {
         registry.register(
             "atelier_lease_expiries",
             "Notebooks stopped by the lease keeper, by reason (lease_expired, idle)",
-            lease_expiries.clone(),
+            control.lease_expiries.clone(),
         );
         Arc::new(Metrics {
             registry,
-            start_steps,
-            starts,
             api_requests,
-            lease_expiries,
         })
-    }
-
-    pub fn step(&self, step: &str, completed: bool, started: Instant) {
-        self.start_steps
-            .get_or_create(&StepLabels {
-                step: step.to_owned(),
-                outcome: outcome(completed),
-            })
-            .observe(started.elapsed().as_secs_f64());
-    }
-
-    pub fn start(&self, completed: bool, started: Instant) {
-        self.starts
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome(completed),
-            })
-            .observe(started.elapsed().as_secs_f64());
-    }
-
-    pub fn lease_expiry(&self, reason: &str) {
-        self.lease_expiries
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
-            .inc();
     }
 
     pub fn encode(&self) -> String {
@@ -181,14 +125,10 @@ impl Metrics {
     }
 }
 
-fn outcome(completed: bool) -> String {
-    if completed { "completed" } else { "failed" }.to_owned()
-}
-
 struct StateCollector {
     service: Arc<NotebookService>,
     gateway: Arc<Gateway>,
-    ssh: Arc<SshSessions>,
+    activity: Arc<Activity>,
     runtime: Arc<dyn Runtime>,
 }
 
@@ -230,7 +170,7 @@ impl Collector for StateCollector {
             &mut encoder,
             "atelier_ssh_sessions",
             "Open SSH sessions",
-            ConstGauge::new(self.ssh.total() as i64),
+            ConstGauge::new(self.activity.ssh_sessions_total() as i64),
         )?;
         encode_one(
             &mut encoder,
@@ -283,19 +223,19 @@ impl Collector for StateCollector {
 }
 
 /// `GET /metrics`: the Prometheus text format.
-pub async fn serve(State(state): State<AppState>) -> Response {
+pub async fn serve(State(metrics): State<Arc<Metrics>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        state.metrics.encode(),
+        metrics.encode(),
     )
         .into_response()
 }
 
 /// Middleware: times every API request by its route template.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = intern(request.method().as_str());
     let route = request
@@ -303,8 +243,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
         .get::<MatchedPath>()
         .map_or("unmatched", |p| intern(p.as_str()));
     let response = next.run(request).await;
-    state
-        .metrics
+    metrics
         .api_requests
         .get_or_create(&ApiLabels {
             method,

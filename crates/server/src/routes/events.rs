@@ -16,12 +16,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use atelier_domain::{NotebookEvent, NotebookId};
 use atelier_wire::{ErrorBody, NotebookEventList};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::identity::Caller;
 use crate::render;
 use crate::routes::notebook::parse_notebook_id;
+use crate::state::AppState;
 
 /// Events read from the store per query.
 const BATCH: i64 = 500;

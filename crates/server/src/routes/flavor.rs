@@ -5,12 +5,12 @@ use axum::{Extension, Json};
 use atelier_domain::{Feature, Flavor, FlavorCategory};
 use atelier_wire::{ErrorBody, FlavorList, Page};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiQuery;
 use crate::identity::Caller;
 use crate::render;
 use crate::routes::notebook::parse_notebook_id;
+use crate::state::AppState;
 
 fn page_of(mut flavors: Vec<&Flavor>, query: &ApiQuery) -> Result<FlavorList, ApiError> {
     let limit = query.int("limit")?;

@@ -7,12 +7,12 @@ use atelier_wire::{
     ErrorBody, ImageDeleteRequest, ImageList, ImageRegRequest, ImageResponse, Page,
 };
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, parse_json};
 use crate::identity::Caller;
 use crate::render;
 use crate::routes::notebook::parse_paging;
+use crate::state::AppState;
 
 /// List the images a project can use.
 #[utoipa::path(get, path = "/v1/{project_id}/images", tag = "image",

@@ -9,10 +9,10 @@ use atelier_domain::keypair::{check_public_key, generate, valid_name};
 use atelier_store::StoreError;
 use atelier_wire::{ErrorBody, Keypair, KeypairCreateRequest, KeypairList, KeypairResponse};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::identity::Caller;
+use crate::state::AppState;
 
 fn render(keypair: &KeyPair, private_key: Option<String>) -> KeypairResponse {
     KeypairResponse {

@@ -3,15 +3,15 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
 use atelier_domain::lease::DEFAULT_RUN_MS;
-use atelier_domain::{LeaseRun, LeaseType, Operation};
+use atelier_domain::{LeaseRun, LeaseType};
 use atelier_wire::{ErrorBody, LeaseReq, LeaseResp};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiQuery, parse_json};
 use crate::identity::Caller;
 use crate::render;
-use crate::routes::notebook::{lease_error, parse_notebook_id};
+use crate::routes::notebook::parse_notebook_id;
+use crate::state::AppState;
 
 /// Show the lease of a notebook.
 #[utoipa::path(get, path = "/v1/{project_id}/notebooks/{id}/lease", tag = "lease",
@@ -43,9 +43,10 @@ pub async fn renew_lease(
     body: axum::body::Bytes,
 ) -> Result<Json<LeaseResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
     state.service.get(&caller.project_id, &id)?;
     let run = match query.int("duration")? {
-        Some(duration) => LeaseRun::parse(duration, LeaseType::Timing).map_err(lease_error)?,
+        Some(duration) => LeaseRun::parse(duration, LeaseType::Timing).map_err(ApiError::from)?,
         None => {
             let request: LeaseReq = parse_json(&body)?;
             let kind = match request.kind.as_deref().filter(|k| !k.is_empty()) {
@@ -55,19 +56,12 @@ pub async fn renew_lease(
                     .map_err(|_| ApiError::BadValue("type".to_owned()))?,
             };
             LeaseRun::parse(request.duration.unwrap_or(DEFAULT_RUN_MS), kind)
-                .map_err(lease_error)?
+                .map_err(ApiError::from)?
         }
     };
-    let now = state.service.now_ms();
-    let (notebook, ()) = state
-        .service
-        .mutate(&id, |nb| {
-            nb.status
-                .admit(Operation::RenewLease)
-                .map_err(|a| ApiError::from_admission(a, nb.status.as_str(), "lease"))?;
-            nb.lease.arm(now, run);
-            Ok(())
-        })
+    let notebook = state
+        .operations
+        .renew_lease(&caller.project_id, &id, run)
         .await?;
     Ok(Json(render::lease(&notebook.lease)))
 }

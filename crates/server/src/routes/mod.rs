@@ -8,20 +8,33 @@ pub mod notebook;
 pub mod tag;
 
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::middleware;
 use axum::response::IntoResponse;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::identity::require_caller;
 use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+/// Request ids: 32 hex digits, a fresh UUID each.
+#[derive(Clone, Default)]
+pub struct HexRequestId;
+
+impl MakeRequestId for HexRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
 
 /// The ModelArts routes (authenticated) and their OpenAPI document.
 pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
@@ -61,11 +74,11 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     let api = api
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.identity.clone(),
             require_caller,
         ))
         .route_layer(middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::track,
         ));
     Router::new()
@@ -98,7 +111,7 @@ pub fn router(state: AppState) -> Router {
             },
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, crate::app::HexRequestId))
+        .layer(SetRequestIdLayer::new(request_id, HexRequestId))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static("x-auth-token"),

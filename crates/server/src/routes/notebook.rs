@@ -1,37 +1,27 @@
 //! Notebook instances: spec §1.2 #1–#8.
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
+use atelier_control::operations::{NewNotebook, NotebookUpdate, StartLease};
+use atelier_control::service::ListFilter;
 use atelier_domain::{
-    EndpointService, EndpointSpec, Feature, Lease, LeaseRun, LeaseType, Notebook, NotebookId,
-    NotebookStatus, Operation, ProjectId, StopReason, Volume, VolumeCategory, VolumeOwnership,
-    lease::DEFAULT_RUN_MS,
+    EndpointService, EndpointSpec, Feature, LeaseRun, LeaseType, Notebook, NotebookId,
+    NotebookStatus, Volume, VolumeCategory, VolumeOwnership, lease::DEFAULT_RUN_MS,
 };
 use atelier_wire::{
     EndpointsReq, ErrorBody, NotebookCreateRequest, NotebookList, NotebookResp,
     NotebookUpdateRequest, Page,
 };
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery};
 use crate::identity::Caller;
-use crate::service::ListFilter;
+use crate::state::AppState;
 
 pub fn parse_notebook_id(text: &str) -> Result<NotebookId, ApiError> {
     text.parse().map_err(|_| ApiError::NotebookNotFound)
-}
-
-pub fn lease_error(error: atelier_domain::LeaseError) -> ApiError {
-    match error {
-        atelier_domain::LeaseError::OutOfRange { min, max } => {
-            ApiError::LeaseOutOfRange { min, max }
-        }
-        atelier_domain::LeaseError::UnknownType => ApiError::BadValue("type".to_owned()),
-    }
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -121,46 +111,6 @@ pub fn parse_endpoints(endpoints: &[EndpointsReq]) -> Result<Vec<EndpointSpec>, 
     Ok(parsed)
 }
 
-/// Every key pair an endpoint names must exist in the project (`ModelArts.6789`).
-async fn check_key_pairs(
-    state: &AppState,
-    project: &ProjectId,
-    endpoints: &[EndpointSpec],
-) -> Result<(), ApiError> {
-    for name in endpoints.iter().flat_map(|e| &e.key_pair_names) {
-        if state
-            .service
-            .store()
-            .find_keypair(project, name)
-            .await?
-            .is_none()
-        {
-            return Err(ApiError::UnknownKeyPair(name.clone()));
-        }
-    }
-    Ok(())
-}
-
-/// A port held for the length of a request; given back unless [`PortHold::keep`] is called.
-struct PortHold<'a> {
-    ssh: &'a crate::ssh::SshService,
-    port: Option<u16>,
-}
-
-impl PortHold<'_> {
-    fn keep(mut self) {
-        self.port = None;
-    }
-}
-
-impl Drop for PortHold<'_> {
-    fn drop(&mut self) {
-        if let Some(port) = self.port {
-            self.ssh.release_port(port);
-        }
-    }
-}
-
 fn hooks_json(hooks: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
     match hooks {
         None | Some(serde_json::Value::Null) => Ok(None),
@@ -195,7 +145,6 @@ pub async fn create_notebook(
         ApiError::MissingField(field) if field == "volume" => ApiError::MissingVolume,
         other => other,
     })?;
-    let service = &state.service;
     let name = validate_name(body.name.trim())?;
     let description = validate_description(body.description.as_deref().unwrap_or(""))?;
     let feature = match non_empty(body.feature) {
@@ -206,18 +155,6 @@ pub async fn create_notebook(
     };
     let flavor_id =
         non_empty(body.flavor).ok_or_else(|| ApiError::MissingField("flavor".to_owned()))?;
-    let flavor = service
-        .flavor(&flavor_id)
-        .ok_or(ApiError::UnknownFlavor(flavor_id.clone()))?;
-    if flavor.sold_out {
-        return Err(ApiError::FlavorSoldOut(flavor_id));
-    }
-    if flavor.feature != feature {
-        return Err(ApiError::FlavorFeatureMismatch {
-            flavor: flavor_id,
-            feature: feature.as_str().to_owned(),
-        });
-    }
     let image_text = body.image_id.trim();
     if image_text.is_empty() {
         return Err(ApiError::MissingField("image_id".to_owned()));
@@ -225,21 +162,12 @@ pub async fn create_notebook(
     let image_id = image_text
         .parse()
         .map_err(|_| ApiError::UnknownImage(image_text.to_owned()))?;
-    match service.image(&caller.project_id, &image_id) {
-        Some(image) if image.status == "ACTIVE" => {}
-        _ => return Err(ApiError::UnknownImage(image_text.to_owned())),
-    }
     let volume = parse_volume(&body.volume)?;
-    if !flavor.storages.iter().any(|s| {
-        s == volume.category.as_str() || (s == "EFS" && volume.category == VolumeCategory::Sfs)
-    }) {
-        return Err(ApiError::UnsupportedStorage(
-            volume.category.as_str().to_owned(),
-        ));
-    }
     let workspace_id = workspace(body.workspace_id)?;
     let run = match (body.duration, body.lease) {
-        (Some(duration), _) => LeaseRun::parse(duration, LeaseType::Timing).map_err(lease_error)?,
+        (Some(duration), _) => {
+            LeaseRun::parse(duration, LeaseType::Timing).map_err(ApiError::from)?
+        }
         (None, Some(lease)) => {
             let kind = match non_empty(lease.kind) {
                 None => LeaseType::Timing,
@@ -247,65 +175,32 @@ pub async fn create_notebook(
                     .parse()
                     .map_err(|_| ApiError::BadValue("lease.type".to_owned()))?,
             };
-            LeaseRun::parse(lease.duration.unwrap_or(DEFAULT_RUN_MS), kind).map_err(lease_error)?
+            LeaseRun::parse(lease.duration.unwrap_or(DEFAULT_RUN_MS), kind)
+                .map_err(ApiError::from)?
         }
         (None, None) => LeaseRun::default_timing(),
     };
-    let mut endpoints = parse_endpoints(body.endpoints.as_deref().unwrap_or(&[]))?;
+    let endpoints = parse_endpoints(body.endpoints.as_deref().unwrap_or(&[]))?;
     let hooks_json = hooks_json(body.hooks)?;
-    if feature == Feature::Default
-        && service.count_user_notebooks(&caller.user.id, |n| n.feature == Feature::Default) > 0
-    {
-        return Err(ApiError::InstanceLimit);
-    }
-    check_key_pairs(&state, &caller.project_id, &endpoints).await?;
-    let mut hold = PortHold {
-        ssh: &state.ssh,
-        port: None,
-    };
-    if let Some(ssh) = endpoints
-        .iter_mut()
-        .find(|e| e.service == EndpointService::Ssh)
-        && state.ssh.available()
-    {
-        let port = state.ssh.reserve_port()?;
-        hold.port = Some(port);
-        ssh.port = Some(port);
-    }
-    let now = service.now_ms();
-    let mut notebook = Notebook {
-        id: NotebookId::new_random(),
-        project_id: caller.project_id.clone(),
-        user_id: caller.user.id.clone(),
-        user_name: caller.user.name.clone(),
-        name,
-        description,
-        feature,
-        flavor: flavor_id,
-        image_id,
-        status: NotebookStatus::Init,
-        fail_reason: None,
-        workspace_id,
-        pool_id: non_empty(body.pool_id),
-        volume,
-        endpoints,
-        hooks_json,
-        tags: vec![],
-        lease: Lease::new(now, run),
-        token: Some(uuid::Uuid::new_v4().to_string()),
-        action_progress: vec![],
-        stop_reason: None,
-        has_run: false,
-        event_seq: 0,
-        create_at: now,
-        update_at: now,
-        version: 1,
-    };
-    notebook.reset_progress();
-    let notebook = service.insert(notebook).await?;
-    hold.keep();
-    tracing::info!(notebook_id = %notebook.id, "notebook created");
-    state.orchestrator.kick(notebook.id);
+    let notebook = state
+        .operations
+        .create(NewNotebook {
+            project_id: caller.project_id.clone(),
+            user_id: caller.user.id.clone(),
+            user_name: caller.user.name.clone(),
+            name,
+            description,
+            feature,
+            flavor: flavor_id,
+            image_id,
+            volume,
+            workspace_id,
+            pool_id: non_empty(body.pool_id),
+            run,
+            endpoints,
+            hooks_json,
+        })
+        .await?;
     Ok(Json(state.render(&notebook)))
 }
 
@@ -678,8 +573,8 @@ pub async fn update_notebook(
     ApiJson(body): ApiJson<NotebookUpdateRequest>,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
-    let current = state.service.get(&caller.project_id, &id)?;
-    // Parse everything before touching the record.
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
+    state.service.get(&caller.project_id, &id)?;
     let name = body
         .name
         .as_deref()
@@ -690,140 +585,23 @@ pub async fn update_notebook(
         .as_deref()
         .map(validate_description)
         .transpose()?;
-    let flavor = non_empty(body.flavor);
     let image_id = match non_empty(body.image_id) {
         None => None,
-        Some(text) => {
-            let parsed = text
-                .parse()
-                .map_err(|_| ApiError::UnknownImage(text.clone()))?;
-            match state.service.image(&caller.project_id, &parsed) {
-                Some(image) if image.status == "ACTIVE" => Some(parsed),
-                _ => return Err(ApiError::UnknownImage(text)),
-            }
-        }
+        Some(text) => Some(text.parse().map_err(|_| ApiError::UnknownImage(text))?),
     };
-    let mut endpoints = body.endpoints.as_deref().map(parse_endpoints).transpose()?;
-    let hooks = hooks_json(body.hooks)?;
-    let old_port = current.ssh_endpoint().and_then(|e| e.port);
-    let mut hold = PortHold {
-        ssh: &state.ssh,
-        port: None,
+    let update = NotebookUpdate {
+        name,
+        description,
+        flavor: non_empty(body.flavor),
+        image_id,
+        endpoints: body.endpoints.as_deref().map(parse_endpoints).transpose()?,
+        hooks_json: hooks_json(body.hooks)?,
+        storage_new_size: body.storage_new_size,
     };
-    if let Some(endpoints) = &mut endpoints {
-        check_key_pairs(&state, &caller.project_id, endpoints).await?;
-        // The SSH port stays with the notebook; an endpoint added now gets a new one.
-        if let Some(ssh) = endpoints
-            .iter_mut()
-            .find(|e| e.service == EndpointService::Ssh)
-        {
-            ssh.port = match old_port {
-                Some(port) => Some(port),
-                None if state.ssh.available() => {
-                    let port = state.ssh.reserve_port()?;
-                    hold.port = Some(port);
-                    Some(port)
-                }
-                None => None,
-            };
-        }
-    }
-    let storage_new_size = body.storage_new_size;
-    // Growing a running notebook's disk happens online, before the record says so.
-    if let Some(size) = storage_new_size
-        && size > current.volume.capacity_gb
-        && size <= Volume::EVS_MAX_GB
-        && current.volume.category == VolumeCategory::Evs
-        && current.status == NotebookStatus::Running
-    {
-        state.orchestrator.resize_volume(&current, size).await?;
-    }
-    let service = state.service.clone();
-    let (notebook, ()) = state
-        .service
-        .mutate(&id, |nb| {
-            let status = nb.status;
-            let admit = |operation: Operation, field: &str| {
-                status
-                    .admit(operation)
-                    .map_err(|a| ApiError::from_admission(a, status.as_str(), field))
-            };
-            if let Some(flavor_id) = &flavor
-                && *flavor_id != nb.flavor
-            {
-                admit(Operation::UpdateSpec, "flavor")?;
-                match service.flavor(flavor_id) {
-                    Some(f) if f.feature == nb.feature && !f.sold_out => {
-                        nb.flavor = flavor_id.clone()
-                    }
-                    _ => {
-                        return Err(ApiError::FlavorNotSwitchable {
-                            notebook: nb.id.to_string(),
-                            flavor: flavor_id.clone(),
-                        });
-                    }
-                }
-            }
-            if let Some(image_id) = image_id
-                && image_id != nb.image_id
-            {
-                admit(Operation::UpdateSpec, "image_id")?;
-                nb.image_id = image_id;
-            }
-            if let Some(hooks) = &hooks {
-                admit(Operation::UpdateSpec, "hooks")?;
-                nb.hooks_json = Some(hooks.clone());
-            }
-            if let Some(endpoints) = &endpoints {
-                admit(Operation::UpdateEndpoints, "endpoints")?;
-                nb.endpoints = endpoints.clone();
-            }
-            if let Some(size) = storage_new_size
-                && size != nb.volume.capacity_gb
-            {
-                admit(Operation::UpdateStorage, "storage_new_size")?;
-                if nb.volume.category != VolumeCategory::Evs || size < nb.volume.capacity_gb {
-                    return Err(ApiError::StorageShrink("storage_new_size".to_owned()));
-                }
-                if size > Volume::EVS_MAX_GB {
-                    return Err(ApiError::EvsCapacity {
-                        min: Volume::EVS_MIN_GB,
-                        max: Volume::EVS_MAX_GB,
-                    });
-                }
-                nb.volume.capacity_gb = size;
-            }
-            if let Some(name) = &name
-                && *name != nb.name
-            {
-                admit(Operation::UpdateNameOrDescription, "name")?;
-                nb.name = name.clone();
-            }
-            if let Some(description) = &description
-                && *description != nb.description
-            {
-                admit(Operation::UpdateNameOrDescription, "description")?;
-                nb.description = description.clone();
-            }
-            Ok(())
-        })
+    let notebook = state
+        .operations
+        .update(&caller.project_id, &id, update)
         .await?;
-    hold.keep();
-    if endpoints.is_some() {
-        let new_port = notebook.ssh_endpoint().and_then(|e| e.port);
-        if new_port.is_none()
-            && let Some(port) = old_port
-        {
-            state.ssh.close(&notebook.id);
-            state.ssh.release_port(port);
-        }
-        if new_port.is_some() && notebook.status == NotebookStatus::Running {
-            // Until the next start, the sandbox has no SSH files if it predates them.
-            if let Err(error) = state.ssh.open(&notebook).await {
-                tracing::warn!(notebook_id = %notebook.id, %error, "SSH endpoint not opened");
-            }
-        }
-    }
     Ok(Json(state.render(&notebook)))
 }
 
@@ -838,8 +616,7 @@ pub async fn delete_notebook(
     Path((_project, id)): Path<(String, String)>,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
-    state.service.get(&caller.project_id, &id)?;
-    let notebook = state.orchestrator.request_delete(&id).await?;
+    let notebook = state.operations.delete(&caller.project_id, &id).await?;
     Ok(Json(state.render(&notebook)))
 }
 
@@ -856,25 +633,17 @@ pub async fn start_notebook(
     query: ApiQuery,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
-    let current = state.service.get(&caller.project_id, &id)?;
-    let duration = query.int("duration")?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
+    state.service.get(&caller.project_id, &id)?;
+    let duration_ms = query.int("duration")?;
     let kind: Option<LeaseType> = query
         .text("type")
         .map(|t| t.parse().map_err(|_| ApiError::BadValue("type".to_owned())))
         .transpose()?;
-    let run = match (duration, kind) {
-        (None, None) => None,
-        (Some(duration), kind) => Some(
-            LeaseRun::parse(duration, kind.unwrap_or(LeaseType::Timing)).map_err(lease_error)?,
-        ),
-        (None, Some(kind)) => match current.lease.run {
-            LeaseRun::Disabled => Some(LeaseRun::Disabled),
-            LeaseRun::Enabled { run_ms, .. } => {
-                Some(LeaseRun::parse(run_ms, kind).map_err(lease_error)?)
-            }
-        },
-    };
-    let notebook = state.orchestrator.request_start(&id, run).await?;
+    let notebook = state
+        .operations
+        .start(&caller.project_id, &id, StartLease { duration_ms, kind })
+        .await?;
     Ok(Json(state.render(&notebook)))
 }
 
@@ -888,10 +657,6 @@ pub async fn stop_notebook(
     Path((_project, id)): Path<(String, String)>,
 ) -> Result<Json<NotebookResp>, ApiError> {
     let id = parse_notebook_id(&id)?;
-    state.service.get(&caller.project_id, &id)?;
-    let notebook: Arc<Notebook> = state
-        .orchestrator
-        .request_stop(&id, StopReason::User)
-        .await?;
+    let notebook = state.operations.stop(&caller.project_id, &id).await?;
     Ok(Json(state.render(&notebook)))
 }

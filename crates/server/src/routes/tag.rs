@@ -5,14 +5,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 
-use atelier_domain::{NotebookStatus, Tag};
+use atelier_domain::Tag;
 use atelier_wire::{ErrorBody, ProjectTag, ProjectTags, TagsBody, TmsTag};
 
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::extract::ApiJson;
 use crate::identity::Caller;
 use crate::routes::notebook::parse_notebook_id;
+use crate::state::AppState;
 
 fn tag_char_ok(c: char, in_value: bool) -> bool {
     c.is_alphanumeric()
@@ -48,13 +48,6 @@ fn parse_tags(tags: &[TmsTag]) -> Result<Vec<Tag>, ApiError> {
         .collect()
 }
 
-fn not_deleting(status: NotebookStatus) -> Result<(), ApiError> {
-    if matches!(status, NotebookStatus::Deleting | NotebookStatus::Deleted) {
-        return Err(ApiError::StateConflict(status.as_str().to_owned()));
-    }
-    Ok(())
-}
-
 /// Add tags to a notebook; an existing key takes the new value.
 #[utoipa::path(post, path = "/v1/{project_id}/notebooks/{resource_id}/tags/create", tag = "tag",
     params(("project_id" = String, Path), ("resource_id" = String, Path), ("workspace_id" = Option<String>, Query)),
@@ -67,23 +60,12 @@ pub async fn create_notebook_tags(
     ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_notebook_id(&id)?;
+    // A notebook the caller cannot see is 404 before anything about the request is 400.
     state.service.get(&caller.project_id, &id)?;
     let tags = parse_tags(&body.tags)?;
     state
-        .service
-        .mutate(&id, |nb| {
-            not_deleting(nb.status)?;
-            for tag in &tags {
-                match nb.tags.iter_mut().find(|t| t.key == tag.key) {
-                    Some(existing) => existing.value = tag.value.clone(),
-                    None => nb.tags.push(tag.clone()),
-                }
-            }
-            if nb.tags.len() > 20 {
-                return Err(ApiError::BadValue("tags".to_owned()));
-            }
-            Ok(())
-        })
+        .operations
+        .add_tags(&caller.project_id, &id, tags)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -100,15 +82,10 @@ pub async fn delete_notebook_tags(
     ApiJson(body): ApiJson<TagsBody>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_notebook_id(&id)?;
-    state.service.get(&caller.project_id, &id)?;
     let keys: Vec<String> = body.tags.iter().map(|t| t.key.clone()).collect();
     state
-        .service
-        .mutate(&id, |nb| {
-            not_deleting(nb.status)?;
-            nb.tags.retain(|t| !keys.contains(&t.key));
-            Ok(())
-        })
+        .operations
+        .remove_tags(&caller.project_id, &id, keys)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,11 +12,11 @@ use atelier_domain::{
     Event, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus, StopReason,
     step_description,
 };
-use atelier_gateway::Gateway;
 use atelier_runtime::{Runtime, SandboxSpec, Step};
 
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::error::ControlError;
+use crate::gateway::NotebookGateway;
+use crate::metrics::ControlMetrics;
 use crate::service::NotebookService;
 use crate::ssh::SshService;
 
@@ -30,27 +30,28 @@ struct Slot {
 pub struct Orchestrator {
     service: Arc<NotebookService>,
     runtime: Arc<dyn Runtime>,
-    gateway: Arc<Gateway>,
+    gateway: Arc<dyn NotebookGateway>,
     ssh: Arc<SshService>,
-    metrics: Arc<Metrics>,
+    metrics: ControlMetrics,
     slots: Mutex<HashMap<NotebookId, Slot>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
 
-fn transition(notebook: &mut Notebook, event: Event) -> Result<(), ApiError> {
-    notebook.status = notebook
-        .status
-        .transition(event)
-        .map_err(|e| ApiError::StateConflict(e.from.as_str().to_owned()))?;
+fn transition(notebook: &mut Notebook, event: Event) -> Result<(), ControlError> {
+    notebook.status = notebook.status.transition(event)?;
     Ok(())
 }
 
-fn admit(notebook: &Notebook, operation: Operation, field: &str) -> Result<(), ApiError> {
+fn admit(
+    notebook: &Notebook,
+    operation: Operation,
+    field: &'static str,
+) -> Result<(), ControlError> {
     notebook
         .status
         .admit(operation)
-        .map_err(|a| ApiError::from_admission(a, notebook.status.as_str(), field))
+        .map_err(|a| ControlError::not_admitted(a, notebook.status, field))
 }
 
 /// The step's name in metrics.
@@ -67,9 +68,9 @@ impl Orchestrator {
     pub fn new(
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
-        gateway: Arc<Gateway>,
+        gateway: Arc<dyn NotebookGateway>,
         ssh: Arc<SshService>,
-        metrics: Arc<Metrics>,
+        metrics: ControlMetrics,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
@@ -105,8 +106,13 @@ impl Orchestrator {
             if token.is_cancelled() {
                 return;
             }
-            if let Err(error) = this.drive(id, &token).await {
-                tracing::error!(notebook_id = %id, %error, "operation failed");
+            match this.drive(id, &token).await {
+                Ok(()) => {}
+                // A stop or delete took over: its own task carries on.
+                Err(ControlError::MovedOn(status)) => {
+                    tracing::info!(notebook_id = %id, %status, "operation superseded");
+                }
+                Err(error) => tracing::error!(notebook_id = %id, %error, "operation failed"),
             }
         });
     }
@@ -218,12 +224,12 @@ impl Orchestrator {
         &self,
         notebook: &Notebook,
         capacity_gb: i64,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), ControlError> {
         let mut spec = self.sandbox_spec(notebook);
         spec.volume_capacity_gb = capacity_gb;
         self.runtime.resize_volume(&spec).await.map_err(|error| {
             tracing::error!(notebook_id = %notebook.id, %error, "online volume growth failed");
-            ApiError::internal(error)
+            ControlError::Runtime(error)
         })
     }
 
@@ -231,7 +237,7 @@ impl Orchestrator {
         self: &Arc<Self>,
         id: &NotebookId,
         run: Option<LeaseRun>,
-    ) -> Result<Arc<Notebook>, ApiError> {
+    ) -> Result<Arc<Notebook>, ControlError> {
         let now = self.service.now_ms();
         let (notebook, ()) = self
             .service
@@ -255,7 +261,7 @@ impl Orchestrator {
         self: &Arc<Self>,
         id: &NotebookId,
         reason: StopReason,
-    ) -> Result<Arc<Notebook>, ApiError> {
+    ) -> Result<Arc<Notebook>, ControlError> {
         let (notebook, ()) = self
             .service
             .mutate(id, |nb| {
@@ -277,7 +283,7 @@ impl Orchestrator {
     pub async fn request_delete(
         self: &Arc<Self>,
         id: &NotebookId,
-    ) -> Result<Arc<Notebook>, ApiError> {
+    ) -> Result<Arc<Notebook>, ControlError> {
         let (notebook, ()) = self
             .service
             .mutate(id, |nb| {
@@ -290,7 +296,7 @@ impl Orchestrator {
         Ok(notebook)
     }
 
-    async fn drive(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ApiError> {
+    async fn drive(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ControlError> {
         let Some(notebook) = self.service.get_any(&id) else {
             return Ok(());
         };
@@ -315,20 +321,24 @@ impl Orchestrator {
             volume_category: notebook.volume.category,
             volume_capacity_gb: notebook.volume.capacity_gb,
             token: notebook.token.clone().unwrap_or_default(),
-            base_path: self.gateway.addressing().base_path(&notebook.id),
-            origin: self.gateway.addressing().origin(&notebook.id),
+            base_path: self.gateway.base_path(&notebook.id),
+            origin: self.gateway.origin(&notebook.id),
         }
     }
 
     /// Whether the notebook is still in the start (or create) this task is carrying out.
-    fn still_starting(notebook: &Notebook) -> Result<(), ApiError> {
+    fn still_starting(notebook: &Notebook) -> Result<(), ControlError> {
         match notebook.status {
             NotebookStatus::Init | NotebookStatus::Creating | NotebookStatus::Starting => Ok(()),
-            other => Err(ApiError::StateConflict(other.as_str().to_owned())),
+            other => Err(ControlError::MovedOn(other)),
         }
     }
 
-    async fn run_start(&self, id: NotebookId, token: &CancellationToken) -> Result<(), ApiError> {
+    async fn run_start(
+        &self,
+        id: NotebookId,
+        token: &CancellationToken,
+    ) -> Result<(), ControlError> {
         let (notebook, ()) = self
             .service
             .mutate(&id, |nb| {
@@ -366,7 +376,7 @@ impl Orchestrator {
             let step_started = tokio::time::Instant::now();
             let mut outcome = tokio::select! {
                 () = token.cancelled() => return Ok(()),
-                outcome = self.runtime.run_step(&spec, step) => outcome.map_err(|e| e.to_string()),
+                outcome = self.runtime.run_step(&spec, step) => outcome.map_err(ControlError::Runtime),
             };
             if outcome.is_ok() && step == Step::ConfigureNetwork {
                 outcome = self.ssh.open(&notebook).await;
@@ -435,7 +445,7 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn run_stop(&self, id: NotebookId) -> Result<(), ApiError> {
+    async fn run_stop(&self, id: NotebookId) -> Result<(), ControlError> {
         self.unroute(&id);
         match self.runtime.stop(id).await {
             Ok(()) => {
@@ -464,7 +474,7 @@ impl Orchestrator {
         Ok(())
     }
 
-    async fn run_delete(&self, id: NotebookId) -> Result<(), ApiError> {
+    async fn run_delete(&self, id: NotebookId) -> Result<(), ControlError> {
         self.unroute(&id);
         let port = self
             .service

@@ -12,7 +12,7 @@ use atelier_domain::{
 use atelier_store::Store;
 
 use crate::clock::Clock;
-use crate::error::ApiError;
+use crate::error::ControlError;
 
 /// Told of every committed change of a notebook.
 pub type Observer = Box<dyn Fn(&Arc<Notebook>) + Send + Sync>;
@@ -102,7 +102,7 @@ impl NotebookService {
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         flavors: Vec<Flavor>,
-    ) -> Result<NotebookService, ApiError> {
+    ) -> Result<NotebookService, ControlError> {
         let mut index = NotebookIndex::default();
         for notebook in store.list_notebooks().await? {
             index.insert(Arc::new(notebook));
@@ -185,7 +185,7 @@ impl NotebookService {
             .cloned()
     }
 
-    pub async fn insert_image(&self, image: Image) -> Result<Arc<Image>, ApiError> {
+    pub async fn insert_image(&self, image: Image) -> Result<Arc<Image>, ControlError> {
         let _guard = self.write_lock.lock().await;
         self.store.insert_image(&image).await?;
         let image = Arc::new(image);
@@ -196,7 +196,7 @@ impl NotebookService {
         Ok(image)
     }
 
-    pub async fn update_image(&self, image: Image) -> Result<Arc<Image>, ApiError> {
+    pub async fn update_image(&self, image: Image) -> Result<Arc<Image>, ControlError> {
         let _guard = self.write_lock.lock().await;
         self.store.update_image(&image).await?;
         let image = Arc::new(image);
@@ -207,11 +207,11 @@ impl NotebookService {
         Ok(image)
     }
 
-    pub fn get(&self, project: &ProjectId, id: &NotebookId) -> Result<Arc<Notebook>, ApiError> {
+    pub fn get(&self, project: &ProjectId, id: &NotebookId) -> Result<Arc<Notebook>, ControlError> {
         let index = self.index.read().expect("poisoned");
         match index.by_id.get(id) {
             Some(notebook) if notebook.project_id == *project => Ok(notebook.clone()),
-            _ => Err(ApiError::NotebookNotFound),
+            _ => Err(ControlError::NotebookNotFound),
         }
     }
 
@@ -312,7 +312,7 @@ impl NotebookService {
         }
     }
 
-    pub async fn insert(&self, mut notebook: Notebook) -> Result<Arc<Notebook>, ApiError> {
+    pub async fn insert(&self, mut notebook: Notebook) -> Result<Arc<Notebook>, ControlError> {
         let _guard = self.write_lock.lock().await;
         let (events, last) = events::number(
             notebook.id,
@@ -338,10 +338,10 @@ impl NotebookService {
     pub async fn mutate<T>(
         &self,
         id: &NotebookId,
-        change: impl FnOnce(&mut Notebook) -> Result<T, ApiError>,
-    ) -> Result<(Arc<Notebook>, T), ApiError> {
+        change: impl FnOnce(&mut Notebook) -> Result<T, ControlError>,
+    ) -> Result<(Arc<Notebook>, T), ControlError> {
         let _guard = self.write_lock.lock().await;
-        let current = self.get_any(id).ok_or(ApiError::NotebookNotFound)?;
+        let current = self.get_any(id).ok_or(ControlError::NotebookNotFound)?;
         let mut next = (*current).clone();
         let outcome = change(&mut next)?;
         if next == *current {
@@ -365,7 +365,7 @@ impl NotebookService {
     }
 
     /// Removes a deleted notebook for good.
-    pub async fn remove(&self, id: &NotebookId) -> Result<(), ApiError> {
+    pub async fn remove(&self, id: &NotebookId) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;
         self.store.delete_notebook(id).await?;
         let removed = {

@@ -8,13 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use atelier_domain::{LeaseType, Notebook, NotebookId, NotebookStatus, StopReason};
 
-use atelier_gateway::Gateway;
-
+use crate::activity::Activity;
 use crate::clock::Clock;
-use crate::metrics::Metrics;
+use crate::gateway::NotebookGateway;
+use crate::metrics::ControlMetrics;
 use crate::orchestrator::Orchestrator;
 use crate::service::NotebookService;
-use crate::ssh::SshSessions;
 
 #[derive(Default)]
 struct Queue {
@@ -56,29 +55,26 @@ impl Queue {
 pub struct LeaseKeeper {
     clock: Arc<dyn Clock>,
     queue: Mutex<Queue>,
-    /// Last activity per notebook (gateway traffic, kernels, terminals, SSH), epoch ms.
-    activity: Mutex<HashMap<NotebookId, i64>>,
+    /// Recorded activity (kernels, terminals, SSH) and open SSH sessions per notebook.
+    activity: Arc<Activity>,
     /// The gateway's record of HTTP and WebSocket traffic per notebook.
-    gateway: Option<Arc<Gateway>>,
-    /// Open SSH sessions per notebook.
-    ssh_sessions: Arc<SshSessions>,
-    metrics: Arc<Metrics>,
+    gateway: Option<Arc<dyn NotebookGateway>>,
+    metrics: ControlMetrics,
     wake: Notify,
 }
 
 impl LeaseKeeper {
     pub fn new(
         clock: Arc<dyn Clock>,
-        gateway: Option<Arc<Gateway>>,
-        ssh_sessions: Arc<SshSessions>,
-        metrics: Arc<Metrics>,
+        gateway: Option<Arc<dyn NotebookGateway>>,
+        activity: Arc<Activity>,
+        metrics: ControlMetrics,
     ) -> Arc<LeaseKeeper> {
         Arc::new(LeaseKeeper {
             clock,
             queue: Mutex::new(Queue::default()),
-            activity: Mutex::new(HashMap::new()),
+            activity,
             gateway,
-            ssh_sessions,
             metrics,
             wake: Notify::new(),
         })
@@ -91,17 +87,11 @@ impl LeaseKeeper {
         match notebook.lease.kind {
             LeaseType::Timing => notebook.lease.timing_deadline(),
             LeaseType::Idle => {
-                let recorded = self
-                    .activity
-                    .lock()
-                    .expect("poisoned")
-                    .get(&notebook.id)
-                    .copied();
+                let recorded = self.activity.last(&notebook.id);
                 let proxied = self
                     .gateway
                     .as_ref()
-                    .and_then(|gateway| gateway.activity(&notebook.id))
-                    .map(|(last, _)| last);
+                    .and_then(|gateway| gateway.last_activity(&notebook.id));
                 let last = recorded.max(proxied).unwrap_or(notebook.lease.update_at);
                 notebook.lease.idle_deadline(last)
             }
@@ -112,7 +102,7 @@ impl LeaseKeeper {
     pub fn observe(&self, notebook: &Notebook) {
         let deadline = self.deadline(notebook);
         if notebook.status == NotebookStatus::Deleted {
-            self.activity.lock().expect("poisoned").remove(&notebook.id);
+            self.activity.forget(&notebook.id);
         }
         let earliest = self
             .queue
@@ -122,11 +112,6 @@ impl LeaseKeeper {
         if earliest {
             self.wake.notify_one();
         }
-    }
-
-    /// Records activity for IDLE leases.
-    pub fn record_activity(&self, id: NotebookId, at_ms: i64) {
-        self.activity.lock().expect("poisoned").insert(id, at_ms);
     }
 
     /// The number of armed deadlines (metrics, tests).
@@ -168,13 +153,13 @@ impl LeaseKeeper {
                 // A busy kernel, an open terminal or an SSH session is activity, though
                 // nothing crosses the gateway: never cull work in progress.
                 if notebook.lease.kind == LeaseType::Idle {
-                    let busy = self.ssh_sessions.open(&id) > 0
+                    let busy = self.activity.ssh_sessions(&id) > 0
                         || match &self.gateway {
                             Some(gateway) => gateway.jupyter_busy(&id).await,
                             None => false,
                         };
                     if busy {
-                        self.record_activity(id, now);
+                        self.activity.record(id, now);
                     }
                 }
                 // Activity may have moved an IDLE deadline since it was queued.

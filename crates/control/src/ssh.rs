@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use atelier_domain::{Notebook, NotebookId, NotebookStatus};
 use atelier_runtime::Runtime;
 
-use crate::error::ApiError;
-use crate::lease_keeper::LeaseKeeper;
+use crate::activity::Activity;
+use crate::error::ControlError;
 use crate::service::NotebookService;
 
 /// Where the SSH endpoints listen and how users reach them.
@@ -30,37 +30,6 @@ pub struct SshSettings {
     pub public_host: String,
     pub first_port: u16,
     pub last_port: u16,
-}
-
-/// Open SSH sessions per notebook: activity for IDLE leases.
-#[derive(Default)]
-pub struct SshSessions {
-    open: Mutex<HashMap<NotebookId, usize>>,
-}
-
-impl SshSessions {
-    pub fn open(&self, id: &NotebookId) -> usize {
-        self.open
-            .lock()
-            .expect("poisoned")
-            .get(id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Open sessions of all notebooks.
-    pub fn total(&self) -> usize {
-        self.open.lock().expect("poisoned").values().sum()
-    }
-
-    fn add(&self, id: NotebookId, delta: isize) {
-        let mut open = self.open.lock().expect("poisoned");
-        let count = open.entry(id).or_insert(0);
-        *count = count.saturating_add_signed(delta);
-        if *count == 0 {
-            open.remove(&id);
-        }
-    }
 }
 
 /// Whether `peer` may connect to an endpoint with this allow-list (empty: anyone).
@@ -82,8 +51,7 @@ pub struct SshService {
     settings: SshSettings,
     service: Arc<NotebookService>,
     runtime: Arc<dyn Runtime>,
-    lease_keeper: Arc<LeaseKeeper>,
-    sessions: Arc<SshSessions>,
+    activity: Arc<Activity>,
     /// Ports held by notebooks (from create to delete).
     reserved: Mutex<HashSet<u16>>,
     /// The running listeners; cancelling one also ends its sessions.
@@ -96,8 +64,7 @@ impl SshService {
         settings: SshSettings,
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
-        lease_keeper: Arc<LeaseKeeper>,
-        sessions: Arc<SshSessions>,
+        activity: Arc<Activity>,
         shutdown: CancellationToken,
     ) -> Arc<SshService> {
         let reserved = service
@@ -109,8 +76,7 @@ impl SshService {
             settings,
             service,
             runtime,
-            lease_keeper,
-            sessions,
+            activity,
             reserved: Mutex::new(reserved),
             listeners: Mutex::new(HashMap::new()),
             shutdown,
@@ -123,15 +89,13 @@ impl SshService {
     }
 
     /// Takes the lowest free port of the range for a new SSH endpoint.
-    pub fn reserve_port(&self) -> Result<u16, ApiError> {
+    pub fn reserve_port(&self) -> Result<u16, ControlError> {
         let mut reserved = self.reserved.lock().expect("poisoned");
         let port = (self.settings.first_port..=self.settings.last_port)
             .find(|p| !reserved.contains(p))
-            .ok_or_else(|| {
-                ApiError::Exhausted(format!(
-                    "all SSH ports {}-{} are taken",
-                    self.settings.first_port, self.settings.last_port
-                ))
+            .ok_or(ControlError::SshPortsExhausted {
+                first: self.settings.first_port,
+                last: self.settings.last_port,
             })?;
         reserved.insert(port);
         Ok(port)
@@ -161,12 +125,12 @@ impl SshService {
     }
 
     /// Opens the notebook's SSH port (if it has an SSH endpoint). Idempotent.
-    pub async fn open(self: &Arc<Self>, notebook: &Notebook) -> Result<(), String> {
+    pub async fn open(self: &Arc<Self>, notebook: &Notebook) -> Result<(), ControlError> {
         let Some(port) = notebook.ssh_endpoint().and_then(|e| e.port) else {
             return Ok(());
         };
         if !self.available() {
-            return Err("this server's runtime cannot serve SSH".to_owned());
+            return Err(ControlError::SshUnsupported);
         }
         if self
             .listeners
@@ -178,11 +142,10 @@ impl SshService {
         }
         let listener = TcpListener::bind((self.settings.listen_address, port))
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot listen for SSH on {}:{port}: {e}",
-                    self.settings.listen_address
-                )
+            .map_err(|source| ControlError::SshListen {
+                address: self.settings.listen_address,
+                port,
+                source,
             })?;
         let token = self.shutdown.child_token();
         self.listeners
@@ -252,7 +215,7 @@ impl SshService {
         notebook: &Notebook,
         stream: TcpStream,
         token: CancellationToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), ControlError> {
         let id = notebook.id;
         let mut keys = String::new();
         for name in notebook
@@ -272,30 +235,26 @@ impl SshService {
                 }
                 // A deleted key pair simply grants nothing any more.
                 Ok(None) => {}
-                Err(error) => return Err(format!("cannot read key pair {name}: {error}")),
+                Err(error) => return Err(ControlError::from(error)),
             }
         }
-        let mut command = self
-            .runtime
-            .ssh_session(id, &keys)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut command = self.runtime.ssh_session(id, &keys).await?;
         // sshd talks to the client on the socket itself, as under inetd.
-        let socket = stream.into_std().map_err(|e| e.to_string())?;
-        socket.set_nonblocking(false).map_err(|e| e.to_string())?;
-        let output = socket.try_clone().map_err(|e| e.to_string())?;
+        let socket = stream.into_std().map_err(ControlError::SshSession)?;
+        socket
+            .set_nonblocking(false)
+            .map_err(ControlError::SshSession)?;
+        let output = socket.try_clone().map_err(ControlError::SshSession)?;
         command
             .stdin(Stdio::from(OwnedFd::from(socket)))
             .stdout(Stdio::from(OwnedFd::from(output)))
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|e| format!("cannot start sshd: {e}"))?;
+        let mut child = command.spawn().map_err(ControlError::SshSession)?;
         // Our copies of the socket go now: the connection ends when sshd does.
         drop(command);
-        self.sessions.add(id, 1);
-        self.lease_keeper.record_activity(id, self.service.now_ms());
+        self.activity.add_ssh_sessions(id, 1);
+        self.activity.record(id, self.service.now_ms());
         if let Some(stderr) = child.stderr.take() {
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
@@ -310,8 +269,8 @@ impl SshService {
                 let _ = child.kill().await;
             }
         }
-        self.sessions.add(id, -1);
-        self.lease_keeper.record_activity(id, self.service.now_ms());
+        self.activity.add_ssh_sessions(id, -1);
+        self.activity.record(id, self.service.now_ms());
         Ok(())
     }
 }

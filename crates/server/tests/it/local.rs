@@ -576,6 +576,30 @@ async fn evs_grows_online_limits_follow_the_flavor_and_a_local_image_runs() {
         "1024"
     );
 
+    // An update refused for one field changes nothing, the disk size it also asks for
+    // included (the volume used to be grown before admission ran).
+    let refused = app
+        .signed(
+            "PUT",
+            &app.notebook_path(&id),
+            Some(r#"{"flavor": "modelarts.vm.cpu.8u", "storage_new_size": 7}"#),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    assert_eq!(
+        lab.execute(size_gb).await.trim(),
+        "5",
+        "the volume did not grow"
+    );
+    let image_file = app.data_dir.join("volumes").join(format!("{id}.ext4"));
+    assert_eq!(
+        std::fs::metadata(&image_file).unwrap().len(),
+        5 << 30,
+        "{}",
+        image_file.display()
+    );
+    assert_eq!(app.show_ok(&id).await["volume"]["capacity"], 5);
+
     // Growing the disk of a running notebook happens online; shrinking is refused.
     let grown = app
         .signed(

@@ -610,7 +610,18 @@ async fn an_open_ssh_session_keeps_an_idle_lease_and_its_end_starts_the_countdow
         .ssh_command("mine", "127.0.0.1", false, &["sleep 600"])
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = crate::metrics::scrape(&app).await;
+        if crate::metrics::sample(&text, "atelier_ssh_sessions") == Some(1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SSH session never opened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(session.try_wait().unwrap().is_none(), "the session is open");
     app.advance(minutes(16));
     app.assert_status_holds(&id, "RUNNING", Duration::from_millis(800))
@@ -618,7 +629,20 @@ async fn an_open_ssh_session_keeps_an_idle_lease_and_its_end_starts_the_countdow
 
     // The session ends: the idle period counts from its end.
     session.kill().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the server has seen the session end (sshd notices the client is gone on its own
+    // time: on a loaded machine well after 500 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = crate::metrics::scrape(&app).await;
+        if crate::metrics::sample(&text, "atelier_ssh_sessions") == Some(0.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the SSH session never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     app.advance(minutes(14));
     app.assert_status_holds(&id, "RUNNING", Duration::from_millis(500))
         .await;

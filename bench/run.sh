@@ -9,6 +9,8 @@
 #   start.py    start one / ten at once (first, median, all ready), stop: real JupyterLab
 #   gateway.py  gateway vs direct on the same Jupyter socket: HTTP c=1/c=32, WebSocket, 1+1
 #   sandbox.py  idle memory of a running notebook (RSS, PSS), and of its network helper
+#   oci_pull.py pull + unpack of a JupyterLab OCI image from a loopback registry, against
+#               skopeo copy + umoci unpack of the same image
 #   control.py  boot and idle RSS with 10,000 notebooks, lease-expiry lateness with 1,000
 #               leases due at once, RSS with 100 running notebooks
 # Environment: ATELIER_BIN, LOADGEN (prebuilt binaries), IMAGE_DIR (provisioned images).
@@ -32,3 +34,5 @@ echo
 python3 "$here/sandbox.py" "${smoke[@]}"
 echo
 python3 "$here/control.py" "${smoke[@]}"
+echo
+python3 "$here/oci_pull.py" "${smoke[@]}"

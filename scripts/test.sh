@@ -8,6 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
 
 steps=0
+# A failed run says what the machine looked like at the end (a full disk or memory fails
+# tests far from the cause).
+trap 'status=$?; if [ "$status" -ne 0 ]; then printf "\n==> failed (exit %s); disk and memory now:\n" "$status"; df -h / /tmp; free -m; fi' EXIT
 step() { steps=$((steps + 1)); printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"

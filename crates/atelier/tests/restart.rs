@@ -545,12 +545,16 @@ fn rand_suffix() -> String {
 /// flushed and fsynced, 10 ms apart, then writes the count to `name.done`.
 fn writer(name: &str, lines: u32) -> String {
     format!(
-        "import os, time\n\
-         with open('{name}', 'w') as f:\n    \
-             for i in range({lines}):\n        \
-                 f.write(f'{{i:08d}}\\n'); f.flush(); os.fsync(f.fileno()); time.sleep(0.01)\n\
-         with open('{name}.done', 'w') as f:\n    \
-             f.write('{lines}')\n"
+        "import os, time, traceback\n\
+         try:\n    \
+             with open('{name}', 'w') as f:\n        \
+                 for i in range({lines}):\n            \
+                     f.write(f'{{i:08d}}\\n'); f.flush(); os.fsync(f.fileno()); time.sleep(0.01)\n    \
+             with open('{name}.done', 'w') as f:\n        \
+                 f.write('{lines}')\n\
+         except BaseException:\n    \
+             open('/tmp/{name}.error', 'w').write(traceback.format_exc())\n    \
+             raise\n"
     )
 }
 
@@ -717,9 +721,15 @@ fn a_warm_claimed_notebook_keeps_writing_kernels_terminals_and_ssh_through_resta
         let deadline = Instant::now() + Duration::from_secs(60);
         while lines_written(&volume, &name) < 100 {
             if Instant::now() > deadline {
+                // What stopped the writer, if it stopped: its traceback, kept in the
+                // sandbox's /tmp (the work volume may be what failed).
                 let seen = lab.execute(
                     &kernel,
-                    "import os; print(os.getcwd(), sorted(os.listdir('.')))",
+                    &format!(
+                        "import os; print(os.getcwd(), sorted(os.listdir('.'))); \
+                         e = '/tmp/{name}.error'; print(open(e).read() if os.path.exists(e) \
+                         else 'no error recorded')"
+                    ),
                     true,
                 );
                 panic!(

@@ -64,3 +64,35 @@ pub struct ImageDeleteRequest {
     #[serde(default)]
     pub is_force: Option<bool>,
 }
+
+/// One entry of `GET /v1/{project_id}/images/group` (spec §2.6 `ImageGroup`): the images of
+/// one `namespace/name`, whatever their tags.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageGroup {
+    /// Stable for the group's `namespace/name` in its project.
+    pub id: String,
+    pub name: String,
+    pub namespace: String,
+    /// The oldest version's registration time (ms).
+    pub create_at: i64,
+    /// The newest change to any version (ms).
+    pub update_at: i64,
+    pub version_count: i64,
+    /// The newest version's description.
+    pub description: String,
+    pub read_me: String,
+    pub icon_name: String,
+    pub swr_instance_name: String,
+    pub swr_instance_id: String,
+}
+
+/// `GET /v1/{project_id}/images/group`: the paged envelope plus `is_swr_enterprise`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ImageGroupList {
+    pub current: i64,
+    pub data: Vec<ImageGroup>,
+    pub pages: i64,
+    pub size: i64,
+    pub total: i64,
+    pub is_swr_enterprise: bool,
+}

@@ -1,10 +1,12 @@
-//! Images: spec §1.3 #22–#25. The built-in catalogue plus each project's DEDICATED images.
+//! Images: spec §1.3 #22–#26. The built-in catalogue plus each project's DEDICATED images,
+//! and their groups (the images of one `namespace/name`).
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
 use atelier_domain::{Image, ImageId, ImageType};
 use atelier_wire::{
-    ErrorBody, ImageDeleteRequest, ImageList, ImageRegRequest, ImageResponse, Page,
+    ErrorBody, ImageDeleteRequest, ImageGroup, ImageGroupList, ImageList, ImageRegRequest,
+    ImageResponse, Page,
 };
 
 use crate::error::ApiError;
@@ -83,6 +85,102 @@ pub async fn list_image(
         size: page.size,
         total,
     }))
+}
+
+/// List image groups: the project's images (and the built-in ones) aggregated by
+/// `namespace/name`, with how many versions (tags) each has.
+#[utoipa::path(get, path = "/v1/{project_id}/images/group", tag = "image",
+    params(("project_id" = String, Path),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000), ("offset" = Option<i64>, Query, minimum = 0),
+        ("name" = Option<String>, Query), ("name_fuzzy_match" = Option<bool>, Query),
+        ("namespace" = Option<String>, Query), ("type" = Option<String>, Query),
+        ("workspace_id" = Option<String>, Query), ("swr_instance_id" = Option<String>, Query)),
+    responses((status = 200, body = ImageGroupList), (status = 400, body = ErrorBody)))]
+pub async fn list_image_group(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    query: ApiQuery,
+) -> Result<Json<ImageGroupList>, ApiError> {
+    let (limit, offset) = parse_paging(&query, 200)?;
+    let kind: Option<ImageType> = query
+        .text("type")
+        .map(|t| t.parse().map_err(|_| ApiError::BadValue("type".to_owned())))
+        .transpose()?;
+    let fuzzy = query.bool("name_fuzzy_match")?.unwrap_or(true);
+    let name = query.text("name");
+    let namespace = query.text("namespace");
+    let workspace_id = query.text("workspace_id");
+    // Atelier has no SWR enterprise instances: asking for one finds no groups.
+    let instance = query.text("swr_instance_id").filter(|i| !i.is_empty());
+    let mut groups: std::collections::BTreeMap<(String, String), Vec<std::sync::Arc<Image>>> =
+        std::collections::BTreeMap::new();
+    for image in state.service.images(&caller.project_id) {
+        let keep = image.status != "DELETED"
+            && instance.is_none()
+            && kind.is_none_or(|k| image.kind == k)
+            && name.is_none_or(|n| {
+                if fuzzy {
+                    image.name.contains(n)
+                } else {
+                    image.name == n
+                }
+            })
+            && namespace.is_none_or(|n| image.namespace == n)
+            && workspace_id
+                .is_none_or(|w| image.workspace_id == w || image.kind == ImageType::BuildIn);
+        if keep {
+            groups
+                .entry((image.namespace.clone(), image.name.clone()))
+                .or_default()
+                .push(image);
+        }
+    }
+    let mut groups: Vec<ImageGroup> = groups
+        .into_iter()
+        .map(|((namespace, name), mut versions)| {
+            versions.sort_by_key(|i| (i.create_at, i.id));
+            let newest = versions.last().expect("a group has a version");
+            ImageGroup {
+                id: group_id(&caller.project_id.to_string(), &namespace, &name),
+                create_at: versions[0].create_at,
+                update_at: versions.iter().map(|i| i.update_at).max().unwrap_or(0),
+                version_count: versions.len() as i64,
+                description: newest.description.clone(),
+                read_me: String::new(),
+                icon_name: String::new(),
+                swr_instance_name: String::new(),
+                swr_instance_id: String::new(),
+                name,
+                namespace,
+            }
+        })
+        .collect();
+    groups.sort_by(|a, b| (a.create_at, &a.id).cmp(&(b.create_at, &b.id)));
+    let total = groups.len() as i64;
+    let data = groups
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect();
+    let page = Page::compute(total, offset, limit);
+    Ok(Json(ImageGroupList {
+        current: page.current,
+        data,
+        pages: page.pages,
+        size: page.size,
+        total,
+        is_swr_enterprise: false,
+    }))
+}
+
+/// A group's id: a name-based UUID of its project, namespace and name, so that it stays the
+/// same while its versions come and go.
+fn group_id(project: &str, namespace: &str, name: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("atelier/image-group/{project}/{namespace}/{name}").as_bytes(),
+    )
+    .to_string()
 }
 
 /// `(namespace, name, tag)` of an image reference: `[registry[:port]]/namespace/name:tag`, or

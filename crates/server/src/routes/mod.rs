@@ -57,6 +57,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(tag::delete_notebook_tags))
         .routes(routes!(tag::show_notebook_tags))
         .routes(routes!(image::list_image, image::register_image))
+        .routes(routes!(image::list_image_group))
         .routes(routes!(image::show_image, image::delete_image))
         .routes(routes!(keypair::create_keypair, keypair::list_keypairs))
         .routes(routes!(keypair::show_keypair, keypair::delete_keypair))

@@ -250,3 +250,96 @@ async fn bad_image_requests_are_refused() {
         .await;
     expect_error(response, 400, "ModelArts.6303").await;
 }
+
+#[tokio::test]
+async fn image_groups_aggregate_the_versions_of_each_name() {
+    let app = TestApp::spawn().await;
+    // Nothing registered yet: the built-in images are groups of their own, and the path is
+    // not taken for an image id.
+    let before = list_groups(&app, "").await;
+    assert!(before["total"].as_i64().unwrap() >= 1, "{before}");
+    assert_eq!(before["is_swr_enterprise"], false);
+    let built_in = before["total"].as_i64().unwrap();
+
+    let first = register(
+        &app,
+        json!({"swr_path": "swr.example.com/team/torch:2.1", "description": "old"}),
+    )
+    .await;
+    // Registered a little later, so that it is the newest version.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    register(
+        &app,
+        json!({"swr_path": "swr.example.com/team/torch:2.2", "description": "new"}),
+    )
+    .await;
+    register(&app, json!({"swr_path": "swr.example.com/other/torch:1"})).await;
+    let lone = register(
+        &app,
+        json!({"swr_path": "swr.example.com/team/tensorflow:1"}),
+    )
+    .await;
+
+    let all = list_groups(&app, "").await;
+    assert_eq!(all["total"], built_in + 3, "{all}");
+    let torch = list_groups(&app, "?name=torch&name_fuzzy_match=false&namespace=team").await;
+    assert_eq!(torch["total"], 1, "{torch}");
+    let group = &torch["data"][0];
+    assert_eq!(group["name"], "torch");
+    assert_eq!(group["namespace"], "team");
+    assert_eq!(group["version_count"], 2);
+    assert_eq!(
+        group["description"], "new",
+        "the newest version describes the group"
+    );
+    assert_eq!(group["create_at"], first["create_at"]);
+    assert!(group["id"].as_str().unwrap().len() == 36, "{group}");
+    // Fuzzy by default; the type filter; paging.
+    assert_eq!(list_groups(&app, "?name=tens").await["total"], 1);
+    assert_eq!(
+        list_groups(&app, "?type=DEDICATED").await["total"],
+        3,
+        "only registered images"
+    );
+    let page = list_groups(&app, "?type=DEDICATED&limit=2&offset=2").await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1, "{page}");
+    // No SWR enterprise instance exists here.
+    assert_eq!(list_groups(&app, "?swr_instance_id=abc").await["total"], 0);
+
+    // A deleted version leaves the group; the group keeps its id.
+    let id = group["id"].clone();
+    let (status, _) = json_of(
+        app.signed("DELETE", &image_path(first["id"].as_str().unwrap()), None)
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let torch = list_groups(&app, "?name=torch&name_fuzzy_match=false&namespace=team").await;
+    assert_eq!(torch["data"][0]["version_count"], 1);
+    assert_eq!(torch["data"][0]["id"], id);
+    // Deleting the only version removes the group.
+    app.signed("DELETE", &image_path(lone["id"].as_str().unwrap()), None)
+        .await;
+    assert_eq!(list_groups(&app, "?name=tensorflow").await["total"], 0);
+    // Bad filters are refused.
+    let (status, json) = json_of(
+        app.signed(
+            "GET",
+            &format!("{}/group?type=SOMETIMES", images_path()),
+            None,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+}
+
+async fn list_groups(app: &TestApp, query: &str) -> Value {
+    let (status, json) = json_of(
+        app.signed("GET", &format!("{}/group{query}", images_path()), None)
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    json
+}

@@ -31,7 +31,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
     let document = openapi(&app).await;
     let paths = document["paths"].as_object().expect("paths");
 
-    // Spec §1.2 #1–#15 and §1.3 #22–#25.
+    // Spec §1.2 #1–#15 and §1.3 #22–#26.
     let expected = [
         ("post", "/v1/{project_id}/notebooks"),
         ("get", "/v1/{project_id}/notebooks"),
@@ -58,6 +58,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
         ("post", "/v1/{project_id}/images"),
         ("get", "/v1/{project_id}/images/{id}"),
         ("delete", "/v1/{project_id}/images/{id}"),
+        ("get", "/v1/{project_id}/images/group"),
     ];
     for (method, path) in expected {
         let item = paths

@@ -22,7 +22,10 @@
 #![forbid(unsafe_code)]
 
 pub mod commit;
+mod local;
 pub mod unpack;
+
+pub use local::LOCAL_REGISTRY;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -234,6 +237,20 @@ impl ImageStore {
         })?;
         let shown = reference.whole();
         let registry = reference.resolve_registry().to_owned();
+        if registry == LOCAL_REGISTRY {
+            // Built on this host: the store is its only registry.
+            let image = self
+                .local_image(&shown)?
+                .ok_or_else(|| OciError::NotFound(shown.clone()))?;
+            if image.architecture != architecture {
+                return Err(OciError::WrongArchitecture {
+                    reference: shown,
+                    wanted: format!("linux/{architecture}"),
+                    found: format!("{}/{}", image.os, image.architecture),
+                });
+            }
+            return Ok(image);
+        }
         let client = self.client_for(&registry);
         let auth = self.auth_for(&registry);
         let manifest = match client
@@ -370,6 +387,15 @@ impl ImageStore {
             );
         }
         progress(total, total);
+        self.write_record(resolved)?;
+        Ok(PulledImage {
+            resolved: resolved.clone(),
+            layers: dirs,
+        })
+    }
+
+    /// Records `resolved` as an image on this host (`images/sha256-{hex}.json`).
+    fn write_record(&self, resolved: &Resolved) -> Result<(), OciError> {
         let hex = checked_hex(&resolved.digest).ok_or_else(|| {
             OciError::Corrupt(resolved.reference.clone(), "bad digest".to_owned())
         })?;
@@ -383,10 +409,7 @@ impl ImageStore {
             serde_json::to_vec_pretty(resolved).map_err(std::io::Error::other)?,
         )?;
         std::fs::rename(&tmp, &record)?;
-        Ok(PulledImage {
-            resolved: resolved.clone(),
-            layers: dirs,
-        })
+        Ok(())
     }
 
     async fn ensure_layer(
@@ -419,6 +442,13 @@ impl ImageStore {
             return Ok(dir);
         }
         let blob = self.root.join("blobs/sha256").join(&hex);
+        if !blob.is_file() && reference.resolve_registry() == LOCAL_REGISTRY {
+            // Built here and evicted since: no registry has it.
+            return Err(OciError::NotFound(format!(
+                "{} (layer {} was removed from this store: build the image again)",
+                resolved.reference, layer.digest
+            )));
+        }
         if !blob.is_file() {
             let tmp = self
                 .root
@@ -456,6 +486,20 @@ impl ImageStore {
         let compression = Compression::of_media_type(&layer.media_type).ok_or_else(|| {
             OciError::Unsupported(resolved.reference.clone(), layer.media_type.clone())
         })?;
+        self.unpack_blob(&hex, compression)
+            .await
+            .map_err(|error| corrupt(format!("layer {}: {error}", layer.digest)))
+    }
+
+    /// Unpacks the verified blob `hex` into `layers/sha256-{hex}` (through `tmp`, so the
+    /// directory exists only whole) and records its unpacked size.
+    async fn unpack_blob(
+        &self,
+        hex: &str,
+        compression: Compression,
+    ) -> Result<PathBuf, UnpackError> {
+        let dir = self.root.join("layers").join(format!("sha256-{hex}"));
+        let blob = self.root.join("blobs/sha256").join(hex);
         let unpacking = self
             .root
             .join("tmp")
@@ -466,21 +510,19 @@ impl ImageStore {
             tokio::task::spawn_blocking(move || unpack::unpack_layer(&blob, compression, &target))
                 .await
                 .map_err(std::io::Error::other)?;
-        match outcome {
-            Ok(stats) => {
-                tracing::debug!(layer = %layer.digest, ?stats, "layer unpacked");
-                std::fs::write(
-                    self.root.join("layers").join(format!("sha256-{hex}.size")),
-                    stats.bytes.to_string(),
-                )?;
-                std::fs::rename(&unpacking, &dir)?;
-                Ok(dir)
-            }
-            Err(error) => {
-                let _ = std::fs::remove_dir_all(&unpacking);
-                Err(corrupt(format!("layer {}: {error}", layer.digest)))
-            }
+        let finished = outcome.and_then(|stats| {
+            tracing::debug!(layer = hex, ?stats, "layer unpacked");
+            std::fs::write(
+                self.root.join("layers").join(format!("sha256-{hex}.size")),
+                stats.bytes.to_string(),
+            )?;
+            std::fs::rename(&unpacking, &dir)?;
+            Ok(dir)
+        });
+        if finished.is_err() {
+            let _ = std::fs::remove_dir_all(&unpacking);
         }
+        finished
     }
 }
 

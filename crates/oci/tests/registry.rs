@@ -595,3 +595,57 @@ async fn the_cache_evicts_the_least_recently_used_images_that_no_notebook_uses()
     images.pull(&again, &|_, _| {}).await.unwrap();
     assert_eq!(images.downloads(), before + 1);
 }
+
+#[tokio::test]
+async fn an_image_built_here_is_saved_with_a_notebooks_changes_and_pulled_elsewhere() {
+    if !available("an_image_built_here_is_saved_with_a_notebooks_changes_and_pulled_elsewhere") {
+        return;
+    }
+    let registry = Registry::start().await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+    // The built-in image: made on this host, in no registry.
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("opt/jupyterlab/bin")).unwrap();
+    std::fs::write(
+        tree.path().join("opt/jupyterlab/bin/jupyter-lab"),
+        "#!/bin/sh\n",
+    )
+    .unwrap();
+    let builtin = images
+        .build_local(
+            "atelier.local/builtin/jupyterlab:1",
+            None,
+            &[tree.path().to_owned()],
+            "amd64",
+            serde_json::json!({"User": "1000:100"}),
+            "test",
+        )
+        .await
+        .unwrap();
+    // A notebook on it installs a package; saving it pushes the built-in layer too.
+    let upper = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(upper.path().join("opt/pkg")).unwrap();
+    std::fs::write(upper.path().join("opt/pkg/__init__.py"), "X = 1\n").unwrap();
+    let target = format!("{}/team/saved:1", registry.host);
+    let saved = images
+        .commit(&builtin, upper.path(), &target)
+        .await
+        .unwrap();
+    assert_eq!(saved.layers.len(), 2);
+    assert_eq!(saved.layers[0], builtin.layers[0]);
+    assert_eq!(saved.config["config"]["User"], "1000:100");
+
+    // Another host pulls it whole from the registry.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = store(elsewhere.path());
+    let resolved = other.resolve(&target, "amd64").await.unwrap();
+    let pulled = other.pull(&resolved, &|_, _| {}).await.unwrap();
+    assert_eq!(other.downloads(), 2);
+    assert!(
+        pulled.layers[0]
+            .join("opt/jupyterlab/bin/jupyter-lab")
+            .is_file()
+    );
+    assert!(pulled.layers[1].join("opt/pkg/__init__.py").is_file());
+}

@@ -151,6 +151,9 @@ pub struct PulledImage {
     pub layers: Vec<PathBuf>,
 }
 
+/// Layers of one image pulled at the same time.
+const PARALLEL_LAYERS: usize = 3;
+
 /// The content-addressed image store of one host.
 pub struct ImageStore {
     root: PathBuf,
@@ -375,17 +378,23 @@ impl ImageStore {
                 })?;
         let total: u64 = resolved.layers.iter().map(|l| l.size).sum();
         let done = AtomicU64::new(0);
-        let mut dirs = Vec::with_capacity(resolved.layers.len());
         let advance = |bytes: u64| {
             let now = done.fetch_add(bytes, Ordering::Relaxed) + bytes;
             progress(now.min(total), total);
         };
-        for layer in &resolved.layers {
-            dirs.push(
-                self.ensure_layer(&reference, resolved, layer, &advance)
-                    .await?,
-            );
-        }
+        // A few layers at a time: one downloads while another unpacks, and unpacking (gzip
+        // and file creation) uses more than one core. `buffered` keeps the bottom-first order.
+        // Every layer runs to its end, also after one failed: a cancelled download or unpack
+        // would leave its partial file behind.
+        use futures_util::stream::StreamExt as _;
+        let dirs: Vec<Result<PathBuf, OciError>> = futures_util::stream::iter(&resolved.layers)
+            .map(|layer| self.ensure_layer(&reference, resolved, layer, &advance))
+            .buffered(PARALLEL_LAYERS)
+            .collect()
+            .await;
+        let dirs = dirs
+            .into_iter()
+            .collect::<Result<Vec<PathBuf>, OciError>>()?;
         progress(total, total);
         self.write_record(resolved)?;
         Ok(PulledImage {

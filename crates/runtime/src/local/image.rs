@@ -7,12 +7,12 @@ use super::{LocalRuntime, run, step_error, write_if_changed};
 use crate::{RuntimeError, SandboxSpec};
 
 /// Page settings of the built-in image: no build checks, no news, no language servers.
-const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
+pub(super) const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
  "disabledExtensions": {"@jupyterlab/lsp-extension": true,
    "@jupyterlab/notebook-extension:language-server": true,
    "@jupyterlab/fileeditor-extension:language-server": true}}
 "#;
-const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
+pub(super) const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": false}}
 "#;
 /// Kernel settings of the built-in image: no sleep before each execute reply, no waiting
 /// flushes of empty output streams (~1.5 ms less per cell execution).

@@ -19,6 +19,7 @@
 //! (passwd, group, resolv.conf and the launcher, the same for every sandbox), `uids/` (which
 //! uid each notebook has), `pool/{slot}/` (warm sandboxes' mount points). Sandboxes outlive
 //! a restart of the server and are adopted again from `run/{id}/pid`.
+pub mod build;
 mod image;
 pub mod network;
 mod pool;

@@ -58,6 +58,19 @@ async fn the_built_in_image_is_built_once_from_debian_and_pypi_and_runs_jupyterl
     assert_eq!((home.uid(), home.gid()), (1000, 100));
     assert!(base.join("usr/bin/python3").exists());
     assert!(top.join("opt/jupyterlab/bin/jupyter-lab").is_file());
+    // ma-user owns the environment (pip install in a notebook works), the settings included.
+    for path in [
+        "opt/jupyterlab",
+        "opt/jupyterlab/bin/jupyter-lab",
+        "opt/jupyterlab/bin/python",
+        "opt/jupyterlab/etc/jupyter/labconfig/page_config.json",
+        "opt/jupyterlab/etc/ipython",
+    ] {
+        let meta = std::fs::symlink_metadata(top.join(path)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (1000, 100), "{path}");
+    }
+    let python = std::fs::symlink_metadata(base.join("usr/bin/python3")).unwrap();
+    assert_eq!(python.uid(), 0, "the system stays root's");
     assert!(
         top.join("opt/jupyterlab/etc/jupyter/labconfig/page_config.json")
             .is_file()

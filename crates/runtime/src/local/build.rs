@@ -58,7 +58,7 @@ impl Recipe {
         let mut hasher = sha2::Sha256::new();
         // Bump the first field when the build steps change what an image holds.
         for part in [
-            "recipe-1",
+            "recipe-2",
             &self.suite,
             self.mirror.as_deref().unwrap_or(""),
             &self.packages.join(","),
@@ -238,7 +238,7 @@ async fn build_in(
         .arg(format!(
             "python3 -m venv /opt/jupyterlab && /opt/jupyterlab/bin/pip install --quiet \
              --disable-pip-version-check --no-cache-dir {} && \
-             /opt/jupyterlab/bin/jupyter-lab --version",
+             chown -R -h 1000:100 /opt/jupyterlab && /opt/jupyterlab/bin/jupyter-lab --version",
             recipe
                 .jupyter_packages
                 .iter()
@@ -247,6 +247,8 @@ async fn build_in(
                 .join(" ")
         ));
     run("JupyterLab from PyPI (pip install)", &mut pip).await?;
+    // ma-user owns the environment, as in ModelArts' images: `pip install` in a notebook
+    // works, and save-as-image keeps what it installed.
     for (path, text) in [
         (
             "opt/jupyterlab/etc/jupyter/labconfig/page_config.json",
@@ -263,7 +265,16 @@ async fn build_in(
     ] {
         let file = merged.join(path);
         std::fs::create_dir_all(file.parent().expect("a file in a directory"))?;
-        std::fs::write(file, text)?;
+        std::fs::write(&file, text)?;
+        let mut owned = file.as_path();
+        while let Some(parent) = owned
+            .parent()
+            .filter(|p| p.starts_with(merged.join("opt/jupyterlab")))
+        {
+            std::os::unix::fs::lchown(owned, Some(1000), Some(100))?;
+            owned = parent;
+        }
+        std::os::unix::fs::lchown(owned, Some(1000), Some(100))?;
     }
     drop(mounted);
 

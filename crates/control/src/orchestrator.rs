@@ -170,8 +170,9 @@ impl Orchestrator {
 
     /// Points the gateway at the notebook's JupyterLab with the token of this start.
     fn route(&self, notebook: &Notebook) {
-        if let (Some(socket), Some(token)) = (self.runtime.socket(notebook.id), &notebook.token) {
-            self.gateway.set_route(notebook.id, socket, token.clone());
+        if let (Some(upstream), Some(token)) = (self.runtime.endpoint(notebook.id), &notebook.token)
+        {
+            self.gateway.set_route(notebook.id, upstream, token.clone());
         }
     }
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use atelier_domain::{NotebookId, VolumeCategory};
+use atelier_domain::{NotebookId, Upstream, VolumeCategory};
 
 /// Everything a runtime needs to know to start one notebook.
 #[derive(Debug, Clone)]
@@ -80,8 +80,9 @@ pub trait Runtime: Send + Sync + 'static {
     /// Whether a sandbox for the notebook is alive (used when reconciling after a restart;
     /// a runtime adopts a live sandbox here).
     async fn is_running(&self, notebook_id: NotebookId) -> bool;
-    /// The Unix socket the notebook's JupyterLab listens on, if the runtime has one.
-    fn socket(&self, _notebook_id: NotebookId) -> Option<PathBuf> {
+    /// Where the gateway reaches the notebook's JupyterLab (a Unix socket on this host, or a
+    /// TCP address), if the runtime has a sandbox for it.
+    fn endpoint(&self, _notebook_id: NotebookId) -> Option<Upstream> {
         None
     }
     /// Resolves when the notebook's sandbox ends without being stopped, with the reason

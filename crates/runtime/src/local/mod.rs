@@ -44,7 +44,7 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use atelier_domain::{NotebookId, VolumeCategory};
+use atelier_domain::{NotebookId, Upstream, VolumeCategory};
 
 use crate::cgroup::{self, Cgroup, Hierarchy, Limits};
 use crate::{Runtime, RuntimeError, SandboxSpec, Step};
@@ -1203,8 +1203,8 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
-    fn socket(&self, notebook_id: NotebookId) -> Option<PathBuf> {
-        Some(self.socket_path(notebook_id))
+    fn endpoint(&self, notebook_id: NotebookId) -> Option<Upstream> {
+        Some(Upstream::Unix(self.socket_path(notebook_id)))
     }
 
     fn volume_usage(&self, notebook_id: NotebookId) -> Option<u64> {

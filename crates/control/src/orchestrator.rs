@@ -385,6 +385,7 @@ impl Orchestrator {
             notebook: &notebook,
             step_started: Mutex::new(started),
             refusal: Mutex::new(None),
+            routed: std::sync::atomic::AtomicBool::new(false),
         };
         let outcome = tokio::select! {
             () = token.cancelled() => return Ok(()),
@@ -429,7 +430,9 @@ impl Orchestrator {
             }
             return Ok(());
         }
-        self.route(&notebook);
+        if !progress.routed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.route(&notebook);
+        }
         let now = self.service.now_ms();
         self.service
             .mutate(&id, |nb| {
@@ -526,6 +529,8 @@ struct StartProgress<'a> {
     notebook: &'a Notebook,
     step_started: Mutex<tokio::time::Instant>,
     refusal: Mutex<Option<Refusal>>,
+    /// Whether the gateway got its route at step 3 (otherwise it gets it once ready).
+    routed: std::sync::atomic::AtomicBool,
 }
 
 impl StartProgress<'_> {
@@ -588,6 +593,17 @@ impl Progress for StartProgress<'_> {
             })
             .await
             .map_err(|error| self.refuse(Refusal::Control(error)))?;
+        // The gateway routes from step 3 on, where the runtime has an endpoint by then.
+        if step == Step::ConfigureNetwork
+            && self
+                .orchestrator
+                .runtime
+                .endpoint(self.notebook.id)
+                .is_some()
+        {
+            self.orchestrator.route(self.notebook);
+            self.routed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok(())
     }
 }

@@ -221,6 +221,9 @@ pub struct LocalRuntime {
     /// Set at shutdown: no more refills.
     closing: std::sync::atomic::AtomicBool,
     events: tokio::sync::broadcast::Sender<SandboxEvent>,
+    /// Notebooks whose start has configured the network (step 3): their socket is their
+    /// endpoint from then on, before JupyterLab answers on it (until a stop).
+    addressed: Mutex<std::collections::HashSet<NotebookId>>,
 }
 
 /// Where a sandbox's pieces come from.
@@ -374,6 +377,7 @@ impl LocalRuntime {
             refilling: Mutex::new(std::collections::HashSet::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
             events: tokio::sync::broadcast::channel(crate::EVENT_BUFFER).0,
+            addressed: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -1133,6 +1137,10 @@ impl LocalRuntime {
                 let run_dir = self.run_dir(spec.notebook_id);
                 std::fs::create_dir_all(&run_dir)?;
                 set_mode(&run_dir, 0o700)?;
+                self.addressed
+                    .lock()
+                    .expect("poisoned")
+                    .insert(spec.notebook_id);
                 Ok(())
             }
             Step::Initialise => {
@@ -1181,6 +1189,10 @@ impl Runtime for LocalRuntime {
     }
 
     async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.addressed
+            .lock()
+            .expect("poisoned")
+            .remove(&notebook_id);
         self.kill_sandbox(notebook_id, self.config.stop_grace).await;
         self.unmount_volume(notebook_id).await;
         Ok(())
@@ -1214,9 +1226,18 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
+    /// The sandbox's socket: from step 3 of a start (the gateway may route before JupyterLab
+    /// answers) while the sandbox lives, and none once it has ended or been stopped.
     fn endpoint(&self, notebook_id: NotebookId) -> Option<Upstream> {
-        self.alive(notebook_id)
-            .then(|| Upstream::Unix(self.socket_path(notebook_id)))
+        let serving = match self.sandboxes.lock().expect("poisoned").get(&notebook_id) {
+            Some(sandbox) => sandbox.exited.borrow().is_none(),
+            None => self
+                .addressed
+                .lock()
+                .expect("poisoned")
+                .contains(&notebook_id),
+        };
+        serving.then(|| Upstream::Unix(self.socket_path(notebook_id)))
     }
 
     fn events(&self) -> tokio::sync::broadcast::Receiver<SandboxEvent> {

@@ -252,6 +252,15 @@ fn step_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Fatal(format!("{context}: {error}"))
 }
 
+/// A notebook uid could not be had: every uid of the range in use is a capacity fault.
+fn uid_error(error: std::io::Error) -> RuntimeError {
+    if error.kind() == std::io::ErrorKind::QuotaExceeded {
+        RuntimeError::Capacity(format!("notebook uid: {error}"))
+    } else {
+        step_error("notebook uid", error)
+    }
+}
+
 async fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
     let output = Command::new(program)
         .args(args)
@@ -578,10 +587,7 @@ impl LocalRuntime {
             return Ok(());
         }
         self.kill_sandbox(id, Duration::ZERO).await;
-        let ids = self
-            .uids
-            .for_notebook(id)
-            .map_err(|e| step_error("notebook uid", e))?;
+        let ids = self.uids.for_notebook(id).map_err(uid_error)?;
         let key = pool::PoolKey {
             prefix: prefix.to_owned(),
             vcpus: limits.vcpus,

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use atelier_domain::{Notebook, NotebookId, NotebookStatus};
-use atelier_runtime::Runtime;
+use atelier_runtime::{Runtime, RuntimeError};
 
 use crate::activity::Activity;
 use crate::error::ControlError;
@@ -234,6 +234,12 @@ impl SshService {
                 Ok(None) => {}
                 Err(error) => return Err(ControlError::from(error)),
             }
+        }
+        // No session (and no activity) for a sandbox that is not serving.
+        if self.runtime.endpoint(id).is_none() {
+            return Err(ControlError::Runtime(RuntimeError::Transient(
+                "SSH: the notebook's sandbox is not running".to_owned(),
+            )));
         }
         // The runtime bridges the connection to an SSH server in the sandbox; the session
         // lasts as long as this future (cancelling it ends the session).

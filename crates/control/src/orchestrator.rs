@@ -37,6 +37,8 @@ pub struct Orchestrator {
     ssh: Arc<SshService>,
     metrics: ControlMetrics,
     slots: Mutex<HashMap<NotebookId, Slot>>,
+    /// Sandboxes that ended while their notebook was still starting, with the reason.
+    early_exits: Arc<Mutex<HashMap<NotebookId, String>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -84,6 +86,7 @@ impl Orchestrator {
             ssh,
             metrics,
             slots: Mutex::new(HashMap::new()),
+            early_exits: Arc::default(),
             tracker,
             shutdown,
         });
@@ -199,6 +202,7 @@ impl Orchestrator {
             self.ssh.clone(),
         );
         let shutdown = self.shutdown.clone();
+        let early_exits = self.early_exits.clone();
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
@@ -214,33 +218,33 @@ impl Orchestrator {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 };
-                // Only a running notebook's sandbox can end unexpectedly; a start sees its
-                // own sandbox die and fails the step.
-                if service
-                    .get_any(&id)
-                    .is_none_or(|nb| nb.status != NotebookStatus::Running)
+                // Only a running notebook's sandbox can end unexpectedly. A start sees its own
+                // sandbox die and fails the step; one that dies between the start's end and
+                // RUNNING is kept for the start to find (`run_start`).
                 {
-                    continue;
-                }
-                tracing::warn!(notebook_id = %id, %reason, "sandbox ended");
-                gateway.remove_route(&id);
-                ssh.close(&id);
-                let outcome = service
-                    .mutate(&id, |nb| {
-                        if nb.status == NotebookStatus::Running {
-                            transition(nb, Event::Fault)?;
-                            nb.fail_reason = Some(reason.clone());
-                            nb.stop_reason = Some(StopReason::Fault);
+                    let mut early = early_exits.lock().expect("poisoned");
+                    match service.get_any(&id).map(|nb| nb.status) {
+                        Some(NotebookStatus::Running) => {}
+                        Some(
+                            NotebookStatus::Init
+                            | NotebookStatus::Creating
+                            | NotebookStatus::Starting,
+                        ) => {
+                            early.insert(id, reason);
+                            continue;
                         }
-                        Ok(())
-                    })
-                    .await;
-                if let Err(error) = outcome {
-                    tracing::error!(notebook_id = %id, %error, "could not record the sandbox's end");
+                        _ => continue,
+                    }
                 }
-                if let Err(error) = runtime.stop(id).await {
-                    tracing::warn!(notebook_id = %id, %error, "could not clean up after the sandbox");
-                }
+                let (service, runtime, gateway, ssh) = (
+                    service.clone(),
+                    runtime.clone(),
+                    gateway.clone(),
+                    ssh.clone(),
+                );
+                tokio::spawn(async move {
+                    record_exit(&service, &*runtime, &*gateway, &ssh, id, reason).await;
+                });
             }
         });
     }
@@ -379,6 +383,8 @@ impl Orchestrator {
             })
             .await?;
         let spec = self.sandbox_spec(&notebook);
+        // An end reported before this start is not this start's sandbox's.
+        self.early_exits.lock().expect("poisoned").remove(&id);
         let started = tokio::time::Instant::now();
         let progress = StartProgress {
             orchestrator: self,
@@ -449,6 +455,19 @@ impl Orchestrator {
             })
             .await?;
         self.metrics.start(true, started);
+        // The sandbox may have ended between the runtime's "ready" and RUNNING.
+        let early = self.early_exits.lock().expect("poisoned").remove(&id);
+        if let Some(reason) = early {
+            record_exit(
+                &self.service,
+                &*self.runtime,
+                &*self.gateway,
+                &self.ssh,
+                id,
+                reason,
+            )
+            .await;
+        }
         Ok(())
     }
 
@@ -509,6 +528,37 @@ impl Orchestrator {
                 Ok(())
             }
         }
+    }
+}
+
+/// A running notebook's sandbox ended by itself: off the gateway and SSH, ERROR with the
+/// reason, and whatever is left of the sandbox removed.
+async fn record_exit(
+    service: &NotebookService,
+    runtime: &dyn Runtime,
+    gateway: &dyn NotebookGateway,
+    ssh: &SshService,
+    id: NotebookId,
+    reason: String,
+) {
+    tracing::warn!(notebook_id = %id, %reason, "sandbox ended");
+    gateway.remove_route(&id);
+    ssh.close(&id);
+    let outcome = service
+        .mutate(&id, |nb| {
+            if nb.status == NotebookStatus::Running {
+                transition(nb, Event::Fault)?;
+                nb.fail_reason = Some(reason.clone());
+                nb.stop_reason = Some(StopReason::Fault);
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(error) = outcome {
+        tracing::error!(notebook_id = %id, %error, "could not record the sandbox's end");
+    }
+    if let Err(error) = runtime.stop(id).await {
+        tracing::warn!(notebook_id = %id, %error, "could not clean up after the sandbox");
     }
 }
 

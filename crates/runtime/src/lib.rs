@@ -243,6 +243,8 @@ pub struct PlaceholderRuntime {
     /// Sandboxes "alive on this host".
     running: Mutex<HashSet<NotebookId>>,
     failures: Mutex<HashMap<NotebookId, (Step, String)>>,
+    /// Sandboxes that end as soon as they are ready (once), with the reason.
+    doomed: Mutex<HashMap<NotebookId, ExitReason>>,
     /// What [`Runtime::endpoint`] names for running sandboxes (none by default: nothing
     /// listens, so the gateway gets no route).
     endpoint: Option<Upstream>,
@@ -256,6 +258,7 @@ impl Default for PlaceholderRuntime {
             state_dir: None,
             running: Mutex::default(),
             failures: Mutex::default(),
+            doomed: Mutex::default(),
             endpoint: None,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         }
@@ -315,6 +318,15 @@ impl PlaceholderRuntime {
 
     pub fn running_count(&self) -> usize {
         self.running.lock().expect("poisoned").len()
+    }
+
+    /// Makes the notebook's next sandbox crash with `reason` right after it is ready (before
+    /// the caller has seen `ensure` return).
+    pub fn crash_when_ready(&self, notebook_id: NotebookId, reason: ExitReason) {
+        self.doomed
+            .lock()
+            .expect("poisoned")
+            .insert(notebook_id, reason);
     }
 
     /// Ends the notebook's sandbox as if it had crashed: it is gone, and subscribers hear
@@ -406,6 +418,14 @@ impl Runtime for PlaceholderRuntime {
         })
         .await?;
         let _ = self.events.send(SandboxEvent::Ready(spec.notebook_id));
+        let doomed = self
+            .doomed
+            .lock()
+            .expect("poisoned")
+            .remove(&spec.notebook_id);
+        if let Some(reason) = doomed {
+            self.crash(spec.notebook_id, reason);
+        }
         Ok(())
     }
 

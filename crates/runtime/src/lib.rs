@@ -200,11 +200,10 @@ pub trait Runtime: Send + Sync + 'static {
     /// Returns when the session ends (or the future is dropped, which ends it).
     async fn attach_shell(
         &self,
-        notebook_id: NotebookId,
+        _notebook_id: NotebookId,
         _authorized_keys: &str,
         _stream: tokio::net::TcpStream,
     ) -> Result<(), RuntimeError> {
-        let _ = notebook_id;
         Err(RuntimeError::Unsupported(format!(
             "the {} runtime has no SSH access",
             self.name()

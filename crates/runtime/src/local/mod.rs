@@ -780,8 +780,8 @@ impl LocalRuntime {
                 return Err(step_error(
                     "JupyterLab did not become ready",
                     format!(
-                        "no answer on /api/status within {:?}",
-                        self.config.ready_timeout
+                        "no answer on {}api/status within {:?}",
+                        spec.base_path, self.config.ready_timeout
                     ),
                 ));
             }

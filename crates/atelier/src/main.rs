@@ -304,7 +304,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 );
             };
             let runtime = atelier_server::runtimes::local_runtime(local, &config.data_dir)?;
-            let prefix = runtime.pull_builtin().await?;
+            let builtin = atelier_runtime::ImageRef::Builtin("jupyterlab".to_owned());
+            let pulled = atelier_runtime::Runtime::images(&*runtime)
+                .pull(&builtin, &|line| tracing::info!("{line}"))
+                .await?;
+            let prefix = pulled.location.unwrap_or_default();
             println!("JupyterLab image ready at {}", prefix.display());
             Ok(())
         }

@@ -1,14 +1,13 @@
 //! What the control plane needs of the gateway, as a trait, so that it depends on no HTTP
 //! crate: the server implements it over `atelier_gateway::Gateway`.
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 
-use atelier_domain::NotebookId;
+use atelier_domain::{NotebookId, Upstream};
 
 pub trait NotebookGateway: Send + Sync + 'static {
-    /// Routes the notebook's traffic to its JupyterLab socket, checked against `token`.
-    fn set_route(&self, id: NotebookId, socket: PathBuf, token: String);
+    /// Routes the notebook's traffic to its JupyterLab at `upstream`, checked against `token`.
+    fn set_route(&self, id: NotebookId, upstream: Upstream, token: String);
     /// Takes the notebook off the gateway (its open tunnels end).
     fn remove_route(&self, id: &NotebookId);
     /// The path JupyterLab serves under.

@@ -12,7 +12,10 @@ use atelier_domain::{
     Event, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus, StopReason,
     step_description,
 };
-use atelier_runtime::{Runtime, SandboxSpec, Step};
+use atelier_runtime::{
+    EnsureError, ImageRef, Progress, Refused, Runtime, RuntimeError, SandboxEvent, SandboxSpec,
+    Step,
+};
 
 use crate::error::ControlError;
 use crate::gateway::NotebookGateway;
@@ -34,6 +37,8 @@ pub struct Orchestrator {
     ssh: Arc<SshService>,
     metrics: ControlMetrics,
     slots: Mutex<HashMap<NotebookId, Slot>>,
+    /// Sandboxes that ended while their notebook was still starting, with the reason.
+    early_exits: Arc<Mutex<HashMap<NotebookId, String>>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -74,16 +79,19 @@ impl Orchestrator {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
-        Arc::new(Orchestrator {
+        let orchestrator = Arc::new(Orchestrator {
             service,
             runtime,
             gateway,
             ssh,
             metrics,
             slots: Mutex::new(HashMap::new()),
+            early_exits: Arc::default(),
             tracker,
             shutdown,
-        })
+        });
+        orchestrator.watch_exits();
+        orchestrator
     }
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
@@ -120,8 +128,8 @@ impl Orchestrator {
     /// Boot-time reconciliation: resume interrupted operations, adopt running sandboxes (and
     /// route to them again), mark lost ones, and kill sandboxes no notebook owns.
     pub async fn reconcile(self: &Arc<Self>) {
-        for leftover in self.runtime.leftovers().await {
-            let owned = self.service.get_any(&leftover).is_some_and(|nb| {
+        for found in self.runtime.inventory().await {
+            let owned = self.service.get_any(&found).is_some_and(|nb| {
                 matches!(
                     nb.status,
                     NotebookStatus::Running
@@ -131,9 +139,9 @@ impl Orchestrator {
                 )
             });
             if !owned {
-                tracing::info!(notebook_id = %leftover, "removing a sandbox no notebook owns");
-                if let Err(error) = self.runtime.stop(leftover).await {
-                    tracing::warn!(notebook_id = %leftover, %error, "could not remove orphan sandbox");
+                tracing::info!(notebook_id = %found, "removing a sandbox no notebook owns");
+                if let Err(error) = self.runtime.stop(found).await {
+                    tracing::warn!(notebook_id = %found, %error, "could not remove orphan sandbox");
                 }
             }
         }
@@ -142,12 +150,13 @@ impl Orchestrator {
                 tracing::info!(notebook_id = %notebook.id, status = %notebook.status, "resuming interrupted operation");
                 self.kick(notebook.id);
             } else if notebook.status == NotebookStatus::Running {
-                if self.runtime.is_running(notebook.id).await {
+                // Adopted, the sandbox is supervised like a launched one: its end (an OOM
+                // kill included) arrives as an event.
+                if self.runtime.adopt(&self.sandbox_spec(&notebook)).await {
                     self.route(&notebook);
                     if let Err(error) = self.ssh.open(&notebook).await {
                         tracing::warn!(notebook_id = %notebook.id, %error, "SSH endpoint not reopened");
                     }
-                    self.watch(notebook.id);
                     continue;
                 }
                 let reason = "the notebook's sandbox was lost while the server was down";
@@ -170,8 +179,9 @@ impl Orchestrator {
 
     /// Points the gateway at the notebook's JupyterLab with the token of this start.
     fn route(&self, notebook: &Notebook) {
-        if let (Some(socket), Some(token)) = (self.runtime.socket(notebook.id), &notebook.token) {
-            self.gateway.set_route(notebook.id, socket, token.clone());
+        if let (Some(upstream), Some(token)) = (self.runtime.endpoint(notebook.id), &notebook.token)
+        {
+            self.gateway.set_route(notebook.id, upstream, token.clone());
         }
     }
 
@@ -181,9 +191,10 @@ impl Orchestrator {
         self.ssh.close(id);
     }
 
-    /// Watches a running sandbox: if it ends by itself (a crash, the OOM killer), the
-    /// notebook becomes ERROR with the reason.
-    fn watch(&self, id: NotebookId) {
+    /// Listens to the runtime's events for the server's life: a running notebook whose
+    /// sandbox ends by itself (a crash, the OOM killer) becomes ERROR with the reason.
+    fn watch_exits(&self) {
+        let mut events = self.runtime.events();
         let (service, runtime, gateway, ssh) = (
             self.service.clone(),
             self.runtime.clone(),
@@ -191,30 +202,49 @@ impl Orchestrator {
             self.ssh.clone(),
         );
         let shutdown = self.shutdown.clone();
+        let early_exits = self.early_exits.clone();
         tokio::spawn(async move {
-            let reason = tokio::select! {
-                () = shutdown.cancelled() => return,
-                reason = runtime.wait_exit(id) => reason,
-            };
-            let Some(reason) = reason else { return };
-            tracing::warn!(notebook_id = %id, %reason, "sandbox ended");
-            gateway.remove_route(&id);
-            ssh.close(&id);
-            let outcome = service
-                .mutate(&id, |nb| {
-                    if nb.status == NotebookStatus::Running {
-                        transition(nb, Event::Fault)?;
-                        nb.fail_reason = Some(reason.clone());
-                        nb.stop_reason = Some(StopReason::Fault);
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                let (id, reason) = match event {
+                    Ok(SandboxEvent::Exited { id, reason }) => (id, reason.to_string()),
+                    Ok(SandboxEvent::Ready(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::error!(missed, "sandbox events were missed");
+                        continue;
                     }
-                    Ok(())
-                })
-                .await;
-            if let Err(error) = outcome {
-                tracing::error!(notebook_id = %id, %error, "could not record the sandbox's end");
-            }
-            if let Err(error) = runtime.stop(id).await {
-                tracing::warn!(notebook_id = %id, %error, "could not clean up after the sandbox");
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                // Only a running notebook's sandbox can end unexpectedly. A start sees its own
+                // sandbox die and fails the step; one that dies between the start's end and
+                // RUNNING is kept for the start to find (`run_start`).
+                {
+                    let mut early = early_exits.lock().expect("poisoned");
+                    match service.get_any(&id).map(|nb| nb.status) {
+                        Some(NotebookStatus::Running) => {}
+                        Some(
+                            NotebookStatus::Init
+                            | NotebookStatus::Creating
+                            | NotebookStatus::Starting,
+                        ) => {
+                            early.insert(id, reason);
+                            continue;
+                        }
+                        _ => continue,
+                    }
+                }
+                let (service, runtime, gateway, ssh) = (
+                    service.clone(),
+                    runtime.clone(),
+                    gateway.clone(),
+                    ssh.clone(),
+                );
+                tokio::spawn(async move {
+                    record_exit(&service, &*runtime, &*gateway, &ssh, id, reason).await;
+                });
             }
         });
     }
@@ -315,7 +345,7 @@ impl Orchestrator {
         let image = self.service.image(&notebook.project_id, &notebook.image_id);
         SandboxSpec {
             notebook_id: notebook.id,
-            image_swr_path: image.map(|i| i.swr_path.clone()).unwrap_or_default(),
+            image: ImageRef::parse(image.as_ref().map_or("", |i| i.swr_path.as_str())),
             vcpus: flavor.map(|f| f.vcpus).unwrap_or(1),
             memory_mib: flavor.map(|f| f.memory_mib).unwrap_or(1024),
             volume_category: notebook.volume.category,
@@ -353,77 +383,61 @@ impl Orchestrator {
             })
             .await?;
         let spec = self.sandbox_spec(&notebook);
+        // An end reported before this start is not this start's sandbox's.
+        self.early_exits.lock().expect("poisoned").remove(&id);
         let started = tokio::time::Instant::now();
-        for step in Step::ALL {
+        let progress = StartProgress {
+            orchestrator: self,
+            notebook: &notebook,
+            step_started: Mutex::new(started),
+            refusal: Mutex::new(None),
+            routed: std::sync::atomic::AtomicBool::new(false),
+        };
+        let outcome = tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            outcome = self.runtime.ensure(&spec, &progress) => outcome,
+        };
+        if let Err(EnsureError { step, error }) = outcome {
+            let error = match (error, progress.refusal.lock().expect("poisoned").take()) {
+                // The notebook moved on (or could not be written): not the step's fault.
+                (RuntimeError::Aborted, Some(Refusal::Control(error))) => return Err(error),
+                (RuntimeError::Aborted, Some(Refusal::StepFailed(error))) => error,
+                (error, _) => ControlError::Runtime(error),
+            };
+            let step_started = *progress.step_started.lock().expect("poisoned");
+            self.metrics.step(step_name(step), false, step_started);
             let number = step.number();
-            let done = notebook
-                .action_progress
-                .iter()
-                .any(|p| p.step == number && p.status == StepStatus::Completed);
-            if done {
-                continue;
-            }
+            let reason = format!(
+                "step {number} ({}) failed: {error}",
+                step_description(number)
+                    .trim_end_matches('.')
+                    .to_lowercase()
+            );
+            tracing::warn!(notebook_id = %id, %reason, "start failed");
             self.service
                 .mutate(&id, |nb| {
                     Self::still_starting(nb)?;
-                    if step == Step::Initialise && nb.status == NotebookStatus::Creating {
-                        transition(nb, Event::ComputeReady)?;
-                    }
-                    nb.set_step(number, StepStatus::Processing);
+                    nb.set_step(number, StepStatus::Failed);
+                    let event = if nb.has_run {
+                        Event::StartFailed
+                    } else {
+                        Event::CreateFailed
+                    };
+                    transition(nb, event)?;
+                    nb.fail_reason = Some(reason.clone());
                     Ok(())
                 })
                 .await?;
-            let step_started = tokio::time::Instant::now();
-            let mut outcome = tokio::select! {
-                () = token.cancelled() => return Ok(()),
-                outcome = self.runtime.run_step(&spec, step) => outcome.map_err(ControlError::Runtime),
-            };
-            if outcome.is_ok() && step == Step::ConfigureNetwork {
-                outcome = self.ssh.open(&notebook).await;
+            self.metrics.start(false, started);
+            // Release whatever the start had taken.
+            self.unroute(&id);
+            if let Err(error) = self.runtime.stop(id).await {
+                tracing::error!(notebook_id = %id, %error, "could not release a failed start");
             }
-            self.metrics
-                .step(step_name(step), outcome.is_ok(), step_started);
-            if let Err(error) = outcome {
-                let reason = format!(
-                    "step {number} ({}) failed: {error}",
-                    step_description(number)
-                        .trim_end_matches('.')
-                        .to_lowercase()
-                );
-                tracing::warn!(notebook_id = %id, %reason, "start failed");
-                self.service
-                    .mutate(&id, |nb| {
-                        Self::still_starting(nb)?;
-                        nb.set_step(number, StepStatus::Failed);
-                        let event = if nb.has_run {
-                            Event::StartFailed
-                        } else {
-                            Event::CreateFailed
-                        };
-                        transition(nb, event)?;
-                        nb.fail_reason = Some(reason.clone());
-                        Ok(())
-                    })
-                    .await?;
-                self.metrics.start(false, started);
-                // Release whatever the start had taken.
-                self.unroute(&id);
-                if let Err(error) = self.runtime.stop(id).await {
-                    tracing::error!(notebook_id = %id, %error, "could not release a failed start");
-                }
-                return Ok(());
-            }
-            let (updated, ()) = self
-                .service
-                .mutate(&id, |nb| {
-                    Self::still_starting(nb)?;
-                    nb.set_step(number, StepStatus::Completed);
-                    Ok(())
-                })
-                .await?;
-            if step == Step::ConfigureNetwork {
-                self.route(&updated);
-            }
+            return Ok(());
+        }
+        if !progress.routed.load(std::sync::atomic::Ordering::SeqCst) {
+            self.route(&notebook);
         }
         let now = self.service.now_ms();
         self.service
@@ -441,7 +455,19 @@ impl Orchestrator {
             })
             .await?;
         self.metrics.start(true, started);
-        self.watch(id);
+        // The sandbox may have ended between the runtime's "ready" and RUNNING.
+        let early = self.early_exits.lock().expect("poisoned").remove(&id);
+        if let Some(reason) = early {
+            record_exit(
+                &self.service,
+                &*self.runtime,
+                &*self.gateway,
+                &self.ssh,
+                id,
+                reason,
+            )
+            .await;
+        }
         Ok(())
     }
 
@@ -502,5 +528,132 @@ impl Orchestrator {
                 Ok(())
             }
         }
+    }
+}
+
+/// A running notebook's sandbox ended by itself: off the gateway and SSH, ERROR with the
+/// reason, and whatever is left of the sandbox removed.
+async fn record_exit(
+    service: &NotebookService,
+    runtime: &dyn Runtime,
+    gateway: &dyn NotebookGateway,
+    ssh: &SshService,
+    id: NotebookId,
+    reason: String,
+) {
+    tracing::warn!(notebook_id = %id, %reason, "sandbox ended");
+    gateway.remove_route(&id);
+    ssh.close(&id);
+    let outcome = service
+        .mutate(&id, |nb| {
+            if nb.status == NotebookStatus::Running {
+                transition(nb, Event::Fault)?;
+                nb.fail_reason = Some(reason.clone());
+                nb.stop_reason = Some(StopReason::Fault);
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(error) = outcome {
+        tracing::error!(notebook_id = %id, %error, "could not record the sandbox's end");
+    }
+    if let Err(error) = runtime.stop(id).await {
+        tracing::warn!(notebook_id = %id, %error, "could not clean up after the sandbox");
+    }
+}
+
+/// Why the orchestrator stopped a start from its [`Progress`].
+enum Refusal {
+    /// The notebook moved on, or the store refused: the task ends with this error.
+    Control(ControlError),
+    /// What the control plane does as part of the step failed (opening the SSH port).
+    StepFailed(ControlError),
+}
+
+/// Records the start steps as the runtime works through them, exactly as `action_progress`
+/// and the notebook's events have always shown them. Steps completed before a restart are
+/// not recorded again.
+struct StartProgress<'a> {
+    orchestrator: &'a Orchestrator,
+    /// The notebook as the start found it.
+    notebook: &'a Notebook,
+    step_started: Mutex<tokio::time::Instant>,
+    refusal: Mutex<Option<Refusal>>,
+    /// Whether the gateway got its route at step 3 (otherwise it gets it once ready).
+    routed: std::sync::atomic::AtomicBool,
+}
+
+impl StartProgress<'_> {
+    fn completed_before(&self, step: Step) -> bool {
+        self.notebook
+            .action_progress
+            .iter()
+            .any(|p| p.step == step.number() && p.status == StepStatus::Completed)
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Refused {
+        *self.refusal.lock().expect("poisoned") = Some(refusal);
+        Refused
+    }
+}
+
+#[async_trait::async_trait]
+impl Progress for StartProgress<'_> {
+    async fn step_started(&self, step: Step) -> Result<(), Refused> {
+        if self.completed_before(step) {
+            return Ok(());
+        }
+        self.orchestrator
+            .service
+            .mutate(&self.notebook.id, |nb| {
+                Orchestrator::still_starting(nb)?;
+                if step == Step::Initialise && nb.status == NotebookStatus::Creating {
+                    transition(nb, Event::ComputeReady)?;
+                }
+                nb.set_step(step.number(), StepStatus::Processing);
+                Ok(())
+            })
+            .await
+            .map_err(|error| self.refuse(Refusal::Control(error)))?;
+        *self.step_started.lock().expect("poisoned") = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    async fn step_done(&self, step: Step) -> Result<(), Refused> {
+        if self.completed_before(step) {
+            return Ok(());
+        }
+        if step == Step::ConfigureNetwork {
+            self.orchestrator
+                .ssh
+                .open(self.notebook)
+                .await
+                .map_err(|error| self.refuse(Refusal::StepFailed(error)))?;
+        }
+        let step_started = *self.step_started.lock().expect("poisoned");
+        self.orchestrator
+            .metrics
+            .step(step_name(step), true, step_started);
+        self.orchestrator
+            .service
+            .mutate(&self.notebook.id, |nb| {
+                Orchestrator::still_starting(nb)?;
+                nb.set_step(step.number(), StepStatus::Completed);
+                Ok(())
+            })
+            .await
+            .map_err(|error| self.refuse(Refusal::Control(error)))?;
+        // The gateway routes from step 3 on, where the runtime has an endpoint by then.
+        if step == Step::ConfigureNetwork
+            && self
+                .orchestrator
+                .runtime
+                .endpoint(self.notebook.id)
+                .is_some()
+        {
+            self.orchestrator.route(self.notebook);
+            self.routed.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(())
     }
 }

@@ -1,22 +1,19 @@
 //! SSH endpoints (spec §2.1.2/§2.2.2): one TCP port per SSH-enabled notebook, held from
 //! create to delete and listened on while the notebook runs. Each connection is checked
 //! against the endpoint's `allowed_access_ips` before a single byte is exchanged, then handed
-//! to OpenSSH's `sshd -i` inside the notebook's sandbox, which only accepts the public keys of
-//! the endpoint's key pairs. The accept loop reads the endpoint from the index for every
+//! to the runtime's `attach_shell` (the local runtime: OpenSSH's `sshd -i` inside the
+//! notebook's sandbox), which only accepts the public keys of the endpoint's key pairs. The accept loop reads the endpoint from the index for every
 //! connection, so an Update applies to the next connection.
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::os::fd::OwnedFd;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
-use tokio::io::AsyncBufReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use atelier_domain::{Notebook, NotebookId, NotebookStatus};
-use atelier_runtime::Runtime;
+use atelier_runtime::{Runtime, RuntimeError};
 
 use crate::activity::Activity;
 use crate::error::ControlError;
@@ -238,40 +235,23 @@ impl SshService {
                 Err(error) => return Err(ControlError::from(error)),
             }
         }
-        let mut command = self.runtime.ssh_session(id, &keys).await?;
-        // sshd talks to the client on the socket itself, as under inetd.
-        let socket = stream.into_std().map_err(ControlError::SshSession)?;
-        socket
-            .set_nonblocking(false)
-            .map_err(ControlError::SshSession)?;
-        let output = socket.try_clone().map_err(ControlError::SshSession)?;
-        command
-            .stdin(Stdio::from(OwnedFd::from(socket)))
-            .stdout(Stdio::from(OwnedFd::from(output)))
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(ControlError::SshSession)?;
-        // Our copies of the socket go now: the connection ends when sshd does.
-        drop(command);
+        // No session (and no activity) for a sandbox that is not serving.
+        if self.runtime.endpoint(id).is_none() {
+            return Err(ControlError::Runtime(RuntimeError::Transient(
+                "SSH: the notebook's sandbox is not running".to_owned(),
+            )));
+        }
+        // The runtime bridges the connection to an SSH server in the sandbox; the session
+        // lasts as long as this future (cancelling it ends the session).
         self.activity.add_ssh_sessions(id, 1);
         self.activity.record(id, self.service.now_ms());
-        if let Some(stderr) = child.stderr.take() {
-            tokio::spawn(async move {
-                let mut lines = tokio::io::BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::info!(notebook_id = %id, "sshd: {line}");
-                }
-            });
-        }
-        tokio::select! {
-            _ = child.wait() => {}
-            () = token.cancelled() => {
-                let _ = child.kill().await;
-            }
-        }
+        let outcome = tokio::select! {
+            outcome = self.runtime.attach_shell(id, &keys, stream) => outcome,
+            () = token.cancelled() => Ok(()),
+        };
         self.activity.add_ssh_sessions(id, -1);
         self.activity.record(id, self.service.now_ms());
-        Ok(())
+        outcome.map_err(ControlError::Runtime)
     }
 }
 

@@ -1,5 +1,6 @@
-//! The notebook gateway, on its own listener, proxied to each notebook's JupyterLab, which
-//! listens on a Unix socket only the gateway reaches.
+//! The notebook gateway, on its own listener, proxied to each notebook's JupyterLab at the
+//! [`atelier_domain::Upstream`] its runtime names: a Unix socket only the gateway reaches
+//! (local runtime) or a TCP address (a pod).
 //!
 //! Every notebook is its own web origin: `{id}.{public host}` (see [`Addressing`]); the
 //! gateway routes by `Host`, which it forwards unchanged with `X-Forwarded-Proto/-For`. The
@@ -15,7 +16,6 @@
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
@@ -46,7 +46,8 @@ pub use cookies::TOKEN_COOKIE;
 
 /// Where one notebook is reached, and with which token.
 pub struct Route {
-    pub socket: PathBuf,
+    /// Where the notebook's JupyterLab listens (a Unix socket or a TCP address).
+    pub upstream: atelier_domain::Upstream,
     pub token: String,
     /// Where JupyterLab serves: `/`, or `/{id}/` when routing by path.
     base_path: String,
@@ -56,17 +57,17 @@ pub struct Route {
     open_tunnels: AtomicUsize,
     clock: Clock,
     /// Idle keep-alive connections to the notebook's socket, reused by the next requests.
-    idle: std::sync::Mutex<Vec<Upstream>>,
+    idle: std::sync::Mutex<Vec<Connection>>,
     busy_poll: Arc<BusyPoll>,
 }
 
-type Upstream = hyper::client::conn::http1::SendRequest<Body>;
+type Connection = hyper::client::conn::http1::SendRequest<Body>;
 
 /// Idle connections kept per notebook.
 const MAX_IDLE: usize = 64;
 
 impl Route {
-    fn take_idle(&self) -> Option<Upstream> {
+    fn take_idle(&self) -> Option<Connection> {
         let mut idle = self.idle.lock().expect("poisoned");
         while let Some(upstream) = idle.pop() {
             if upstream.is_ready() && !upstream.is_closed() {
@@ -76,32 +77,20 @@ impl Route {
         None
     }
 
-    fn put_idle(&self, upstream: Upstream) {
+    fn put_idle(&self, upstream: Connection) {
         let mut idle = self.idle.lock().expect("poisoned");
         if idle.len() < MAX_IDLE {
             idle.push(upstream);
         }
     }
 
-    /// A new connection to the notebook's socket.
-    async fn connect(&self, id: &NotebookId, gateway: &Gateway) -> Result<Upstream, Response> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|cause| {
-            tracing::warn!(notebook_id = %id, %cause, "notebook socket unreachable");
+    /// A new connection to the notebook's JupyterLab.
+    async fn connect(&self, id: &NotebookId, gateway: &Gateway) -> Result<Connection, Response> {
+        let sender = dial(&self.upstream).await.map_err(|cause| {
+            tracing::warn!(notebook_id = %id, upstream = %self.upstream, %cause, "notebook unreachable");
             error(StatusCode::BAD_GATEWAY, "The notebook is not answering.")
         })?;
         gateway.upstream_connects.fetch_add(1, Ordering::Relaxed);
-        let (sender, connection) =
-            hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
-                .await
-                .map_err(|cause| {
-                    tracing::warn!(notebook_id = %id, %cause, "handshake with notebook failed");
-                    error(StatusCode::BAD_GATEWAY, "The notebook is not answering.")
-                })?;
-        tokio::spawn(async move {
-            if let Err(cause) = connection.with_upgrades().await {
-                tracing::debug!(%cause, "notebook connection ended");
-            }
-        });
         Ok(sender)
     }
 
@@ -187,11 +176,11 @@ impl Gateway {
         &self.addressing
     }
 
-    /// Points the notebook's address at `socket`, accepting `token`. Replaces (and
+    /// Points the notebook's address at `upstream`, accepting `token`. Replaces (and
     /// disconnects) an older route.
-    pub fn set_route(&self, id: NotebookId, socket: PathBuf, token: String) {
+    pub fn set_route(&self, id: NotebookId, upstream: atelier_domain::Upstream, token: String) {
         let route = Arc::new(Route {
-            socket,
+            upstream,
             token,
             base_path: self.addressing.base_path(&id),
             tunnels: CancellationToken::new(),
@@ -344,16 +333,39 @@ pub fn no_delay(tcp: &mut tokio::net::TcpStream) {
     }
 }
 
+/// Opens an HTTP/1 connection (with upgrades, for WebSockets) to a notebook's JupyterLab.
+async fn dial(upstream: &atelier_domain::Upstream) -> std::io::Result<Connection> {
+    match upstream {
+        atelier_domain::Upstream::Unix(path) => handshake(UnixStream::connect(path).await?).await,
+        atelier_domain::Upstream::Tcp(address) => {
+            let mut stream = tokio::net::TcpStream::connect(address).await?;
+            no_delay(&mut stream);
+            handshake(stream).await
+        }
+    }
+}
+
+async fn handshake<S>(stream: S) -> std::io::Result<Connection>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        if let Err(cause) = connection.with_upgrades().await {
+            tracing::debug!(%cause, "notebook connection ended");
+        }
+    });
+    Ok(sender)
+}
+
 /// GET a JSON document (`path` under the notebook's base path) from JupyterLab over its
 /// socket, with the notebook's token; `None` on any failure.
 async fn get_json(route: &Route, path: &str) -> Option<serde_json::Value> {
     use http_body_util::BodyExt;
-    let stream = UnixStream::connect(&route.socket).await.ok()?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream))
-            .await
-            .ok()?;
-    tokio::spawn(connection);
+    let mut sender = dial(&route.upstream).await.ok()?;
     let request = axum::http::Request::get(format!("{}{path}", route.base_path))
         .header(header::HOST, "localhost")
         .header(header::AUTHORIZATION, format!("token {}", route.token))

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use atelier_domain::NotebookId;
+use atelier_domain::{NotebookId, Upstream};
 use atelier_gateway::{Addressing, Gateway, Routing};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -31,16 +31,38 @@ async fn upstream(path: &Path, keep_alive: bool) {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(answer);
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(keep_alive)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
+            tokio::spawn(serve_upstream(stream, keep_alive));
         }
     });
+}
+
+/// The same stand-in on a TCP port (as a pod would listen); returns its address.
+async fn tcp_upstream(keep_alive: bool) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind upstream");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(serve_upstream(stream, keep_alive));
+        }
+    });
+    address
+}
+
+async fn serve_upstream<S>(stream: S, keep_alive: bool)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(answer);
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(keep_alive)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
+        .await;
 }
 
 async fn answer(mut request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -135,7 +157,7 @@ impl Setup {
             Addressing::local(address.port(), routing),
         );
         let id = NotebookId::new_random();
-        gateway.set_route(id, socket, TOKEN.to_owned());
+        gateway.set_route(id, Upstream::Unix(socket), TOKEN.to_owned());
         let stop = tokio_util::sync::CancellationToken::new();
         let _ended = gateway
             .clone()
@@ -390,6 +412,35 @@ async fn only_the_notebooks_own_host_reaches_it() {
 }
 
 #[tokio::test]
+async fn a_tcp_upstream_is_proxied_and_its_connections_reused() {
+    let one = Setup::new(true).await;
+    let address = tcp_upstream(true).await;
+    // A notebook on a TCP address (a pod's) beside the one on a Unix socket.
+    let pod = NotebookId::new_random();
+    one.gateway
+        .set_route(pod, Upstream::Tcp(address), TOKEN.to_owned());
+    let client = reqwest::Client::builder()
+        .resolve(&format!("{pod}.localhost"), one.address)
+        .build()
+        .expect("client");
+    let before = one.gateway.stats().upstream_connects;
+    for _ in 0..5 {
+        let response = client
+            .get(format!(
+                "http://{pod}.localhost:{}/echo",
+                one.address.port()
+            ))
+            .header("authorization", format!("token {TOKEN}"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(&response.bytes().await.expect("body")[..], b"ok");
+    }
+    assert_eq!(one.gateway.stats().upstream_connects, before + 1);
+}
+
+#[tokio::test]
 async fn a_token_opens_one_notebook_only() {
     let one = Setup::new(true).await;
     let dir = tempfile::tempdir().expect("tempdir");
@@ -397,8 +448,11 @@ async fn a_token_opens_one_notebook_only() {
     upstream(&socket, true).await;
     // A second notebook on the first gateway, with a token of its own.
     let neighbour = NotebookId::new_random();
-    one.gateway
-        .set_route(neighbour, socket, "neighbour-token".to_owned());
+    one.gateway.set_route(
+        neighbour,
+        Upstream::Unix(socket),
+        "neighbour-token".to_owned(),
+    );
     let client = reqwest::Client::builder()
         .resolve(&format!("{neighbour}.localhost"), one.address)
         .build()

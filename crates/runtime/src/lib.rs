@@ -1,14 +1,20 @@
-//! Where notebooks run. The orchestrator drives a [`Runtime`] through the four start steps;
-//! this crate is the only one that will spawn processes or call Kubernetes.
+//! Where notebooks run. The orchestrator asks a [`Runtime`] to [`ensure`](Runtime::ensure) a
+//! notebook's sandbox (hearing of the four start steps through [`Progress`]), listens to its
+//! [`SandboxEvent`]s, adopts what its [`inventory`](Runtime::inventory) lists at boot, and
+//! hands it SSH connections; this crate is the only one that spawns processes (or would call
+//! Kubernetes).
 //!
-//! For now only [`PlaceholderRuntime`] exists: it starts nothing and completes each step after
-//! a configurable delay. The local bubblewrap runtime replaces it as the default.
+//! Implementations: [`PlaceholderRuntime`] (starts nothing; tests) and [`LocalRuntime`]
+//! (bubblewrap sandboxes). [`conformance`] holds the checks every implementation passes.
 // `unsafe` lives in `local::sys` only (pre-exec setup, idmapped mounts); denied elsewhere.
 #![deny(unsafe_code)]
 
 mod cgroup;
+pub mod conformance;
+pub mod images;
 pub mod local;
 
+pub use images::{ImageRef, ImageStore, PullProgress, ResolvedImage};
 pub use local::{LocalConfig, LocalRuntime};
 
 use std::collections::{HashMap, HashSet};
@@ -18,13 +24,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use atelier_domain::{NotebookId, VolumeCategory};
+use atelier_domain::{NotebookId, Upstream, VolumeCategory};
 
 /// Everything a runtime needs to know to start one notebook.
 #[derive(Debug, Clone)]
 pub struct SandboxSpec {
     pub notebook_id: NotebookId,
-    pub image_swr_path: String,
+    pub image: ImageRef,
     pub vcpus: u32,
     pub memory_mib: u64,
     pub volume_category: VolumeCategory,
@@ -60,86 +66,202 @@ impl Step {
     }
 }
 
+/// What went wrong in a runtime, by what the caller can do about it. The control plane maps
+/// each kind to a ModelArts code; the texts are human-readable (they become `fail_reason`).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
+    /// No room for the sandbox (CPU, memory, uids, nodes): retry later or elsewhere.
     #[error("{0}")]
-    StepFailed(String),
+    Capacity(String),
+    /// The image cannot be resolved, pulled or run.
+    #[error("{0}")]
+    Image(String),
+    /// This runtime cannot do what was asked (an image kind, SSH, saving an image).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A passing fault: the same request may succeed later.
+    #[error("{0}")]
+    Transient(String),
+    /// A fault that retrying will not cure.
+    #[error("{0}")]
+    Fatal(String),
+    /// The caller gave up (its [`Progress`] refused to go on).
+    #[error("aborted")]
+    Aborted,
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// A start that failed, and at which of the four steps.
+#[derive(Debug, thiserror::Error)]
+#[error("step {} failed: {error}", step.number())]
+pub struct EnsureError {
+    pub step: Step,
+    #[source]
+    pub error: RuntimeError,
+}
+
+/// The caller refused to let a start go on (the notebook moved on, or a side effect of the
+/// step failed); the runtime stops and reports [`RuntimeError::Aborted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused;
+
+/// Told of each start step as [`Runtime::ensure`] works through them, so that the control
+/// plane records them durably (`action_progress`, events) as they happen.
+#[async_trait]
+pub trait Progress: Send + Sync {
+    async fn step_started(&self, step: Step) -> Result<(), Refused>;
+    async fn step_done(&self, step: Step) -> Result<(), Refused>;
+}
+
+/// A [`Progress`] that records nothing.
+pub struct NoProgress;
+
+#[async_trait]
+impl Progress for NoProgress {
+    async fn step_started(&self, _step: Step) -> Result<(), Refused> {
+        Ok(())
+    }
+    async fn step_done(&self, _step: Step) -> Result<(), Refused> {
+        Ok(())
+    }
+}
+
+/// Why a sandbox ended without being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The kernel's OOM killer killed a process of the sandbox (which then goes down whole).
+    OutOfMemory { limit_mib: u64 },
+    /// It ended by itself; the text says how.
+    Exited(String),
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitReason::OutOfMemory { limit_mib } => write!(
+                f,
+                "out of memory: the kernel killed a process that exceeded the notebook's {limit_mib} MiB memory limit"
+            ),
+            ExitReason::Exited(how) => f.write_str(how),
+        }
+    }
+}
+
+/// What a runtime tells of its sandboxes as it happens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxEvent {
+    /// The notebook's JupyterLab answers (a start finished).
+    Ready(NotebookId),
+    /// The sandbox ended without being stopped (never sent for [`Runtime::stop`]/`delete`).
+    Exited { id: NotebookId, reason: ExitReason },
+}
+
+/// What a runtime has (metrics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RuntimeStats {
+    /// Idle warm sandboxes ready for a start.
+    pub warm: usize,
+    /// Sandboxes this runtime supervises.
+    pub sandboxes: usize,
+}
+
+/// How many events a slow subscriber may fall behind before it misses some.
+pub const EVENT_BUFFER: usize = 256;
+
+/// Where notebooks run. Designed for three implementations: the placeholder, the local
+/// bubblewrap runtime and a Kubernetes runtime (ARCHITECTURE.md, "Kubernetes runtime").
+/// No runtime knows the gateway's URL scheme: the spec carries the base path.
 #[async_trait]
 pub trait Runtime: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-    /// Runs one start step. Idempotent: running a step again after a crash is safe.
-    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError>;
+    /// Brings the notebook's sandbox to running, through the four steps, telling `progress`
+    /// of each. Declarative and idempotent: on a running sandbox it returns `Ok` at once,
+    /// after a crash it picks up what exists.
+    async fn ensure(&self, spec: &SandboxSpec, progress: &dyn Progress) -> Result<(), EnsureError>;
     /// Stops the notebook's sandbox; the work volume is kept. Idempotent.
     async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError>;
     /// Stops the sandbox and removes the work volume. Idempotent.
     async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError>;
-    /// Whether a sandbox for the notebook is alive (used when reconciling after a restart;
-    /// a runtime adopts a live sandbox here).
-    async fn is_running(&self, notebook_id: NotebookId) -> bool;
-    /// The Unix socket the notebook's JupyterLab listens on, if the runtime has one.
-    fn socket(&self, _notebook_id: NotebookId) -> Option<PathBuf> {
-        None
+    /// Where the gateway reaches the notebook's JupyterLab (a Unix socket on this host, or a
+    /// TCP address), while the runtime has a sandbox for it.
+    fn endpoint(&self, notebook_id: NotebookId) -> Option<Upstream>;
+    /// Events of every sandbox from now on (each subscriber gets all of them).
+    fn events(&self) -> tokio::sync::broadcast::Receiver<SandboxEvent>;
+    /// Notebooks with sandboxes (or their remains) on this host, for the control plane to
+    /// adopt or remove at boot.
+    async fn inventory(&self) -> Vec<NotebookId>;
+    /// Takes a sandbox found alive at boot under supervision, exactly like a launched one
+    /// (its exits and OOM kills become events). `false` if there is no live sandbox.
+    async fn adopt(&self, spec: &SandboxSpec) -> bool;
+    /// Serves one SSH connection: an SSH server in the notebook's sandbox (its files,
+    /// processes and limits) that logs in `ma-user` with one of `authorized_keys` (OpenSSH
+    /// `authorized_keys` lines) and nothing else, bridged to `stream` by the runtime.
+    /// Returns when the session ends (or the future is dropped, which ends it).
+    async fn attach_shell(
+        &self,
+        _notebook_id: NotebookId,
+        _authorized_keys: &str,
+        _stream: tokio::net::TcpStream,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime has no SSH access",
+            self.name()
+        )))
     }
-    /// Resolves when the notebook's sandbox ends without being stopped, with the reason
-    /// (e.g. killed for exceeding its memory); `None` if there is no such sandbox or it was
-    /// stopped.
-    async fn wait_exit(&self, _notebook_id: NotebookId) -> Option<String> {
-        None
+    /// Whether [`Runtime::attach_shell`] can serve SSH connections.
+    fn supports_ssh(&self) -> bool {
+        false
     }
     /// Grows the work volume of a running notebook to `spec.volume_capacity_gb` (EVS only;
     /// never shrinks). Idempotent.
     async fn resize_volume(&self, _spec: &SandboxSpec) -> Result<(), RuntimeError> {
         Ok(())
     }
-    /// Bytes in use on the notebook's work volume, where the runtime can tell (a mounted,
-    /// sized volume).
+    /// Bytes in use on the notebook's work volume, where the runtime can tell.
     fn volume_usage(&self, _notebook_id: NotebookId) -> Option<u64> {
         None
     }
-    /// Notebooks that have sandbox remains on this host (processes, cgroups), so that the
-    /// server can remove those no notebook owns after a crash.
-    async fn leftovers(&self) -> Vec<NotebookId> {
-        Vec::new()
+    fn stats(&self) -> RuntimeStats {
+        RuntimeStats::default()
     }
+    /// The images this runtime runs.
+    fn images(&self) -> &dyn ImageStore;
     /// Called once when the server stops (the local runtime drains its warm pool).
     async fn shutdown(&self) {}
-    /// Idle warm sandboxes ready for a start (metrics).
-    fn warm_sandboxes(&self) -> usize {
-        0
-    }
-    /// Whether [`Runtime::ssh_session`] can serve SSH connections.
-    fn supports_ssh(&self) -> bool {
-        false
-    }
-    /// A command that serves one SSH connection on its stdin and stdout: an SSH server in the
-    /// notebook's sandbox (its files, processes and limits) that logs in `ma-user` with one
-    /// of `authorized_keys` (OpenSSH `authorized_keys` lines) and nothing else.
-    async fn ssh_session(
-        &self,
-        _notebook_id: NotebookId,
-        _authorized_keys: &str,
-    ) -> Result<tokio::process::Command, RuntimeError> {
-        Err(RuntimeError::StepFailed(format!(
-            "the {} runtime has no SSH access",
-            self.name()
-        )))
-    }
 }
 
-/// Starts nothing: each step completes after `step_delay`. Tests can make a step fail.
+/// Starts nothing: each step completes after `step_delay`. Tests can make a step fail, or
+/// end a "sandbox" as if it had crashed ([`PlaceholderRuntime::crash`]).
 ///
 /// With a state directory it records each "running sandbox" as a file there, so that its
 /// sandboxes outlive a restart of the server the way detached processes would.
-#[derive(Default)]
 pub struct PlaceholderRuntime {
     step_delay: Duration,
     state_dir: Option<PathBuf>,
+    /// Sandboxes "alive on this host".
     running: Mutex<HashSet<NotebookId>>,
     failures: Mutex<HashMap<NotebookId, (Step, String)>>,
+    /// Sandboxes that end as soon as they are ready (once), with the reason.
+    doomed: Mutex<HashMap<NotebookId, ExitReason>>,
+    /// What [`Runtime::endpoint`] names for running sandboxes (none by default: nothing
+    /// listens, so the gateway gets no route).
+    endpoint: Option<Upstream>,
+    events: tokio::sync::broadcast::Sender<SandboxEvent>,
+}
+
+impl Default for PlaceholderRuntime {
+    fn default() -> Self {
+        PlaceholderRuntime {
+            step_delay: Duration::ZERO,
+            state_dir: None,
+            running: Mutex::default(),
+            failures: Mutex::default(),
+            doomed: Mutex::default(),
+            endpoint: None,
+            events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
 }
 
 impl PlaceholderRuntime {
@@ -169,8 +291,14 @@ impl PlaceholderRuntime {
             step_delay,
             state_dir: Some(state_dir),
             running: Mutex::new(running),
-            failures: Mutex::default(),
+            ..PlaceholderRuntime::default()
         })
+    }
+
+    /// Names `upstream` as the endpoint of every running sandbox (the conformance suite).
+    pub fn with_endpoint(mut self, upstream: Upstream) -> PlaceholderRuntime {
+        self.endpoint = Some(upstream);
+        self
     }
 
     fn marker(&self, notebook_id: NotebookId) -> Option<PathBuf> {
@@ -190,12 +318,28 @@ impl PlaceholderRuntime {
     pub fn running_count(&self) -> usize {
         self.running.lock().expect("poisoned").len()
     }
-}
 
-#[async_trait]
-impl Runtime for PlaceholderRuntime {
-    fn name(&self) -> &'static str {
-        "placeholder"
+    /// Makes the notebook's next sandbox crash with `reason` right after it is ready (before
+    /// the caller has seen `ensure` return).
+    pub fn crash_when_ready(&self, notebook_id: NotebookId, reason: ExitReason) {
+        self.doomed
+            .lock()
+            .expect("poisoned")
+            .insert(notebook_id, reason);
+    }
+
+    /// Ends the notebook's sandbox as if it had crashed: it is gone, and subscribers hear
+    /// [`SandboxEvent::Exited`] with `reason`.
+    pub fn crash(&self, notebook_id: NotebookId, reason: ExitReason) {
+        if let Some(marker) = self.marker(notebook_id) {
+            let _ = std::fs::remove_file(marker);
+        }
+        if self.running.lock().expect("poisoned").remove(&notebook_id) {
+            let _ = self.events.send(SandboxEvent::Exited {
+                id: notebook_id,
+                reason,
+            });
+        }
     }
 
     async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
@@ -211,7 +355,7 @@ impl Runtime for PlaceholderRuntime {
         if let Some((failing_step, reason)) = failure
             && failing_step == step
         {
-            return Err(RuntimeError::StepFailed(reason));
+            return Err(RuntimeError::Fatal(reason));
         }
         if step == Step::Initialise {
             if let Some(marker) = self.marker(spec.notebook_id) {
@@ -221,6 +365,65 @@ impl Runtime for PlaceholderRuntime {
                 .lock()
                 .expect("poisoned")
                 .insert(spec.notebook_id);
+        }
+        Ok(())
+    }
+
+    fn is_running(&self, notebook_id: NotebookId) -> bool {
+        self.running
+            .lock()
+            .expect("poisoned")
+            .contains(&notebook_id)
+    }
+}
+
+/// Runs the four steps in order with `progress` told of each; `work` does a step.
+pub(crate) async fn each_step<F, Fut>(
+    progress: &dyn Progress,
+    mut work: F,
+) -> Result<(), EnsureError>
+where
+    F: FnMut(Step) -> Fut,
+    Fut: std::future::Future<Output = Result<(), RuntimeError>>,
+{
+    for step in Step::ALL {
+        let aborted = |_| EnsureError {
+            step,
+            error: RuntimeError::Aborted,
+        };
+        progress.step_started(step).await.map_err(aborted)?;
+        work(step)
+            .await
+            .map_err(|error| EnsureError { step, error })?;
+        progress.step_done(step).await.map_err(aborted)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Runtime for PlaceholderRuntime {
+    fn name(&self) -> &'static str {
+        "placeholder"
+    }
+
+    async fn ensure(&self, spec: &SandboxSpec, progress: &dyn Progress) -> Result<(), EnsureError> {
+        let already = self.is_running(spec.notebook_id);
+        each_step(progress, |step| async move {
+            if already {
+                Ok(())
+            } else {
+                self.run_step(spec, step).await
+            }
+        })
+        .await?;
+        let _ = self.events.send(SandboxEvent::Ready(spec.notebook_id));
+        let doomed = self
+            .doomed
+            .lock()
+            .expect("poisoned")
+            .remove(&spec.notebook_id);
+        if let Some(reason) = doomed {
+            self.crash(spec.notebook_id, reason);
         }
         Ok(())
     }
@@ -241,11 +444,68 @@ impl Runtime for PlaceholderRuntime {
         self.stop(notebook_id).await
     }
 
-    async fn is_running(&self, notebook_id: NotebookId) -> bool {
+    fn endpoint(&self, notebook_id: NotebookId) -> Option<Upstream> {
+        self.endpoint
+            .clone()
+            .filter(|_| self.is_running(notebook_id))
+    }
+
+    fn events(&self) -> tokio::sync::broadcast::Receiver<SandboxEvent> {
+        self.events.subscribe()
+    }
+
+    async fn inventory(&self) -> Vec<NotebookId> {
         self.running
             .lock()
             .expect("poisoned")
-            .contains(&notebook_id)
+            .iter()
+            .copied()
+            .collect()
+    }
+
+    async fn adopt(&self, spec: &SandboxSpec) -> bool {
+        self.is_running(spec.notebook_id)
+    }
+
+    fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            warm: 0,
+            sandboxes: self.running_count(),
+        }
+    }
+
+    fn images(&self) -> &dyn ImageStore {
+        self
+    }
+}
+
+/// The placeholder runs no image: every reference resolves, nothing is fetched.
+#[async_trait]
+impl ImageStore for PlaceholderRuntime {
+    async fn resolve(&self, image: &ImageRef) -> Result<ResolvedImage, RuntimeError> {
+        Ok(ResolvedImage {
+            reference: image.clone(),
+            digest: None,
+            location: None,
+        })
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        _progress: PullProgress<'_>,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        self.resolve(image).await
+    }
+
+    async fn commit(
+        &self,
+        _notebook_id: NotebookId,
+        _target: &ImageRef,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "the placeholder runtime cannot save images".to_owned(),
+        ))
     }
 }
 
@@ -256,7 +516,7 @@ mod tests {
     fn spec(notebook_id: NotebookId) -> SandboxSpec {
         SandboxSpec {
             notebook_id,
-            image_swr_path: String::new(),
+            image: ImageRef::Builtin("jupyterlab".to_owned()),
             vcpus: 1,
             memory_mib: 1024,
             volume_category: VolumeCategory::Efs,
@@ -272,14 +532,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = NotebookId::new_random();
         let first = PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.path().into()).unwrap();
-        for step in Step::ALL {
-            first.run_step(&spec(id), step).await.unwrap();
-        }
+        first.ensure(&spec(id), &NoProgress).await.unwrap();
         let second = PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.path().into()).unwrap();
-        assert!(second.is_running(id).await);
+        assert_eq!(second.inventory().await, vec![id]);
+        assert!(second.adopt(&spec(id)).await);
         second.stop(id).await.unwrap();
         let third = PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.path().into()).unwrap();
-        assert!(!third.is_running(id).await);
+        assert!(!third.adopt(&spec(id)).await);
     }
 
     #[tokio::test]
@@ -287,16 +546,34 @@ mod tests {
         let runtime = PlaceholderRuntime::new(Duration::ZERO);
         let id = NotebookId::new_random();
         runtime.fail_step(id, Step::PrepareCompute, "no capacity");
-        assert!(
-            runtime
-                .run_step(&spec(id), Step::PrepareStorage)
-                .await
-                .is_ok()
-        );
-        let error = runtime
-            .run_step(&spec(id), Step::PrepareCompute)
-            .await
-            .unwrap_err();
-        assert_eq!(error.to_string(), "no capacity");
+        let error = runtime.ensure(&spec(id), &NoProgress).await.unwrap_err();
+        assert_eq!(error.step, Step::PrepareCompute);
+        assert_eq!(error.error.to_string(), "no capacity");
+    }
+
+    fn subject(dir: &std::path::Path) -> conformance::Subject<'static, PlaceholderRuntime> {
+        let open = {
+            let dir = dir.to_owned();
+            move || {
+                std::sync::Arc::new(
+                    PlaceholderRuntime::with_state_dir(Duration::ZERO, dir.clone())
+                        .unwrap()
+                        .with_endpoint(Upstream::Tcp(([127, 0, 0, 1], 9).into())),
+                )
+            }
+        };
+        conformance::Subject {
+            open: Box::new(open),
+            spec: Box::new(spec),
+            crash: Box::new(|runtime, id| {
+                runtime.crash(id, ExitReason::Exited("crashed".to_owned()));
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_placeholder_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        conformance::run_all(&subject(dir.path())).await;
     }
 }

@@ -2,7 +2,6 @@
 //! `App::run` serves until the shutdown token fires.
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -245,8 +244,8 @@ impl App {
 struct GatewayRoutes(Arc<Gateway>);
 
 impl NotebookGateway for GatewayRoutes {
-    fn set_route(&self, id: NotebookId, socket: PathBuf, token: String) {
-        self.0.set_route(id, socket, token);
+    fn set_route(&self, id: NotebookId, upstream: atelier_domain::Upstream, token: String) {
+        self.0.set_route(id, upstream, token);
     }
 
     fn remove_route(&self, id: &NotebookId) {

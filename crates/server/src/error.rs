@@ -4,6 +4,7 @@ use axum::response::{IntoResponse, Response};
 
 use atelier_control::ControlError;
 use atelier_domain::{Admission, LeaseError};
+use atelier_runtime::RuntimeError;
 use atelier_store::StoreError;
 use atelier_wire::ErrorBody;
 
@@ -229,6 +230,9 @@ impl From<ControlError> for ApiError {
             C::EvsCapacity { min, max } => ApiError::EvsCapacity { min, max },
             C::TooManyTags { .. } => ApiError::BadValue("tags".to_owned()),
             exhausted @ C::SshPortsExhausted { .. } => ApiError::Exhausted(exhausted.to_string()),
+            C::Runtime(RuntimeError::Capacity(what)) => ApiError::Exhausted(what),
+            C::Runtime(RuntimeError::Image(what)) => ApiError::UnknownImage(what),
+            C::Runtime(RuntimeError::Unsupported(what)) => ApiError::InvalidArgument(what),
             fault @ (C::SshUnsupported
             | C::SshListen { .. }
             | C::SshSession(_)
@@ -259,6 +263,27 @@ impl IntoResponse for ApiError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn runtime_errors_map_to_modelarts_codes_by_kind() {
+        let code = |error: RuntimeError| ApiError::from(ControlError::Runtime(error)).error_code();
+        assert_eq!(
+            code(RuntimeError::Capacity("full".into())),
+            "ModelArts.6360"
+        );
+        assert_eq!(code(RuntimeError::Image("gone".into())), "ModelArts.6797");
+        assert_eq!(
+            code(RuntimeError::Unsupported("no".into())),
+            "ModelArts.0101"
+        );
+        for fault in [
+            RuntimeError::Transient("later".into()),
+            RuntimeError::Fatal("broken".into()),
+            RuntimeError::Aborted,
+        ] {
+            assert_eq!(code(fault), "ModelArts.0010");
+        }
+    }
+
     use super::*;
 
     /// Every variant with its status and code, in one table.

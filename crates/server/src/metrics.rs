@@ -176,7 +176,7 @@ impl Collector for StateCollector {
             &mut encoder,
             "atelier_warm_pool_sandboxes",
             "Idle warm sandboxes ready to serve a start",
-            ConstGauge::new(self.runtime.warm_sandboxes() as i64),
+            ConstGauge::new(self.runtime.stats().warm as i64),
         )?;
         let stats = self.gateway.stats();
         encode_one(

@@ -3,8 +3,12 @@
 //! dir must be readable by the notebooks' unprivileged uids.
 use std::path::{Path, PathBuf};
 
+use async_trait::async_trait;
+
+use atelier_domain::NotebookId;
+
 use super::{LocalRuntime, run, step_error, write_if_changed};
-use crate::{RuntimeError, SandboxSpec};
+use crate::{ImageRef, ImageStore, PullProgress, ResolvedImage, RuntimeError, SandboxSpec};
 
 /// Page settings of the built-in image: no build checks, no news, no language servers.
 pub(super) const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
@@ -18,37 +22,41 @@ pub(super) const SETTINGS_OVERRIDES: &str = r#"{"@jupyterlab/apputils-extension:
 /// flushes of empty output streams (~1.5 ms less per cell execution).
 pub(super) const KERNEL_CONFIG: &str = include_str!("../ipython_kernel_config.py");
 
+fn image_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::Image(format!("{context}: {error}"))
+}
+
 impl LocalRuntime {
     /// The Python environment prefix of the notebook's image; provisions the built-in one.
     pub(super) async fn image_prefix(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
-        if let Some(prefix) = spec.image_swr_path.strip_prefix("local://") {
-            let prefix = PathBuf::from(prefix);
-            if !prefix.join("bin/jupyter-lab").exists() || !prefix.join("bin/python").exists() {
-                return Err(step_error(
-                    "image",
-                    format!("{} has no bin/jupyter-lab", prefix.display()),
-                ));
-            }
-            return Ok(prefix);
-        }
-        if !spec.image_swr_path.starts_with("atelier.local/") {
-            return Err(step_error(
-                "image",
-                format!(
-                    "{} is not an image the local runtime can run (use local:///prefix)",
-                    spec.image_swr_path
-                ),
-            ));
-        }
-        let prefix = self.config.image_dir.join("jupyterlab");
-        self.ensure_provisioned(&prefix).await?;
-        Ok(prefix)
+        self.pull_image(&spec.image).await
     }
 
-    /// Provisions the built-in JupyterLab image now (`atelier image pull`); returns its prefix.
-    pub async fn pull_builtin(&self) -> Result<PathBuf, RuntimeError> {
-        let prefix = self.config.image_dir.join("jupyterlab");
-        self.ensure_provisioned(&prefix).await?;
+    /// Where `image` lives here, without provisioning anything.
+    fn image_location(&self, image: &ImageRef) -> Result<PathBuf, RuntimeError> {
+        match image {
+            ImageRef::LocalPrefix(prefix) => Ok(prefix.clone()),
+            ImageRef::Builtin(_) => Ok(self.config.image_dir.join("jupyterlab")),
+            ImageRef::Container(reference) => Err(RuntimeError::Unsupported(format!(
+                "image: {reference} is not an image the local runtime can run (use local:///prefix)"
+            ))),
+        }
+    }
+
+    /// Makes `image` runnable here (provisions the built-in one); returns its prefix.
+    async fn pull_image(&self, image: &ImageRef) -> Result<PathBuf, RuntimeError> {
+        let prefix = self.image_location(image)?;
+        match image {
+            ImageRef::LocalPrefix(_) => {
+                if !prefix.join("bin/jupyter-lab").exists() || !prefix.join("bin/python").exists() {
+                    return Err(image_error(
+                        "image",
+                        format!("{} has no bin/jupyter-lab", prefix.display()),
+                    ));
+                }
+            }
+            _ => self.ensure_provisioned(&prefix).await?,
+        }
         Ok(prefix)
     }
 
@@ -103,12 +111,12 @@ impl LocalRuntime {
         let python = self.config.python.to_string_lossy().into_owned();
         run(&python, &["-m", "venv", &prefix.to_string_lossy()])
             .await
-            .map_err(|e| step_error("image provisioning failed (python3 -m venv)", e))?;
+            .map_err(|e| image_error("image provisioning failed (python3 -m venv)", e))?;
         let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
         args.extend(self.config.jupyter_packages.iter().map(String::as_str));
         run(&prefix.join("bin/pip").to_string_lossy(), &args)
             .await
-            .map_err(|e| step_error("image provisioning failed (pip install)", e))?;
+            .map_err(|e| image_error("image provisioning failed (pip install)", e))?;
         let labconfig = prefix.join("etc/jupyter/labconfig");
         std::fs::create_dir_all(&labconfig)?;
         std::fs::write(labconfig.join("page_config.json"), PAGE_CONFIG)?;
@@ -121,5 +129,41 @@ impl LocalRuntime {
         )?;
         std::fs::write(prefix.join(".complete"), b"")?;
         Ok(())
+    }
+}
+
+/// Built-in images and `local://` prefixes; container images wait for the OCI crate.
+#[async_trait]
+impl ImageStore for LocalRuntime {
+    async fn resolve(&self, image: &ImageRef) -> Result<ResolvedImage, RuntimeError> {
+        Ok(ResolvedImage {
+            reference: image.clone(),
+            digest: None,
+            location: Some(self.image_location(image)?),
+        })
+    }
+
+    async fn pull(
+        &self,
+        image: &ImageRef,
+        progress: PullProgress<'_>,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        progress(&format!("provisioning {image}"));
+        let location = self.pull_image(image).await?;
+        Ok(ResolvedImage {
+            reference: image.clone(),
+            digest: None,
+            location: Some(location),
+        })
+    }
+
+    async fn commit(
+        &self,
+        _notebook_id: NotebookId,
+        _target: &ImageRef,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        Err(RuntimeError::Unsupported(
+            "the local runtime cannot save a notebook as an image yet".to_owned(),
+        ))
     }
 }

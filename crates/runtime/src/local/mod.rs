@@ -45,10 +45,13 @@ use nix::unistd::Pid;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use atelier_domain::{NotebookId, VolumeCategory};
+use atelier_domain::{NotebookId, Upstream, VolumeCategory};
 
 use crate::cgroup::{self, Cgroup, Hierarchy, Limits};
-use crate::{Runtime, RuntimeError, SandboxSpec, Step};
+use crate::{
+    EnsureError, ExitReason, ImageStore, Progress, Runtime, RuntimeError, RuntimeStats,
+    SandboxEvent, SandboxSpec, Step,
+};
 use network::{Egress, EgressPolicy};
 use sys::{ChildSetup, HostIds};
 use uids::{UidRange, Uids};
@@ -133,8 +136,9 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
 }
 
-/// What happened to a sandbox that ended without being asked to.
-type ExitReason = Option<String>;
+/// How a sandbox ended: `None` while it runs, `Some(None)` when it was stopped, `Some(reason)`
+/// when it ended by itself.
+type Ended = Option<Option<ExitReason>>;
 
 struct Sandbox {
     /// bubblewrap's outer process (host pid namespace), the sandbox's process group.
@@ -142,8 +146,10 @@ struct Sandbox {
     cgroup: Option<Cgroup>,
     /// The cgroup as the supervisor sees it (renamed when a warm sandbox is claimed).
     cell: Arc<Mutex<Option<Cgroup>>>,
-    exited: watch::Receiver<ExitReason>,
+    exited: watch::Receiver<Ended>,
     stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// The notebook it serves (set when a warm sandbox is claimed), for its events.
+    owner: Arc<Mutex<Option<NotebookId>>>,
 }
 
 /// What the server knows of a sandbox's processes, in `run/{id}/pid` (which only root can
@@ -215,6 +221,10 @@ pub struct LocalRuntime {
     refilling: Mutex<std::collections::HashSet<pool::PoolKey>>,
     /// Set at shutdown: no more refills.
     closing: std::sync::atomic::AtomicBool,
+    events: tokio::sync::broadcast::Sender<SandboxEvent>,
+    /// Notebooks whose start has configured the network (step 3): their socket is their
+    /// endpoint from then on, before JupyterLab answers on it (until a stop).
+    addressed: Mutex<std::collections::HashSet<NotebookId>>,
 }
 
 /// Where a sandbox's pieces come from.
@@ -240,7 +250,16 @@ pub(super) fn claim_line(spec: &SandboxSpec) -> String {
 }
 
 fn step_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::StepFailed(format!("{context}: {error}"))
+    RuntimeError::Fatal(format!("{context}: {error}"))
+}
+
+/// A notebook uid could not be had: every uid of the range in use is a capacity fault.
+fn uid_error(error: std::io::Error) -> RuntimeError {
+    if error.kind() == std::io::ErrorKind::QuotaExceeded {
+        RuntimeError::Capacity(format!("notebook uid: {error}"))
+    } else {
+        step_error("notebook uid", error)
+    }
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<String, RuntimeError> {
@@ -315,7 +334,7 @@ impl LocalRuntime {
         // path (the default data dir is `./atelier-data`) would break inside the sandbox.
         config.data_dir = std::fs::canonicalize(&config.data_dir)?;
         config.image_dir = std::fs::canonicalize(&config.image_dir)?;
-        preflight::check(&config).map_err(RuntimeError::StepFailed)?;
+        preflight::check(&config).map_err(RuntimeError::Fatal)?;
         // Traversable by the notebooks' uids (bubblewrap binds their volumes as them), never
         // listable; what is private is 0700 below.
         set_mode(&config.data_dir, 0o711)?;
@@ -348,7 +367,7 @@ impl LocalRuntime {
             );
         }
         let uids = Uids::open(config.uids.clone(), &config.data_dir)?;
-        let seccomp = seccomp::filters().map_err(RuntimeError::StepFailed)?;
+        let seccomp = seccomp::filters().map_err(RuntimeError::Fatal)?;
         let idmap = preflight::idmapped_mounts_work(&config.data_dir);
         if !idmap && config.warm_pool > 0 {
             tracing::warn!(
@@ -367,6 +386,8 @@ impl LocalRuntime {
             pool: Mutex::new(Vec::new()),
             refilling: Mutex::new(std::collections::HashSet::new()),
             closing: std::sync::atomic::AtomicBool::new(false),
+            events: tokio::sync::broadcast::channel(crate::EVENT_BUFFER).0,
+            addressed: Mutex::new(std::collections::HashSet::new()),
         }))
     }
 
@@ -567,10 +588,7 @@ impl LocalRuntime {
             return Ok(());
         }
         self.kill_sandbox(id, Duration::ZERO).await;
-        let ids = self
-            .uids
-            .for_notebook(id)
-            .map_err(|e| step_error("notebook uid", e))?;
+        let ids = self.uids.for_notebook(id).map_err(uid_error)?;
         let key = pool::PoolKey {
             prefix: prefix.to_owned(),
             vcpus: limits.vcpus,
@@ -602,6 +620,7 @@ impl LocalRuntime {
             .launch(&layout, prefix, limits, cgroup, ids, false)
             .await?;
         let exited = sandbox.exited.clone();
+        *sandbox.owner.lock().expect("poisoned") = Some(id);
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
         std::io::Write::write_all(&mut channel, claim_line(spec).as_bytes())
             .map_err(|e| step_error("JupyterLab's settings", e))?;
@@ -724,24 +743,7 @@ impl LocalRuntime {
                 network::attach(init, ids, procs, &rules, sync_read.into(), log).await
             }
         };
-        let (sender, exited) = watch::channel(None);
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cell = Arc::new(Mutex::new(cgroup.clone()));
-        supervise(
-            child,
-            pid,
-            limits.memory_mib,
-            cell.clone(),
-            stopping.clone(),
-            sender,
-        );
-        let sandbox = Sandbox {
-            pid,
-            cgroup,
-            cell,
-            exited,
-            stopping,
-        };
+        let sandbox = self.supervise(Process::Child(child), pid, limits.memory_mib, cgroup, None);
         if let Err(error) = network {
             sandbox
                 .stopping
@@ -756,7 +758,7 @@ impl LocalRuntime {
     async fn wait_ready(
         &self,
         spec: &SandboxSpec,
-        exited: watch::Receiver<ExitReason>,
+        exited: watch::Receiver<Ended>,
     ) -> Result<(), RuntimeError> {
         let id = spec.notebook_id;
         let deadline = tokio::time::Instant::now() + self.config.ready_timeout;
@@ -779,8 +781,8 @@ impl LocalRuntime {
                 return Err(step_error(
                     "JupyterLab did not become ready",
                     format!(
-                        "no answer on /api/status within {:?}",
-                        self.config.ready_timeout
+                        "no answer on {}api/status within {:?}",
+                        spec.base_path, self.config.ready_timeout
                     ),
                 ));
             }
@@ -958,50 +960,109 @@ async fn read_info(mut pipe: std::io::PipeReader) -> Result<i32, String> {
     }
 }
 
-/// Watches a sandbox until it ends: its exit status, or an OOM kill in its cgroup (which
-/// then takes the whole sandbox down rather than leave it limping with a dead kernel).
-fn supervise(
-    mut child: tokio::process::Child,
-    pid: i32,
-    memory_mib: u64,
-    cell: Arc<Mutex<Option<Cgroup>>>,
-    stopping: Arc<std::sync::atomic::AtomicBool>,
-    sender: watch::Sender<ExitReason>,
-) {
-    tokio::spawn(async move {
-        // The cgroup is renamed when a warm sandbox is claimed: read it from the cell.
-        let current = || cell.lock().expect("poisoned").clone();
-        let baseline = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0);
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let reason = loop {
-            tokio::select! {
-                status = child.wait() => {
-                    let oom = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
-                    break if oom {
-                        format!("out of memory: the kernel killed the notebook for exceeding its {memory_mib} MiB memory limit")
-                    } else {
-                        format!("JupyterLab exited unexpectedly ({})", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))
-                    };
+/// What a supervisor waits on: bubblewrap as our child (launched here), or, adopted after a
+/// restart, through a pidfd (or, where the kernel has none, by polling its pid record).
+enum Process {
+    Child(tokio::process::Child),
+    Pidfd(tokio::io::unix::AsyncFd<OwnedFd>),
+    Polled(PidRecord),
+}
+
+impl Process {
+    /// Waits until the process has ended; says how.
+    async fn wait(&mut self) -> String {
+        match self {
+            Process::Child(child) => format!(
+                "JupyterLab exited unexpectedly ({})",
+                child
+                    .wait()
+                    .await
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string())
+            ),
+            Process::Pidfd(pidfd) => {
+                // A pidfd turns readable when its process exits (and stays so).
+                if let Err(error) = pidfd.readable().await {
+                    tracing::warn!(%error, "cannot poll a sandbox's pidfd");
+                    std::future::pending::<()>().await;
                 }
-                _ = tick.tick() => {
-                    let cgroup = current();
-                    let oom = cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
-                    if oom && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                        if let Some(cgroup) = &cgroup {
-                            signal_all(cgroup, pid, Signal::SIGKILL);
+                "JupyterLab exited unexpectedly".to_owned()
+            }
+            Process::Polled(record) => {
+                while record.is_current() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                "JupyterLab exited unexpectedly".to_owned()
+            }
+        }
+    }
+}
+
+impl LocalRuntime {
+    /// Watches a sandbox until it ends: its exit, or an OOM kill in its cgroup (which then
+    /// takes the whole sandbox down rather than leave it limping with a dead kernel). An end
+    /// nobody asked for becomes a [`SandboxEvent::Exited`] of its owner. Launched and
+    /// adopted sandboxes are watched alike.
+    fn supervise(
+        &self,
+        mut process: Process,
+        pid: i32,
+        memory_mib: u64,
+        cgroup: Option<Cgroup>,
+        owner: Option<NotebookId>,
+    ) -> Sandbox {
+        let (sender, exited) = watch::channel(None);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cell = Arc::new(Mutex::new(cgroup.clone()));
+        let owner = Arc::new(Mutex::new(owner));
+        let events = self.events.clone();
+        let sandbox = Sandbox {
+            pid,
+            cgroup,
+            cell: cell.clone(),
+            exited,
+            stopping: stopping.clone(),
+            owner: owner.clone(),
+        };
+        tokio::spawn(async move {
+            // The cgroup is renamed when a warm sandbox is claimed: read it from the cell.
+            let current = || cell.lock().expect("poisoned").clone();
+            let baseline = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0);
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let reason = loop {
+                tokio::select! {
+                    how = process.wait() => {
+                        let oom = current().as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                        break if oom {
+                            ExitReason::OutOfMemory { limit_mib: memory_mib }
+                        } else {
+                            ExitReason::Exited(how)
+                        };
+                    }
+                    _ = tick.tick() => {
+                        let cgroup = current();
+                        let oom = cgroup.as_ref().map(Cgroup::oom_kills).unwrap_or(0) > baseline;
+                        if oom && !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                            if let Some(cgroup) = &cgroup {
+                                signal_all(cgroup, pid, Signal::SIGKILL);
+                            }
+                            let _ = process.wait().await;
+                            break ExitReason::OutOfMemory { limit_mib: memory_mib };
                         }
-                        let _ = child.wait().await;
-                        break format!("out of memory: the kernel killed a process that exceeded the notebook's {memory_mib} MiB memory limit");
                     }
                 }
+            };
+            if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = sender.send(Some(None));
+            } else {
+                let _ = sender.send(Some(Some(reason.clone())));
+                if let Some(id) = *owner.lock().expect("poisoned") {
+                    let _ = events.send(SandboxEvent::Exited { id, reason });
+                }
             }
-        };
-        if !stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = sender.send(Some(reason));
-        } else {
-            let _ = sender.send(Some(String::new()));
-        }
-    });
+        });
+        sandbox
+    }
 }
 
 /// Signals the sandbox: every member of its cgroup, and its process group when `pid` (a
@@ -1071,12 +1132,7 @@ async fn get_status(socket: &Path, path: &str, token: Option<&str>) -> Option<u1
     Some(response.status().as_u16())
 }
 
-#[async_trait]
-impl Runtime for LocalRuntime {
-    fn name(&self) -> &'static str {
-        "local"
-    }
-
+impl LocalRuntime {
     async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
         match step {
             Step::PrepareStorage => self.prepare_storage(spec).await,
@@ -1088,6 +1144,10 @@ impl Runtime for LocalRuntime {
                 let run_dir = self.run_dir(spec.notebook_id);
                 std::fs::create_dir_all(&run_dir)?;
                 set_mode(&run_dir, 0o700)?;
+                self.addressed
+                    .lock()
+                    .expect("poisoned")
+                    .insert(spec.notebook_id);
                 Ok(())
             }
             Step::Initialise => {
@@ -1102,7 +1162,44 @@ impl Runtime for LocalRuntime {
         }
     }
 
+    /// Kills the notebook's sandbox as a crash would (the supervisor reports it as an
+    /// unexpected exit); for tests.
+    #[doc(hidden)]
+    pub fn crash_for_tests(&self, id: NotebookId) {
+        let sandboxes = self.sandboxes.lock().expect("poisoned");
+        if let Some(sandbox) = sandboxes.get(&id) {
+            signal_tree(sandbox.cgroup.as_ref(), sandbox.pid, Signal::SIGKILL);
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for LocalRuntime {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn ensure(&self, spec: &SandboxSpec, progress: &dyn Progress) -> Result<(), EnsureError> {
+        let id = spec.notebook_id;
+        // A sandbox already serving (adopted, or a repeated ensure) is left as it is.
+        let serving = self.alive(id) && probe(&self.socket_path(id), spec).await;
+        crate::each_step(progress, |step| async move {
+            if serving {
+                Ok(())
+            } else {
+                self.run_step(spec, step).await
+            }
+        })
+        .await?;
+        let _ = self.events.send(SandboxEvent::Ready(id));
+        Ok(())
+    }
+
     async fn stop(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
+        self.addressed
+            .lock()
+            .expect("poisoned")
+            .remove(&notebook_id);
         self.kill_sandbox(notebook_id, self.config.stop_grace).await;
         self.unmount_volume(notebook_id).await;
         Ok(())
@@ -1136,55 +1233,68 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
-    async fn is_running(&self, notebook_id: NotebookId) -> bool {
-        if self.alive(notebook_id) {
-            return true;
-        }
-        // After a restart: adopt a sandbox that is still serving, if its pid record is true.
-        let Some(record) = PidRecord::read(&self.run_dir(notebook_id).join("pid")) else {
-            return false;
+    /// The sandbox's socket: from step 3 of a start (the gateway may route before JupyterLab
+    /// answers) while the sandbox lives, and none once it has ended or been stopped.
+    fn endpoint(&self, notebook_id: NotebookId) -> Option<Upstream> {
+        let serving = match self.sandboxes.lock().expect("poisoned").get(&notebook_id) {
+            Some(sandbox) => sandbox.exited.borrow().is_none(),
+            None => self
+                .addressed
+                .lock()
+                .expect("poisoned")
+                .contains(&notebook_id),
         };
-        if !record.is_current() || !answers(&self.socket_path(notebook_id)).await {
-            return false;
-        }
-        let (sender, exited) = watch::channel(None);
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, notebook_id));
-        self.sandboxes.lock().expect("poisoned").insert(
-            notebook_id,
-            Sandbox {
-                pid: record.pid,
-                cell: Arc::new(Mutex::new(cgroup.clone())),
-                cgroup,
-                exited,
-                stopping: stopping.clone(),
-            },
-        );
-        tokio::spawn(async move {
-            while record.is_current() {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            let reason = if stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                String::new()
-            } else {
-                "JupyterLab exited unexpectedly".to_owned()
-            };
-            let _ = sender.send(Some(reason));
-        });
-        true
+        serving.then(|| Upstream::Unix(self.socket_path(notebook_id)))
     }
 
-    async fn leftovers(&self) -> Vec<NotebookId> {
+    fn events(&self) -> tokio::sync::broadcast::Receiver<SandboxEvent> {
+        self.events.subscribe()
+    }
+
+    async fn inventory(&self) -> Vec<NotebookId> {
         self.reap_stale_pool().await;
         self.leftover_ids()
     }
 
-    async fn shutdown(&self) {
-        self.drain_pool().await;
+    async fn adopt(&self, spec: &SandboxSpec) -> bool {
+        let id = spec.notebook_id;
+        if self.alive(id) {
+            return true;
+        }
+        // After a restart: a sandbox that is still serving, if its pid record is true.
+        let Some(record) = PidRecord::read(&self.run_dir(id).join("pid")) else {
+            return false;
+        };
+        if !record.is_current() || !answers(&self.socket_path(id)).await {
+            return false;
+        }
+        // bubblewrap is no child of ours any more: watch it through a pidfd, opened before
+        // the record is checked again so that the pid cannot be someone else's.
+        let process = match sys::pidfd(record.pid) {
+            Ok(pidfd) if record.is_current() => Process::Pidfd(pidfd),
+            Ok(_) => return false,
+            Err(error) => {
+                tracing::warn!(notebook_id = %id, %error, "no pidfd for an adopted sandbox; polling it");
+                Process::Polled(record)
+            }
+        };
+        let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
+        let sandbox = self.supervise(process, record.pid, spec.memory_mib, cgroup, Some(id));
+        self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
+        true
     }
 
-    fn warm_sandboxes(&self) -> usize {
-        self.warm_count()
+    async fn attach_shell(
+        &self,
+        notebook_id: NotebookId,
+        authorized_keys: &str,
+        stream: tokio::net::TcpStream,
+    ) -> Result<(), RuntimeError> {
+        self.serve_ssh(notebook_id, authorized_keys, stream).await
+    }
+
+    fn supports_ssh(&self) -> bool {
+        Path::new(SSHD).exists()
     }
 
     async fn resize_volume(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {
@@ -1204,10 +1314,6 @@ impl Runtime for LocalRuntime {
         Ok(())
     }
 
-    fn socket(&self, notebook_id: NotebookId) -> Option<PathBuf> {
-        Some(self.socket_path(notebook_id))
-    }
-
     fn volume_usage(&self, notebook_id: NotebookId) -> Option<u64> {
         [VolumeCategory::Evs, VolumeCategory::Efs]
             .into_iter()
@@ -1217,31 +1323,19 @@ impl Runtime for LocalRuntime {
             .map(|fs| (fs.blocks() - fs.blocks_free()) * fs.fragment_size())
     }
 
-    fn supports_ssh(&self) -> bool {
-        Path::new(SSHD).exists()
-    }
-
-    async fn ssh_session(
-        &self,
-        notebook_id: NotebookId,
-        authorized_keys: &str,
-    ) -> Result<Command, RuntimeError> {
-        self.ssh_command(notebook_id, authorized_keys)
-    }
-
-    async fn wait_exit(&self, notebook_id: NotebookId) -> Option<String> {
-        let mut exited = {
-            let sandboxes = self.sandboxes.lock().expect("poisoned");
-            sandboxes.get(&notebook_id)?.exited.clone()
-        };
-        loop {
-            if let Some(reason) = exited.borrow().clone() {
-                return (!reason.is_empty()).then_some(reason);
-            }
-            if exited.changed().await.is_err() {
-                return None;
-            }
+    fn stats(&self) -> RuntimeStats {
+        RuntimeStats {
+            warm: self.warm_count(),
+            sandboxes: self.sandboxes.lock().expect("poisoned").len(),
         }
+    }
+
+    fn images(&self) -> &dyn ImageStore {
+        self
+    }
+
+    async fn shutdown(&self) {
+        self.drain_pool().await;
     }
 }
 

@@ -143,7 +143,7 @@ pub async fn attach(
     log: File,
 ) -> Result<(), RuntimeError> {
     let failed = |what: &str, error: &dyn std::fmt::Display| {
-        RuntimeError::StepFailed(format!("network: {what}: {error}"))
+        RuntimeError::Fatal(format!("network: {what}: {error}"))
     };
     // The namespace is held open from here: if the sandbox dies now, nothing else gets it.
     let netns = File::open(format!("/proc/{pid}/ns/net"))

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::sys::{HostIds, idmapped_bind, mapping_userns};
 use super::{
-    ExitReason, Layout, LocalRuntime, PidRecord, Sandbox, run, set_mode, signal_all, step_error,
+    Ended, Layout, LocalRuntime, PidRecord, Sandbox, run, set_mode, signal_all, step_error,
     unique_name,
 };
 use crate::cgroup::{Cgroup, Limits};
@@ -189,7 +189,7 @@ impl LocalRuntime {
         spec: &SandboxSpec,
         prefix: &Path,
         notebook: HostIds,
-    ) -> Result<watch::Receiver<ExitReason>, RuntimeError> {
+    ) -> Result<watch::Receiver<Ended>, RuntimeError> {
         let id = spec.notebook_id;
         let dir = self.pool_dir(&warm.slot);
         let volume = self.volume_dir(id, spec.volume_category);
@@ -241,6 +241,7 @@ impl LocalRuntime {
             sandbox.cgroup = Some(renamed);
         }
         let exited = sandbox.exited.clone();
+        *sandbox.owner.lock().expect("poisoned") = Some(id);
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
         let claim = super::claim_line(spec);
         channel

@@ -1,8 +1,13 @@
 //! SSH into a notebook: per-notebook files under `ssh/{id}/` (host key, `sshd_config`,
-//! `authorized_keys`), read-only at `/etc/atelier-ssh` in the sandbox, and a command that
-//! runs OpenSSH's `sshd -i` inside the sandbox's namespaces and cgroup as `ma-user` (the
-//! sandbox's uid 1000, so the notebook's host uid), under the sandbox's seccomp filter.
+//! `authorized_keys`), read-only at `/etc/atelier-ssh` in the sandbox, and, per connection,
+//! OpenSSH's `sshd -i` inside the sandbox's namespaces and cgroup as `ma-user` (the
+//! sandbox's uid 1000, so the notebook's host uid), under the sandbox's seccomp filter, talking
+//! to the client on the connection's socket itself, as under inetd.
+use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncBufReadExt;
 
 use atelier_domain::NotebookId;
 use tokio::process::Command;
@@ -88,16 +93,50 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         Ok(())
     }
 
+    /// Serves one SSH connection with `sshd -i` in the sandbox; returns when sshd exits.
+    /// Dropping the future kills sshd (and so ends the session).
+    pub(super) async fn serve_ssh(
+        &self,
+        notebook_id: NotebookId,
+        authorized_keys: &str,
+        stream: tokio::net::TcpStream,
+    ) -> Result<(), RuntimeError> {
+        let mut command = self.ssh_command(notebook_id, authorized_keys)?;
+        let socket = stream.into_std()?;
+        socket.set_nonblocking(false)?;
+        let output = socket.try_clone()?;
+        command
+            .stdin(Stdio::from(OwnedFd::from(socket)))
+            .stdout(Stdio::from(OwnedFd::from(output)))
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| step_error("SSH: cannot start sshd", e))?;
+        // Our copies of the socket go now: the connection ends when sshd does.
+        drop(command);
+        if let Some(stderr) = child.stderr.take() {
+            tokio::spawn(async move {
+                let mut lines = tokio::io::BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    tracing::info!(notebook_id = %notebook_id, "sshd: {line}");
+                }
+            });
+        }
+        child.wait().await?;
+        Ok(())
+    }
+
     /// `nsenter` into the sandbox as uid 1000, then `sshd -i` on the connection: the child
     /// joins the notebook's cgroups and loads the seccomp filter before it executes nsenter.
-    pub(super) fn ssh_command(
+    fn ssh_command(
         &self,
         notebook_id: NotebookId,
         authorized_keys: &str,
     ) -> Result<Command, RuntimeError> {
-        let init = self
-            .sandbox_init_pid(notebook_id)
-            .ok_or_else(|| step_error("SSH", "the notebook's sandbox is not running"))?;
+        let init = self.sandbox_init_pid(notebook_id).ok_or_else(|| {
+            RuntimeError::Transient("SSH: the notebook's sandbox is not running".to_owned())
+        })?;
         let dir = self.ssh_dir(notebook_id);
         if !dir.join("sshd_config").exists() {
             return Err(step_error(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use atelier_domain::{NotebookId, VolumeCategory};
 
 use super::sys::HostIds;
-use super::{LocalRuntime, file_len, filesystem_len, is_mounted, run, step_error};
+use super::{LocalRuntime, file_len, filesystem_len, is_mounted, run};
 use crate::{RuntimeError, SandboxSpec};
 
 /// Loop-mounts the ext4 image `image` on `dir`, `nosuid,nodev`.
@@ -127,7 +127,7 @@ impl LocalRuntime {
         let ids = self
             .uids
             .for_notebook(spec.notebook_id)
-            .map_err(|e| step_error("notebook uid", e))?;
+            .map_err(super::uid_error)?;
         if spec.volume_category != VolumeCategory::Evs {
             return self.prepare_efs(spec, ids).await;
         }

@@ -220,3 +220,18 @@ pub fn mapping_userns(inside: u32, outside: u32) -> io::Result<OwnedFd> {
     let _ = child.wait();
     outcome
 }
+
+/// A pidfd for `pid` (Linux 5.3+), registered with tokio: readable once the process has
+/// exited, whoever its parent is.
+pub fn pidfd(pid: i32) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // SAFETY: an OwnedFd stays open, and is the same descriptor, for as long as it is owned.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+        .map_err(io::Error::from)
+}

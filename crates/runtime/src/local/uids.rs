@@ -209,10 +209,14 @@ impl Uids {
             *cursor = offset + 1;
             return Ok(uid);
         }
-        Err(io::Error::other(format!(
-            "all {} uids of the range from {} are in use",
-            self.range.count, self.range.first
-        )))
+        // QuotaExceeded: the runtime reports it as a capacity fault.
+        Err(io::Error::new(
+            io::ErrorKind::QuotaExceeded,
+            format!(
+                "all {} uids of the range from {} are in use",
+                self.range.count, self.range.first
+            ),
+        ))
     }
 }
 
@@ -296,8 +300,10 @@ mod tests {
         // A slot's uid is given back only by its own slot.
         one.release_held_by(z.uid, "pool-9-9");
         assert!(two.for_slot("pool-3-3").is_err(), "still held");
-        // The range is full; a freed slot uid is reused.
-        assert!(two.for_slot("pool-2-2").is_err());
+        // The range is full (a capacity fault, not a broken registry); a freed slot uid is
+        // reused.
+        let full = two.for_slot("pool-2-2").unwrap_err();
+        assert_eq!(full.kind(), std::io::ErrorKind::QuotaExceeded, "{full}");
         one.release_slots_except(&[]);
         assert_eq!(two.for_slot("pool-2-2").unwrap(), z);
         // A data dir that is gone gives its uids back.

@@ -1046,3 +1046,61 @@ async fn clients_that_send_an_origin_reach_kernels_and_forged_requests_do_not() 
     assert_eq!(execute_on(socket, "'ok'").await.trim(), "'ok'");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_adopted_after_a_restart_that_runs_out_of_memory_is_reported_as_such() {
+    let test = "a_sandbox_adopted_after_a_restart_that_runs_out_of_memory_is_reported_as_such";
+    if !local_runtime_available(test) {
+        return;
+    }
+    use atelier_server::config::FlavorConfig;
+    let tiny = FlavorConfig {
+        id: "modelarts.vm.cpu.tiny".to_owned(),
+        name: None,
+        vcpus: 1,
+        memory_gib: 1,
+        feature: "NOTEBOOK".to_owned(),
+        category: "CPU".to_owned(),
+        sold_out: false,
+    };
+    let data = tempfile::tempdir().unwrap();
+    let first = TestApp::builder()
+        .local()
+        .flavors(vec![tiny.clone()])
+        .data_dir(data.path())
+        .spawn()
+        .await;
+    let mut body = notebook_body("adopted");
+    body["flavor"] = json!("modelarts.vm.cpu.tiny");
+    let id = id_of(&first.create_notebook(&body).await).to_owned();
+    first.wait_status(&id, "RUNNING", FIRST_START).await;
+    // The server goes; the sandbox stays, and the next server adopts it.
+    first.shutdown_leaving_sandboxes().await;
+    let second = TestApp::builder()
+        .local()
+        .flavors(vec![tiny])
+        .data_dir(data.path())
+        .spawn()
+        .await;
+    let running = second.show_ok(&id).await;
+    assert_eq!(running["status"], "RUNNING", "{running}");
+    let lab = Lab::of(&second, &running).await;
+    assert_eq!(lab.execute("2+3").await.trim(), "5");
+
+    // Supervised like a launched sandbox: an OOM kill reads as one, not as a plain exit.
+    let _ = lab.execute("x = bytearray(3 * 1024**3)").await;
+    let failed = second
+        .wait_status(&id, "ERROR", Duration::from_secs(30))
+        .await;
+    let reason = failed["fail_reason"].as_str().unwrap();
+    assert!(reason.contains("out of memory"), "{reason}");
+    assert_eq!(
+        second
+            .signed("DELETE", &second.notebook_path(&id), None)
+            .await
+            .status(),
+        200
+    );
+    second.wait_gone(&id).await;
+    second.shutdown().await;
+}

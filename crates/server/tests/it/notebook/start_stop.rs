@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use atelier_runtime::Step;
+use atelier_runtime::{ExitReason, Step};
 
 use crate::support::{SETTLE, TestApp, expect_error, id_of, json_of};
 
@@ -219,4 +219,36 @@ async fn a_failing_compute_step_ends_the_start_in_start_failed() {
         .signed("POST", &format!("{}/stop", app.notebook_path(&id)), None)
         .await;
     expect_error(response, 400, "ModelArts.6357").await;
+}
+
+#[tokio::test]
+async fn a_running_notebook_whose_sandbox_ends_becomes_error_with_the_reason() {
+    let app = TestApp::spawn().await;
+    let running = app.create_running("fragile").await;
+    let id = id_of(&running).to_owned();
+    app.runtime.crash(
+        id.parse().expect("notebook id"),
+        ExitReason::OutOfMemory { limit_mib: 1024 },
+    );
+    let failed = app.wait_status(&id, "ERROR", SETTLE).await;
+    let reason = failed["fail_reason"].as_str().expect("fail_reason");
+    assert!(reason.contains("out of memory"), "{reason}");
+    assert!(reason.contains("1024 MiB"), "{reason}");
+    assert_eq!(failed["stop_reason"], "fault");
+}
+
+#[tokio::test]
+async fn a_sandbox_that_ends_right_after_it_is_ready_is_not_reported_running() {
+    let app = TestApp::spawn().await;
+    let stopped = app.create_stopped("short-lived").await;
+    let id = id_of(&stopped).to_owned();
+    app.runtime.crash_when_ready(
+        id.parse().expect("notebook id"),
+        ExitReason::Exited("JupyterLab exited unexpectedly (signal: 9)".to_owned()),
+    );
+    app.start(&id).await;
+    let failed = app.wait_status(&id, "ERROR", SETTLE).await;
+    let reason = failed["fail_reason"].as_str().expect("fail_reason");
+    assert!(reason.contains("exited unexpectedly"), "{reason}");
+    assert_eq!(app.runtime.running_count(), 0);
 }

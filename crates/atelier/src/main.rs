@@ -303,7 +303,8 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                     config.runtime.kind()
                 );
             };
-            let runtime = atelier_server::runtimes::local_runtime(local, &config.data_dir)?;
+            let runtime =
+                atelier_server::runtimes::local_runtime(local, &config.registry, &config.data_dir)?;
             let builtin = atelier_runtime::ImageRef::Builtin("jupyterlab".to_owned());
             let pulled = atelier_runtime::Runtime::images(&*runtime)
                 .pull(&builtin, &|line| tracing::info!("{line}"))

@@ -23,6 +23,8 @@
 
 pub mod commit;
 mod local;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod unpack;
 
 pub use local::LOCAL_REGISTRY;

@@ -56,6 +56,20 @@ pub struct ResolvedImage {
     pub digest: Option<String>,
     /// Where it lives on this host, for runtimes that run images from the host's disk.
     pub location: Option<PathBuf>,
+    /// Bytes (compressed layers and configuration) where the image has a manifest.
+    pub size: Option<u64>,
+    /// The OCI architecture (`amd64`, `arm64`) the image was resolved for, where it has one.
+    pub architecture: Option<String>,
+}
+
+/// The OCI name of a ModelArts architecture (`X86_64`/`x86_64` → `amd64`,
+/// `AARCH64`/`aarch64` → `arm64`); others are taken as OCI names already.
+pub fn oci_architecture(modelarts: &str) -> String {
+    match modelarts.to_ascii_lowercase().as_str() {
+        "x86_64" => "amd64".to_owned(),
+        "aarch64" => "arm64".to_owned(),
+        other => other.to_owned(),
+    }
 }
 
 /// Told what a pull is doing, one human-readable line at a time.
@@ -63,8 +77,15 @@ pub type PullProgress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 #[async_trait]
 pub trait ImageStore: Send + Sync {
-    /// Finds what `image` names now (a digest, a location), without fetching it.
-    async fn resolve(&self, image: &ImageRef) -> Result<ResolvedImage, RuntimeError>;
+    /// Finds what `image` names now for `architecture` (OCI names: `amd64`, `arm64`) — a
+    /// digest and size, a location — without fetching it. An image that does not exist, is
+    /// for another architecture or cannot be run is [`RuntimeError::Image`]; a registry that
+    /// cannot be reached is [`RuntimeError::Transient`].
+    async fn resolve(
+        &self,
+        image: &ImageRef,
+        architecture: &str,
+    ) -> Result<ResolvedImage, RuntimeError>;
     /// Makes `image` available to sandboxes here (fetching or building it).
     async fn pull(
         &self,

@@ -14,7 +14,7 @@ pub mod conformance;
 pub mod images;
 pub mod local;
 
-pub use images::{ImageRef, ImageStore, PullProgress, ResolvedImage};
+pub use images::{ImageRef, ImageStore, PullProgress, ResolvedImage, oci_architecture};
 pub use local::{LocalConfig, LocalRuntime};
 
 use std::collections::{HashMap, HashSet};
@@ -482,11 +482,17 @@ impl Runtime for PlaceholderRuntime {
 /// The placeholder runs no image: every reference resolves, nothing is fetched.
 #[async_trait]
 impl ImageStore for PlaceholderRuntime {
-    async fn resolve(&self, image: &ImageRef) -> Result<ResolvedImage, RuntimeError> {
+    async fn resolve(
+        &self,
+        image: &ImageRef,
+        _architecture: &str,
+    ) -> Result<ResolvedImage, RuntimeError> {
         Ok(ResolvedImage {
             reference: image.clone(),
             digest: None,
             location: None,
+            size: None,
+            architecture: None,
         })
     }
 
@@ -495,7 +501,7 @@ impl ImageStore for PlaceholderRuntime {
         image: &ImageRef,
         _progress: PullProgress<'_>,
     ) -> Result<ResolvedImage, RuntimeError> {
-        self.resolve(image).await
+        self.resolve(image, "").await
     }
 
     async fn commit(

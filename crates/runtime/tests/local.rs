@@ -47,6 +47,7 @@ fn config(data_dir: &Path) -> LocalConfig {
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"));
     LocalConfig {
+        registry: Default::default(),
         data_dir: data_dir.to_owned(),
         image_dir,
         python: PathBuf::from("/usr/bin/python3"),

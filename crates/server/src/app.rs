@@ -89,7 +89,7 @@ impl App {
         let service = Arc::new(NotebookService::load(store.clone(), clock.clone(), flavors).await?);
         let runtime: Arc<dyn Runtime> = match parts.runtime {
             Some(runtime) => runtime,
-            None => crate::runtimes::build(&config.runtime, &config.data_dir)?,
+            None => crate::runtimes::build(&config.runtime, &config.registry, &config.data_dir)?,
         };
         let gateway = {
             let clock = clock.clone();
@@ -158,6 +158,7 @@ impl App {
             ssh,
             shutdown: shutdown.clone(),
             metrics,
+            max_image_bytes: config.registry.max_image_mb.saturating_mul(1 << 20),
         };
         Ok(App {
             api_listener,

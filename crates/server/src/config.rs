@@ -49,6 +49,87 @@ pub struct Config {
     /// First-start identity; random when absent.
     #[serde(default)]
     pub bootstrap: BootstrapConfig,
+    /// Container registries: how the `swr_path` of registered images is reached.
+    #[serde(default)]
+    pub registry: RegistrySettings,
+}
+
+/// `[registry]`: container registries images are registered from (issue 15).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySettings {
+    /// Registries (`host[:port]`, as in `swr_path`) spoken to over plain HTTP; loopback ones
+    /// always are, every other one is HTTPS with the system's roots.
+    #[serde(default)]
+    pub insecure: Vec<String>,
+    /// Credentials per registry (`host[:port]`): `{ username, password }` or `{ token }`.
+    #[serde(default)]
+    pub credentials: std::collections::BTreeMap<String, RegistryCredentials>,
+    /// The largest image RegisterImage accepts (compressed layers and configuration), in
+    /// MiB; larger ones are refused with ModelArts.6771. 0: no limit. Default 51200 (50 GiB).
+    #[serde(default = "default_max_image_mb")]
+    pub max_image_mb: u64,
+}
+
+fn default_max_image_mb() -> u64 {
+    50 * 1024
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings {
+            insecure: Vec::new(),
+            credentials: Default::default(),
+            max_image_mb: default_max_image_mb(),
+        }
+    }
+}
+
+/// Never printed: the passwords and tokens are secrets.
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("insecure", &self.insecure)
+            .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
+            .field("max_image_mb", &self.max_image_mb)
+            .finish()
+    }
+}
+
+/// Credentials for one registry.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum RegistryCredentials {
+    Basic { username: String, password: String },
+    Token { token: String },
+}
+
+impl RegistrySettings {
+    /// What the image store needs of it (no size limit there: RegisterImage checks sizes).
+    pub fn oci(&self) -> atelier_oci::RegistryConfig {
+        atelier_oci::RegistryConfig {
+            insecure: self.insecure.clone(),
+            credentials: self
+                .credentials
+                .iter()
+                .map(|(registry, credentials)| {
+                    let credentials = match credentials {
+                        RegistryCredentials::Basic { username, password } => {
+                            atelier_oci::Credentials::Basic {
+                                username: username.clone(),
+                                password: password.clone(),
+                            }
+                        }
+                        RegistryCredentials::Token { token } => {
+                            atelier_oci::Credentials::Bearer(token.clone())
+                        }
+                    };
+                    (registry.clone(), credentials)
+                })
+                .collect(),
+            max_image_bytes: 0,
+        }
+    }
 }
 
 /// How notebooks are told apart on the gateway (see [`Config::gateway_routing`]).
@@ -298,6 +379,7 @@ impl Default for Config {
             flavors: None,
             ssh: SshConfig::default(),
             bootstrap: BootstrapConfig::default(),
+            registry: RegistrySettings::default(),
         }
     }
 }

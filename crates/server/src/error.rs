@@ -47,6 +47,12 @@ pub enum ApiError {
     FlavorFeatureMismatch { flavor: String, feature: String },
     #[error("Specified image {0} cannot be found.")]
     UnknownImage(String),
+    #[error("The image cannot be registered: {0}.")]
+    ImageNotRegistrable(String),
+    #[error("image too large to register: {size} bytes, at most {limit} allowed")]
+    ImageTooLarge { size: u64, limit: u64 },
+    #[error("The image registry cannot be reached: {0}. Try again later.")]
+    RegistryUnavailable(String),
     #[error("The instance count already reaches the maximum value.")]
     InstanceLimit,
     #[error("The 'duration' parameter is incorrect. The value ranges from {min} to {max}.")]
@@ -111,6 +117,7 @@ impl ApiError {
             E::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             E::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            E::RegistryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -133,7 +140,9 @@ impl ApiError {
             E::UnknownFlavor(_) => "ModelArts.6323",
             E::FlavorSoldOut(_) => "ModelArts.6716",
             E::FlavorFeatureMismatch { .. } => "ModelArts.6870",
-            E::UnknownImage(_) => "ModelArts.6797",
+            E::UnknownImage(_) | E::ImageNotRegistrable(_) => "ModelArts.6797",
+            E::ImageTooLarge { .. } => "ModelArts.6771",
+            E::RegistryUnavailable(_) => "ModelArts.0010",
             E::InstanceLimit => "ModelArts.6302",
             E::LeaseOutOfRange { .. } => "ModelArts.6349",
             E::StateConflict(_) => "ModelArts.6357",
@@ -313,6 +322,21 @@ mod tests {
             ),
             (ApiError::UnknownFlavor("f".into()), 400, "ModelArts.6323"),
             (ApiError::UnknownImage("i".into()), 400, "ModelArts.6797"),
+            (
+                ApiError::ImageNotRegistrable("i".into()),
+                400,
+                "ModelArts.6797",
+            ),
+            (
+                ApiError::ImageTooLarge { size: 2, limit: 1 },
+                400,
+                "ModelArts.6771",
+            ),
+            (
+                ApiError::RegistryUnavailable("r".into()),
+                503,
+                "ModelArts.0010",
+            ),
             (
                 ApiError::LeaseOutOfRange { min: 1, max: 2 },
                 400,

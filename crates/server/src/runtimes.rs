@@ -7,12 +7,16 @@ use atelier_runtime::local::network::{Egress, EgressPolicy};
 use atelier_runtime::local::uids::UidRange;
 use atelier_runtime::{LocalConfig, LocalRuntime, PlaceholderRuntime, Runtime};
 
-use crate::config::{EgressConfig, LocalRuntimeConfig, RuntimeConfig};
+use crate::config::{EgressConfig, LocalRuntimeConfig, RegistrySettings, RuntimeConfig};
 
 /// Builds the configured runtime for a server whose data lives in `data_dir`.
-pub fn build(config: &RuntimeConfig, data_dir: &Path) -> anyhow::Result<Arc<dyn Runtime>> {
+pub fn build(
+    config: &RuntimeConfig,
+    registry: &RegistrySettings,
+    data_dir: &Path,
+) -> anyhow::Result<Arc<dyn Runtime>> {
     let runtime: Arc<dyn Runtime> = match config {
-        RuntimeConfig::Local(local) => local_runtime(local, data_dir)?,
+        RuntimeConfig::Local(local) => local_runtime(local, registry, data_dir)?,
         RuntimeConfig::Placeholder(placeholder) => Arc::new(PlaceholderRuntime::with_state_dir(
             placeholder.step_delay,
             data_dir.join("placeholder-sandboxes"),
@@ -24,13 +28,19 @@ pub fn build(config: &RuntimeConfig, data_dir: &Path) -> anyhow::Result<Arc<dyn 
 /// The local runtime with these settings (also what `atelier image pull` provisions for).
 pub fn local_runtime(
     config: &LocalRuntimeConfig,
+    registry: &RegistrySettings,
     data_dir: &Path,
 ) -> anyhow::Result<Arc<LocalRuntime>> {
-    Ok(LocalRuntime::new(local_config(config, data_dir))?)
+    Ok(LocalRuntime::new(local_config(config, registry, data_dir))?)
 }
 
-fn local_config(config: &LocalRuntimeConfig, data_dir: &Path) -> LocalConfig {
+fn local_config(
+    config: &LocalRuntimeConfig,
+    registry: &RegistrySettings,
+    data_dir: &Path,
+) -> LocalConfig {
     LocalConfig {
+        registry: registry.oci(),
         data_dir: data_dir.to_owned(),
         image_dir: config
             .image_dir

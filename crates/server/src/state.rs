@@ -35,6 +35,8 @@ pub struct AppState {
     /// Cancelled when the server stops: long-lived responses (progress streams) end with it.
     pub shutdown: CancellationToken,
     pub metrics: Arc<Metrics>,
+    /// The largest container image RegisterImage accepts (`registry.max_image_mb`); 0: any.
+    pub max_image_bytes: u64,
 }
 
 impl AppState {

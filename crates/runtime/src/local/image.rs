@@ -38,7 +38,8 @@ impl LocalRuntime {
             ImageRef::LocalPrefix(prefix) => Ok(prefix.clone()),
             ImageRef::Builtin(_) => Ok(self.config.image_dir.join("jupyterlab")),
             ImageRef::Container(reference) => Err(RuntimeError::Unsupported(format!(
-                "image: {reference} is not an image the local runtime can run (use local:///prefix)"
+                "image: {reference} is a container image, which the local runtime cannot run \
+                 yet (the built-in image or a local:///prefix can)"
             ))),
         }
     }
@@ -132,14 +133,46 @@ impl LocalRuntime {
     }
 }
 
-/// Built-in images and `local://` prefixes; container images wait for the OCI crate.
+/// What a registry's answer means for a notebook: the image's own faults are
+/// [`RuntimeError::Image`], a registry that cannot be reached or failed is transient.
+fn registry_error(error: atelier_oci::OciError) -> RuntimeError {
+    use atelier_oci::OciError as E;
+    match error {
+        E::Unreachable(..) | E::Registry(..) => RuntimeError::Transient(error.to_string()),
+        E::Io(error) => RuntimeError::Io(error),
+        other => RuntimeError::Image(other.to_string()),
+    }
+}
+
+/// Built-in images, `local://` prefixes, and container images resolved in their registry
+/// (running them is the next step of the container image work).
 #[async_trait]
 impl ImageStore for LocalRuntime {
-    async fn resolve(&self, image: &ImageRef) -> Result<ResolvedImage, RuntimeError> {
+    async fn resolve(
+        &self,
+        image: &ImageRef,
+        architecture: &str,
+    ) -> Result<ResolvedImage, RuntimeError> {
+        if let ImageRef::Container(reference) = image {
+            let resolved = self
+                .oci
+                .resolve(reference, architecture)
+                .await
+                .map_err(registry_error)?;
+            return Ok(ResolvedImage {
+                reference: image.clone(),
+                digest: Some(resolved.digest),
+                location: None,
+                size: Some(resolved.size),
+                architecture: Some(resolved.architecture),
+            });
+        }
         Ok(ResolvedImage {
             reference: image.clone(),
             digest: None,
             location: Some(self.image_location(image)?),
+            size: None,
+            architecture: None,
         })
     }
 
@@ -154,6 +187,8 @@ impl ImageStore for LocalRuntime {
             reference: image.clone(),
             digest: None,
             location: Some(location),
+            size: None,
+            architecture: None,
         })
     }
 

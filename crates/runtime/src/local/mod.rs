@@ -82,6 +82,8 @@ pub struct LocalConfig {
     pub uids: UidRange,
     pub egress: Egress,
     pub egress_policy: EgressPolicy,
+    /// How container registries are reached (plain HTTP ones, credentials, size limit).
+    pub registry: atelier_oci::RegistryConfig,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
@@ -225,6 +227,8 @@ pub struct LocalRuntime {
     /// Notebooks whose start has configured the network (step 3): their socket is their
     /// endpoint from then on, before JupyterLab answers on it (until a stop).
     addressed: Mutex<std::collections::HashSet<NotebookId>>,
+    /// Container images: resolved in their registries, pulled into `DATA/oci`.
+    oci: atelier_oci::ImageStore,
 }
 
 /// Where a sandbox's pieces come from.
@@ -368,6 +372,9 @@ impl LocalRuntime {
         }
         let uids = Uids::open(config.uids.clone(), &config.data_dir)?;
         let seccomp = seccomp::filters().map_err(RuntimeError::Fatal)?;
+        let oci =
+            atelier_oci::ImageStore::open(&config.data_dir.join("oci"), config.registry.clone())
+                .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
         let idmap = preflight::idmapped_mounts_work(&config.data_dir);
         if !idmap && config.warm_pool > 0 {
             tracing::warn!(
@@ -388,6 +395,7 @@ impl LocalRuntime {
             closing: std::sync::atomic::AtomicBool::new(false),
             events: tokio::sync::broadcast::channel(crate::EVENT_BUFFER).0,
             addressed: Mutex::new(std::collections::HashSet::new()),
+            oci,
         }))
     }
 

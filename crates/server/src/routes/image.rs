@@ -4,6 +4,7 @@ use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
 use atelier_domain::{Image, ImageId, ImageType};
+use atelier_runtime::{ImageRef, RuntimeError, oci_architecture};
 use atelier_wire::{
     ErrorBody, ImageDeleteRequest, ImageGroup, ImageGroupList, ImageList, ImageRegRequest,
     ImageResponse, Page,
@@ -229,12 +230,14 @@ fn upper_list(
     Ok(values)
 }
 
-/// Register an image. For the local runtime, `swr_path` = `local:///abs/prefix` names a Python
-/// environment that contains JupyterLab.
+/// Register an image: a container image (`registry/namespace/name:tag`), resolved in its
+/// registry first (it must exist for `arch` and fit the size limit), or for the local runtime
+/// `local:///abs/prefix`, a Python environment that contains JupyterLab.
 #[utoipa::path(post, path = "/v1/{project_id}/images", tag = "image",
     params(("project_id" = String, Path)),
     request_body = ImageRegRequest,
-    responses((status = 200, body = ImageResponse), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = ImageResponse), (status = 400, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "the image's registry cannot be reached")))]
 pub async fn register_image(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -305,6 +308,33 @@ pub async fn register_image(
     {
         return Err(ApiError::ImageConflict(swr_path));
     }
+    // A container image must exist in its registry, for this architecture, within the size
+    // limit: resolved now, so that a notebook never starts from an image that cannot run.
+    let image_ref = ImageRef::parse(&swr_path);
+    let mut size_kb = 0;
+    if matches!(image_ref, ImageRef::Container(_)) {
+        let resolved = state
+            .orchestrator
+            .runtime()
+            .images()
+            .resolve(&image_ref, &oci_architecture(&arch))
+            .await
+            .map_err(|error| match error {
+                RuntimeError::Transient(why) => ApiError::RegistryUnavailable(why),
+                RuntimeError::Image(why) | RuntimeError::Unsupported(why) => {
+                    ApiError::ImageNotRegistrable(why)
+                }
+                other => ApiError::internal(other),
+            })?;
+        let size = resolved.size.unwrap_or(0);
+        if state.max_image_bytes > 0 && size > state.max_image_bytes {
+            return Err(ApiError::ImageTooLarge {
+                size,
+                limit: state.max_image_bytes,
+            });
+        }
+        size_kb = i64::try_from(size.div_ceil(1024)).unwrap_or(i64::MAX);
+    }
     let now = state.service.now_ms();
     let image = Image {
         id: ImageId::new_random(),
@@ -320,7 +350,7 @@ pub async fn register_image(
         dev_services: services,
         resource_categories,
         service_type,
-        size_kb: 0,
+        size_kb,
         status: "ACTIVE".to_owned(),
         visibility,
         workspace_id,

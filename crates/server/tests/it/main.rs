@@ -8,7 +8,8 @@
 //! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |
 //! | `flavor`        | `/notebooks/flavors`, `/notebooks/{id}/flavors`             |
 //! | `tag`           | `/notebooks/{id}/tags/{create,delete}`, `/notebooks/tags`   |
-//! | `image`         | `/images[/{id}]`                                            |
+//! | `image`         | `/images[/{id}]`, `/images/group`                           |
+//! | `registry`      | `POST /images` of container images in a real registry       |
 //! | `auth`          | signatures, tokens, project scope (every path)              |
 //! | `metrics`       | `/metrics` (Prometheus text)                                |
 //! | `openapi`       | `/openapi.json`                                             |
@@ -32,6 +33,7 @@ mod local;
 mod metrics;
 mod notebook;
 mod openapi;
+mod registry;
 mod restart;
 mod ssh;
 mod tag;

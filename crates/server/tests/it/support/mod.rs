@@ -58,6 +58,7 @@ pub struct TestAppBuilder {
     flavors: Option<Vec<atelier_server::config::FlavorConfig>>,
     warm_pool: usize,
     efs_quota_gb: Option<u64>,
+    registry: Option<atelier_server::config::RegistrySettings>,
 }
 
 impl TestAppBuilder {
@@ -101,6 +102,11 @@ impl TestAppBuilder {
 
     /// Replaces the flavor catalogue.
     /// The size of EFS volumes' filesystems (the default is 50 GB).
+    pub fn registry(mut self, registry: atelier_server::config::RegistrySettings) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
     pub fn efs_quota_gb(mut self, gb: u64) -> Self {
         self.efs_quota_gb = Some(gb);
         self
@@ -136,6 +142,9 @@ impl TestAppBuilder {
         let first = 20_000 + rand::random_range(0..500u16) * 20;
         config.ssh.ports = format!("{first}-{}", first + 19);
         config.flavors = self.flavors;
+        if let Some(registry) = self.registry {
+            config.registry = registry;
+        }
         config.runtime = if self.local {
             let mut local = LocalRuntimeConfig {
                 image_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images")),
@@ -314,6 +323,7 @@ impl TestApp {
             flavors: None,
             warm_pool: 0,
             efs_quota_gb: None,
+            registry: None,
         }
     }
 

@@ -566,6 +566,12 @@ impl Config {
         if shown.bootstrap.secret_key.is_some() {
             shown.bootstrap.secret_key = Some("<redacted>".to_owned());
         }
+        for credentials in shown.registry.credentials.values_mut() {
+            match credentials {
+                RegistryCredentials::Basic { password, .. } => *password = "<redacted>".into(),
+                RegistryCredentials::Token { token } => *token = "<redacted>".into(),
+            }
+        }
         toml_string(&shown)
     }
 }
@@ -577,6 +583,46 @@ fn toml_string(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_credentials_are_read_and_never_printed() {
+        let config = load(
+            r#"
+[registry]
+insecure = ["registry.lan:5000"]
+max_image_mb = 10
+[registry.credentials]
+"swr.example.com" = { username = "robot", password = "hunter2-pw" }
+"ghcr.example.com" = { token = "tok-xyzzy" }
+"#,
+        )
+        .unwrap();
+        assert_eq!(config.registry.max_image_mb, 10);
+        let oci = config.registry.oci();
+        assert_eq!(oci.insecure, ["registry.lan:5000"]);
+        assert_eq!(
+            oci.credentials["swr.example.com"],
+            atelier_oci::Credentials::Basic {
+                username: "robot".into(),
+                password: "hunter2-pw".into()
+            }
+        );
+        assert_eq!(
+            oci.credentials["ghcr.example.com"],
+            atelier_oci::Credentials::Bearer("tok-xyzzy".into())
+        );
+        for shown in [config.to_redacted_toml(), format!("{config:?}")] {
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("xyzzy"),
+                "{shown}"
+            );
+        }
+        assert!(config.to_redacted_toml().contains("robot"));
+        assert!(
+            load("[registry.credentials]\n\"r\" = { user = \"x\" }\n").is_err(),
+            "unknown fields are refused"
+        );
+    }
 
     /// The file's configuration, whatever `ATELIER_*` the test runs under (the test script
     /// exports `ATELIER_RUNTIME__IMAGE_DIR`, for one).

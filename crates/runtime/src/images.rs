@@ -92,6 +92,9 @@ pub trait ImageStore: Send + Sync {
         image: &ImageRef,
         progress: PullProgress<'_>,
     ) -> Result<ResolvedImage, RuntimeError>;
+    /// Deletes `image` from its registry (`DELETE /images/{id}?force=true`); gone already is
+    /// fine. Images without a registry have nothing to delete.
+    async fn remove(&self, image: &ImageRef) -> Result<(), RuntimeError>;
     /// Saves the notebook's changes (its sandbox's filesystem) as the new image `target`.
     async fn commit(
         &self,

@@ -504,6 +504,10 @@ impl ImageStore for PlaceholderRuntime {
         self.resolve(image, "").await
     }
 
+    async fn remove(&self, _image: &ImageRef) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn commit(
         &self,
         _notebook_id: NotebookId,

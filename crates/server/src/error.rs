@@ -47,7 +47,7 @@ pub enum ApiError {
     FlavorFeatureMismatch { flavor: String, feature: String },
     #[error("Specified image {0} cannot be found.")]
     UnknownImage(String),
-    #[error("The image cannot be registered: {0}.")]
+    #[error("The image cannot be used: {0}.")]
     ImageNotRegistrable(String),
     #[error("image too large to register: {size} bytes, at most {limit} allowed")]
     ImageTooLarge { size: u64, limit: u64 },

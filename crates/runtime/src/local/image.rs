@@ -192,6 +192,15 @@ impl ImageStore for LocalRuntime {
         })
     }
 
+    async fn remove(&self, image: &ImageRef) -> Result<(), RuntimeError> {
+        match image {
+            ImageRef::Container(reference) => {
+                self.oci.delete(reference).await.map_err(registry_error)
+            }
+            ImageRef::Builtin(_) | ImageRef::LocalPrefix(_) => Ok(()),
+        }
+    }
+
     async fn commit(
         &self,
         _notebook_id: NotebookId,

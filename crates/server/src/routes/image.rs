@@ -319,13 +319,7 @@ pub async fn register_image(
             .images()
             .resolve(&image_ref, &oci_architecture(&arch))
             .await
-            .map_err(|error| match error {
-                RuntimeError::Transient(why) => ApiError::RegistryUnavailable(why),
-                RuntimeError::Image(why) | RuntimeError::Unsupported(why) => {
-                    ApiError::ImageNotRegistrable(why)
-                }
-                other => ApiError::internal(other),
-            })?;
+            .map_err(registry_api_error)?;
         let size = resolved.size.unwrap_or(0);
         if state.max_image_bytes > 0 && size > state.max_image_bytes {
             return Err(ApiError::ImageTooLarge {
@@ -359,6 +353,18 @@ pub async fn register_image(
     };
     let image = state.service.insert_image(image).await?;
     Ok(Json(render::image(&image)))
+}
+
+/// What a registry's refusal means for the client: the image's fault (400) or the
+/// registry's absence (503).
+fn registry_api_error(error: RuntimeError) -> ApiError {
+    match error {
+        RuntimeError::Transient(why) => ApiError::RegistryUnavailable(why),
+        RuntimeError::Image(why) | RuntimeError::Unsupported(why) => {
+            ApiError::ImageNotRegistrable(why)
+        }
+        other => ApiError::internal(other),
+    }
 }
 
 fn find_image(
@@ -402,11 +408,23 @@ pub async fn delete_image(
     query: ApiQuery,
     body: axum::body::Bytes,
 ) -> Result<Json<ImageResponse>, ApiError> {
-    query.bool("force")?;
-    let _request: ImageDeleteRequest = parse_json(&body)?;
+    let force = query.bool("force")?.unwrap_or(false);
+    let request: ImageDeleteRequest = parse_json(&body)?;
+    let force = force || request.is_force.unwrap_or(false);
     let image = find_image(&state, &caller, &id)?;
     if image.kind == ImageType::BuildIn {
         return Err(ApiError::NotAuthorized("delete a built-in image"));
+    }
+    // Forced: a private image's manifest goes from its registry first; the record is kept if
+    // the registry cannot do it, so the delete can be tried again.
+    if force && image.visibility == "PRIVATE" {
+        state
+            .orchestrator
+            .runtime()
+            .images()
+            .remove(&ImageRef::parse(&image.swr_path))
+            .await
+            .map_err(registry_api_error)?;
     }
     let mut deleted = (*image).clone();
     deleted.status = "DELETED".to_owned();

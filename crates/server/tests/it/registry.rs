@@ -139,5 +139,61 @@ async fn a_container_image_is_resolved_in_its_registry_before_it_is_registered()
     assert_eq!(status, StatusCode::OK, "{image}");
     assert_eq!(image["arch"], "aarch64");
     assert_eq!(registered().await, 2);
+
+    // DELETE keeps the registry's image; with force it goes from the registry too.
+    let manifest = |swr_path: &str| {
+        let (repository, tag) = swr_path
+            .strip_prefix(&format!("{}/", registry.host))
+            .unwrap()
+            .rsplit_once(':')
+            .unwrap();
+        format!("http://{}/v2/{repository}/manifests/{tag}", registry.host)
+    };
+    let in_registry = |swr_path: String| async move {
+        reqwest::Client::new()
+            .get(manifest(&swr_path))
+            .header(
+                "Accept",
+                "application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let delete = |id: String, query: &'static str| {
+        let app = &app;
+        async move {
+            json_of(
+                app.signed(
+                    "DELETE",
+                    &format!("/v1/{PROJECT_ID}/images/{id}{query}"),
+                    None,
+                )
+                .await,
+            )
+            .await
+        }
+    };
+    let (status, deleted) = delete(image["id"].as_str().unwrap().to_owned(), "").await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(in_registry(arm.clone()).await, StatusCode::OK);
+    let (_, lab_image) = json_of(
+        app.signed(
+            "GET",
+            &format!("/v1/{PROJECT_ID}/images?name=lab&name_fuzzy_match=false"),
+            None,
+        )
+        .await,
+    )
+    .await;
+    let lab_id = lab_image["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(in_registry(lab.clone()).await, StatusCode::OK);
+    let (status, deleted) = delete(lab_id.clone(), "?force=true").await;
+    assert_eq!(status, StatusCode::OK, "{deleted}");
+    assert_eq!(deleted["status"], "DELETED");
+    assert_eq!(in_registry(lab.clone()).await, StatusCode::NOT_FOUND);
+    assert_eq!(registered().await, 0);
     app.shutdown().await;
 }

@@ -822,11 +822,21 @@ impl LocalRuntime {
                 let pid = PidRecord::read(&run_dir.join("pid"))
                     .filter(PidRecord::is_current)
                     .map(|record| record.pid);
-                (
-                    pid,
-                    self.hierarchy.map(|h| Cgroup::for_notebook(h, id)),
-                    None,
-                )
+                // A claim cut short by a crash renamed the run dir (with its `slot` file) but
+                // not yet the cgroup: the sandbox's processes are still in the slot's.
+                let cgroup = self.hierarchy.map(|h| {
+                    let own = Cgroup::for_notebook(h, id);
+                    if own.exists() {
+                        return own;
+                    }
+                    std::fs::read_to_string(run_dir.join("slot"))
+                        .ok()
+                        .and_then(|s| s.lines().next().and_then(pool::valid_slot))
+                        .map(|slot| Cgroup::named(h, &slot))
+                        .filter(Cgroup::exists)
+                        .unwrap_or(own)
+                });
+                (pid, cgroup, None)
             }
         };
         let cgroup_ref = cgroup.as_ref().filter(|c| c.exists());

@@ -32,32 +32,12 @@ pub async fn list_image(
     query: ApiQuery,
 ) -> Result<Json<ImageList>, ApiError> {
     let (limit, offset) = parse_paging(&query, 200)?;
-    let kind: Option<ImageType> = query
-        .text("type")
-        .map(|t| t.parse().map_err(|_| ApiError::BadValue("type".to_owned())))
-        .transpose()?;
-    let fuzzy = query.bool("name_fuzzy_match")?.unwrap_or(true);
-    let name = query.text("name");
-    let namespace = query.text("namespace");
-    let workspace_id = query.text("workspace_id");
+    let filter = ImageFilter::parse(&query)?;
     let mut images: Vec<_> = state
         .service
         .images(&caller.project_id)
         .into_iter()
-        .filter(|i| kind.is_none_or(|k| i.kind == k))
-        .filter(|i| {
-            name.is_none_or(|n| {
-                if fuzzy {
-                    i.name.contains(n)
-                } else {
-                    i.name == n
-                }
-            })
-        })
-        .filter(|i| namespace.is_none_or(|n| i.namespace == n))
-        .filter(|i| {
-            workspace_id.is_none_or(|w| i.workspace_id == w || i.kind == ImageType::BuildIn)
-        })
+        .filter(|i| filter.matches(i))
         .collect();
     match query.text("sort_key") {
         None | Some("create_at") => images.sort_by_key(|i| (i.create_at, i.id)),
@@ -88,6 +68,47 @@ pub async fn list_image(
     }))
 }
 
+/// The filters ListImage and ListImageGroup share: `type`, `name` (a substring unless
+/// `name_fuzzy_match=false`), `namespace` and `workspace_id` (built-in images are in every
+/// workspace).
+struct ImageFilter<'q> {
+    kind: Option<ImageType>,
+    name: Option<&'q str>,
+    fuzzy: bool,
+    namespace: Option<&'q str>,
+    workspace_id: Option<&'q str>,
+}
+
+impl<'q> ImageFilter<'q> {
+    fn parse(query: &'q ApiQuery) -> Result<ImageFilter<'q>, ApiError> {
+        Ok(ImageFilter {
+            kind: query
+                .text("type")
+                .map(|t| t.parse().map_err(|_| ApiError::BadValue("type".to_owned())))
+                .transpose()?,
+            name: query.text("name"),
+            fuzzy: query.bool("name_fuzzy_match")?.unwrap_or(true),
+            namespace: query.text("namespace"),
+            workspace_id: query.text("workspace_id"),
+        })
+    }
+
+    fn matches(&self, image: &Image) -> bool {
+        self.kind.is_none_or(|k| image.kind == k)
+            && self.name.is_none_or(|n| {
+                if self.fuzzy {
+                    image.name.contains(n)
+                } else {
+                    image.name == n
+                }
+            })
+            && self.namespace.is_none_or(|n| image.namespace == n)
+            && self
+                .workspace_id
+                .is_none_or(|w| image.workspace_id == w || image.kind == ImageType::BuildIn)
+    }
+}
+
 /// List image groups: the project's images (and the built-in ones) aggregated by
 /// `namespace/name`, with how many versions (tags) each has.
 #[utoipa::path(get, path = "/v1/{project_id}/images/group", tag = "image",
@@ -103,33 +124,13 @@ pub async fn list_image_group(
     query: ApiQuery,
 ) -> Result<Json<ImageGroupList>, ApiError> {
     let (limit, offset) = parse_paging(&query, 200)?;
-    let kind: Option<ImageType> = query
-        .text("type")
-        .map(|t| t.parse().map_err(|_| ApiError::BadValue("type".to_owned())))
-        .transpose()?;
-    let fuzzy = query.bool("name_fuzzy_match")?.unwrap_or(true);
-    let name = query.text("name");
-    let namespace = query.text("namespace");
-    let workspace_id = query.text("workspace_id");
+    let filter = ImageFilter::parse(&query)?;
     // Atelier has no SWR enterprise instances: asking for one finds no groups.
     let instance = query.text("swr_instance_id").filter(|i| !i.is_empty());
     let mut groups: std::collections::BTreeMap<(String, String), Vec<std::sync::Arc<Image>>> =
         std::collections::BTreeMap::new();
     for image in state.service.images(&caller.project_id) {
-        let keep = image.status != "DELETED"
-            && instance.is_none()
-            && kind.is_none_or(|k| image.kind == k)
-            && name.is_none_or(|n| {
-                if fuzzy {
-                    image.name.contains(n)
-                } else {
-                    image.name == n
-                }
-            })
-            && namespace.is_none_or(|n| image.namespace == n)
-            && workspace_id
-                .is_none_or(|w| image.workspace_id == w || image.kind == ImageType::BuildIn);
-        if keep {
+        if image.status != "DELETED" && instance.is_none() && filter.matches(&image) {
             groups
                 .entry((image.namespace.clone(), image.name.clone()))
                 .or_default()

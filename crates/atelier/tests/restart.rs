@@ -50,6 +50,15 @@ struct Server {
     gateway: String,
 }
 
+/// A server a test leaves behind (a failed assertion) is killed: its command line names its
+/// data dir relatively, so the sandbox cleanup's `pkill -f DIR` would not find it.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn serve(data_dir: &Path) -> Server {
     let image_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("atelier-images");
     let mut child = Command::new(BIN)
@@ -229,6 +238,7 @@ fn sigkill_during_starts_leaves_every_notebook_settled_and_no_orphan_sandbox() {
     )
     .unwrap();
     let data = dir.path().join("data");
+    let _cleanup = KillOnDrop(dir.path().to_owned());
     let mut server = serve(&data);
     let project = serde_json::from_str::<Value>(
         &std::fs::read_to_string(data.join("admin-credentials.json")).unwrap(),

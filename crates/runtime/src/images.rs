@@ -62,6 +62,20 @@ pub struct ResolvedImage {
     pub architecture: Option<String>,
 }
 
+impl ResolvedImage {
+    /// An image without a manifest (built-in, `local://`, or a runtime that fetches nothing):
+    /// only where it lives here, if anywhere.
+    pub fn without_manifest(reference: &ImageRef, location: Option<PathBuf>) -> ResolvedImage {
+        ResolvedImage {
+            reference: reference.clone(),
+            digest: None,
+            location,
+            size: None,
+            architecture: None,
+        }
+    }
+}
+
 /// The OCI name of a ModelArts architecture (`X86_64`/`x86_64` → `amd64`,
 /// `AARCH64`/`aarch64` → `arm64`); others are taken as OCI names already.
 pub fn oci_architecture(modelarts: &str) -> String {

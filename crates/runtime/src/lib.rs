@@ -487,13 +487,7 @@ impl ImageStore for PlaceholderRuntime {
         image: &ImageRef,
         _architecture: &str,
     ) -> Result<ResolvedImage, RuntimeError> {
-        Ok(ResolvedImage {
-            reference: image.clone(),
-            digest: None,
-            location: None,
-            size: None,
-            architecture: None,
-        })
+        Ok(ResolvedImage::without_manifest(image, None))
     }
 
     async fn pull(

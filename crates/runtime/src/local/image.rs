@@ -167,13 +167,10 @@ impl ImageStore for LocalRuntime {
                 architecture: Some(resolved.architecture),
             });
         }
-        Ok(ResolvedImage {
-            reference: image.clone(),
-            digest: None,
-            location: Some(self.image_location(image)?),
-            size: None,
-            architecture: None,
-        })
+        Ok(ResolvedImage::without_manifest(
+            image,
+            Some(self.image_location(image)?),
+        ))
     }
 
     async fn pull(
@@ -183,13 +180,7 @@ impl ImageStore for LocalRuntime {
     ) -> Result<ResolvedImage, RuntimeError> {
         progress(&format!("provisioning {image}"));
         let location = self.pull_image(image).await?;
-        Ok(ResolvedImage {
-            reference: image.clone(),
-            digest: None,
-            location: Some(location),
-            size: None,
-            architecture: None,
-        })
+        Ok(ResolvedImage::without_manifest(image, Some(location)))
     }
 
     async fn remove(&self, image: &ImageRef) -> Result<(), RuntimeError> {

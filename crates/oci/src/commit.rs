@@ -37,11 +37,44 @@ impl<W: Write> Write for Hashing<W> {
     }
 }
 
+/// Owners as they are on this host mapped to owners as the image has them (a notebook's
+/// files are stored as its unprivileged host uid, which is the image's `ma-user`). Ids not
+/// listed are kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnerMap {
+    /// `(host uid, image uid)`.
+    pub uids: Vec<(u32, u32)>,
+    /// `(host gid, image gid)`.
+    pub gids: Vec<(u32, u32)>,
+}
+
+impl OwnerMap {
+    fn uid(&self, host: u32) -> u64 {
+        u64::from(Self::map(&self.uids, host))
+    }
+
+    fn gid(&self, host: u32) -> u64 {
+        u64::from(Self::map(&self.gids, host))
+    }
+
+    fn map(pairs: &[(u32, u32)], host: u32) -> u32 {
+        pairs
+            .iter()
+            .find(|(from, _)| *from == host)
+            .map_or(host, |(_, to)| *to)
+    }
+}
+
 /// Builds the layer of `upper` (an overlayfs upper directory): files, directories and symlinks
 /// with their owners and modes, hard links as links, a whiteout (character device 0/0) as
 /// `.wh.NAME`, an opaque directory with `.wh..wh..opq`. Sockets, FIFOs and other devices
 /// are left out. Entries are sorted, so the same tree gives the same layer.
 pub fn layer_from_upper(upper: &Path) -> std::io::Result<BuiltLayer> {
+    layer_from_upper_mapped(upper, &OwnerMap::default())
+}
+
+/// [`layer_from_upper`], with owners mapped by `owners`.
+pub fn layer_from_upper_mapped(upper: &Path, owners: &OwnerMap) -> std::io::Result<BuiltLayer> {
     let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let mut builder = tar::Builder::new(Hashing {
         inner: encoder,
@@ -84,6 +117,8 @@ pub fn layer_from_upper(upper: &Path) -> std::io::Result<BuiltLayer> {
                 if let Some(first) = links.get(&key) {
                     let mut header = tar::Header::new_gnu();
                     header.set_metadata(&meta);
+                    header.set_uid(owners.uid(meta.uid()));
+                    header.set_gid(owners.gid(meta.gid()));
                     header.set_entry_type(tar::EntryType::Link);
                     header.set_size(0);
                     builder.append_link(&mut header, &name, first)?;
@@ -92,7 +127,19 @@ pub fn layer_from_upper(upper: &Path) -> std::io::Result<BuiltLayer> {
                 }
                 links.insert(key, name.clone());
             }
-            builder.append_path_with_name(&path, &name)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+            header.set_uid(owners.uid(meta.uid()));
+            header.set_gid(owners.gid(meta.gid()));
+            if kind.is_symlink() {
+                header.set_size(0);
+                builder.append_link(&mut header, &name, std::fs::read_link(&path)?)?;
+            } else if kind.is_dir() {
+                header.set_size(0);
+                builder.append_data(&mut header, &name, std::io::empty())?;
+            } else {
+                builder.append_data(&mut header, &name, std::fs::File::open(&path)?)?;
+            }
             entries += 1;
             if kind.is_dir() {
                 if xattr::get(&path, "trusted.overlay.opaque")?.as_deref() == Some(b"y") {

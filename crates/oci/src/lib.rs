@@ -389,8 +389,19 @@ impl ImageStore {
         // Every layer runs to its end, also after one failed: a cancelled download or unpack
         // would leave its partial file behind.
         use futures_util::stream::StreamExt as _;
-        let dirs: Vec<Result<PathBuf, OciError>> = futures_util::stream::iter(&resolved.layers)
-            .map(|layer| self.ensure_layer(&reference, resolved, layer, &advance))
+        // Boxed: a stream of closures over borrowed layers is not `Send` for every lifetime,
+        // which callers in `Send` futures (a notebook's start) need.
+        type LayerFuture<'a> =
+            Pin<Box<dyn std::future::Future<Output = Result<PathBuf, OciError>> + Send + 'a>>;
+        let pulls: Vec<LayerFuture<'_>> = resolved
+            .layers
+            .iter()
+            .map(|layer| {
+                Box::pin(self.ensure_layer(&reference, resolved, layer, &advance))
+                    as LayerFuture<'_>
+            })
+            .collect();
+        let dirs: Vec<Result<PathBuf, OciError>> = futures_util::stream::iter(pulls)
             .buffered(PARALLEL_LAYERS)
             .collect()
             .await;
@@ -624,6 +635,7 @@ impl ImageStore {
         base: &Resolved,
         upper: &Path,
         target: &str,
+        owners: &commit::OwnerMap,
     ) -> Result<Resolved, OciError> {
         use oci_client::manifest::{
             IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_GZIP_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
@@ -641,9 +653,11 @@ impl ImageStore {
         let to_error = |e| classify(&shown, e);
 
         let upper = upper.to_owned();
-        let built = tokio::task::spawn_blocking(move || commit::layer_from_upper(&upper))
-            .await
-            .map_err(std::io::Error::other)??;
+        let owners = owners.clone();
+        let built =
+            tokio::task::spawn_blocking(move || commit::layer_from_upper_mapped(&upper, &owners))
+                .await
+                .map_err(std::io::Error::other)??;
 
         for layer in &base.layers {
             if client
@@ -744,6 +758,73 @@ impl ImageStore {
     }
 }
 
+impl ImageStore {
+    /// Pushes `image` (every layer of it in this store, a built-in image for instance) to a
+    /// registry as `target`, with the same layers and configuration.
+    pub async fn push(&self, image: &Resolved, target: &str) -> Result<Resolved, OciError> {
+        use oci_client::manifest::{
+            IMAGE_CONFIG_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE, OciImageManifest, OciManifest,
+        };
+        use sha2::Digest as _;
+        let target_ref = parse_reference(target)?;
+        let shown = target_ref.whole();
+        let registry = target_ref.resolve_registry().to_owned();
+        let client = self.client_for(&registry);
+        client
+            .store_auth_if_needed(&registry, &self.auth_for(&registry))
+            .await;
+        let to_error = |e| classify(&shown, e);
+        for layer in &image.layers {
+            if client
+                .blob_exists(&target_ref, &layer.digest)
+                .await
+                .map_err(to_error)?
+            {
+                continue;
+            }
+            let hex = checked_hex(&layer.digest)
+                .ok_or_else(|| OciError::Corrupt(image.reference.clone(), "bad digest".into()))?;
+            let data = tokio::fs::read(self.root.join("blobs/sha256").join(hex)).await?;
+            client
+                .push_blob(&target_ref, data, &layer.digest)
+                .await
+                .map_err(to_error)?;
+        }
+        let config_bytes = serde_json::to_vec(&image.config).map_err(std::io::Error::other)?;
+        let config_digest = format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(&config_bytes))
+        );
+        let config_size = config_bytes.len() as u64;
+        client
+            .push_blob(&target_ref, config_bytes, &config_digest)
+            .await
+            .map_err(to_error)?;
+        let descriptor = |media_type: &str, digest: &str, size: u64| OciDescriptor {
+            media_type: media_type.to_owned(),
+            digest: digest.to_owned(),
+            size: i64::try_from(size).unwrap_or(i64::MAX),
+            ..OciDescriptor::default()
+        };
+        let manifest = OciImageManifest {
+            schema_version: 2,
+            media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+            config: descriptor(IMAGE_CONFIG_MEDIA_TYPE, &config_digest, config_size),
+            layers: image
+                .layers
+                .iter()
+                .map(|l| descriptor(&l.media_type, &l.digest, l.size))
+                .collect(),
+            ..OciImageManifest::default()
+        };
+        client
+            .push_manifest(&target_ref, &OciManifest::Image(manifest))
+            .await
+            .map_err(to_error)?;
+        self.resolve(target, &image.architecture).await
+    }
+}
+
 /// The image cache: what it holds, and eviction of what was used least recently.
 impl ImageStore {
     fn records(&self) -> Result<Vec<(Resolved, std::time::SystemTime)>, OciError> {
@@ -765,6 +846,23 @@ impl ImageStore {
     /// The images on this host, by manifest digest.
     pub fn images(&self) -> Result<Vec<Resolved>, OciError> {
         Ok(self.records()?.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// The image with manifest `digest`, if it is on this host.
+    pub fn image(&self, digest: &str) -> Option<Resolved> {
+        let hex = checked_hex(digest)?;
+        let record = self.root.join("images").join(format!("sha256-{hex}.json"));
+        let resolved: Resolved = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+        (resolved.digest == digest).then_some(resolved)
+    }
+
+    /// The unpacked layer directories of `resolved`, bottom first, if every one is here.
+    pub fn unpacked_layers(&self, resolved: &Resolved) -> Option<Vec<PathBuf>> {
+        resolved
+            .layers
+            .iter()
+            .map(|l| self.layer_dir(&l.digest).filter(|d| d.is_dir()))
+            .collect()
     }
 
     /// Marks the image with manifest `digest` used now (a notebook started from it).
@@ -857,6 +955,11 @@ impl ImageStore {
         }
         Ok(evicted)
     }
+}
+
+/// `swr_path` as the store records it (`registry/repository:tag`, defaults filled in).
+pub fn normalize_reference(swr_path: &str) -> Result<String, OciError> {
+    Ok(parse_reference(swr_path)?.whole())
 }
 
 fn parse_reference(swr_path: &str) -> Result<Reference, OciError> {

@@ -40,6 +40,31 @@ impl ImageStore {
         config: serde_json::Value,
         created_by: &str,
     ) -> Result<Resolved, OciError> {
+        self.build_local_mapped(
+            reference,
+            base,
+            dirs,
+            architecture,
+            config,
+            created_by,
+            &commit::OwnerMap::default(),
+        )
+        .await
+    }
+
+    /// [`ImageStore::build_local`], with the directories' owners mapped by `owners` (a
+    /// notebook's upper directory saved as an image here).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build_local_mapped(
+        &self,
+        reference: &str,
+        base: Option<&Resolved>,
+        dirs: &[PathBuf],
+        architecture: &str,
+        config: serde_json::Value,
+        created_by: &str,
+        owners: &commit::OwnerMap,
+    ) -> Result<Resolved, OciError> {
         let parsed = parse_reference(reference)?;
         let shown = parsed.whole();
         if parsed.resolve_registry() != LOCAL_REGISTRY || parsed.digest().is_some() {
@@ -79,9 +104,12 @@ impl ImageStore {
         }
         for dir in dirs {
             let source = dir.clone();
-            let built = tokio::task::spawn_blocking(move || commit::layer_from_upper(&source))
-                .await
-                .map_err(std::io::Error::other)??;
+            let owners = owners.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                commit::layer_from_upper_mapped(&source, &owners)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
             let hex = checked_hex(&built.digest)
                 .expect("a digest this store computed")
                 .to_owned();

@@ -333,7 +333,12 @@ async fn a_notebooks_changes_are_saved_as_an_image_that_starts_elsewhere_with_th
             .unwrap()
     );
     let saved = images
-        .commit(&resolved, up, &format!("{}/team/saved:v1", registry.host))
+        .commit(
+            &resolved,
+            up,
+            &format!("{}/team/saved:v1", registry.host),
+            &Default::default(),
+        )
         .await
         .unwrap();
     assert!(
@@ -512,7 +517,7 @@ async fn an_image_built_here_is_saved_with_a_notebooks_changes_and_pulled_elsewh
     std::fs::write(upper.path().join("opt/pkg/__init__.py"), "X = 1\n").unwrap();
     let target = format!("{}/team/saved:1", registry.host);
     let saved = images
-        .commit(&builtin, upper.path(), &target)
+        .commit(&builtin, upper.path(), &target, &Default::default())
         .await
         .unwrap();
     assert_eq!(saved.layers.len(), 2);

@@ -112,6 +112,8 @@ pub struct Refused;
 pub trait Progress: Send + Sync {
     async fn step_started(&self, step: Step) -> Result<(), Refused>;
     async fn step_done(&self, step: Step) -> Result<(), Refused>;
+    /// What the step is doing now, for people watching (bytes of an image pulled so far).
+    async fn step_detail(&self, _step: Step, _detail: &str) {}
 }
 
 /// A [`Progress`] that records nothing.

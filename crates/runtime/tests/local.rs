@@ -48,6 +48,7 @@ fn config(data_dir: &Path) -> LocalConfig {
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"));
     LocalConfig {
         registry: Default::default(),
+        discard_root_at_stop: false,
         data_dir: data_dir.to_owned(),
         image_dir,
         python: PathBuf::from("/usr/bin/python3"),

@@ -291,6 +291,11 @@ pub struct LocalRuntimeConfig {
     /// Warm sandboxes kept ready per image and flavor once a notebook of that kind has
     /// started (JupyterLab imported, waiting for its notebook); 0 turns the pool off.
     pub warm_pool: usize,
+    /// Whether a notebook running a container image loses its changes outside the work dir
+    /// (packages installed with pip or apt, dotfiles in /home/ma-user) at each stop, as in
+    /// ModelArts. By default they are kept until the notebook is deleted, and saved by
+    /// create-image.
+    pub discard_root_at_stop: bool,
     /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
     /// directory without a limit). The spec shows EFS as a fixed 50 GB.
     pub efs_quota_gb: u64,
@@ -320,6 +325,7 @@ impl Default for LocalRuntimeConfig {
             stop_grace: Duration::from_secs(2),
             pids_max: 1024,
             warm_pool: 1,
+            discard_root_at_stop: false,
             efs_quota_gb: 50,
             uid_first: 2_000_000_000,
             uid_count: 1_000_000,

@@ -41,6 +41,7 @@ fn local_config(
 ) -> LocalConfig {
     LocalConfig {
         registry: registry.oci(),
+        discard_root_at_stop: config.discard_root_at_stop,
         data_dir: data_dir.to_owned(),
         image_dir: config
             .image_dir

@@ -45,6 +45,8 @@ impl Recipe {
                 "ca-certificates",
                 "tini",
                 "procps",
+                // `sshd -i` for the notebook's SSH endpoint runs from the image.
+                "openssh-server",
             ]
             .map(str::to_owned)
             .to_vec(),

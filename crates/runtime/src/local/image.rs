@@ -2,13 +2,16 @@
 //! file lock shared by every server using the image dir), or a `local:///prefix`. The image
 //! dir must be readable by the notebooks' unprivileged uids.
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use atelier_domain::NotebookId;
 
 use super::{LocalRuntime, run, step_error, write_if_changed};
-use crate::{ImageRef, ImageStore, PullProgress, ResolvedImage, RuntimeError, SandboxSpec};
+use crate::{
+    ImageRef, ImageStore, Progress, PullProgress, ResolvedImage, RuntimeError, SandboxSpec, Step,
+};
 
 /// Page settings of the built-in image: no build checks, no news, no language servers.
 pub(super) const PAGE_CONFIG: &str = r#"{"buildAvailable": false, "buildCheck": false,
@@ -26,10 +29,117 @@ fn image_error(context: &str, error: impl std::fmt::Display) -> RuntimeError {
     RuntimeError::Image(format!("{context}: {error}"))
 }
 
+/// A notebook's image, ready to run here.
+#[derive(Debug, Clone)]
+pub(super) enum Prepared {
+    /// A Python prefix with JupyterLab, run on the host's `/usr`.
+    Prefix(PathBuf),
+    /// A container image whose layers are all unpacked in the image store.
+    Image(Arc<atelier_oci::PulledImage>),
+}
+
+/// How far a pull is: bytes done, bytes in all.
+pub(super) type PullReport<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
+
 impl LocalRuntime {
-    /// The Python environment prefix of the notebook's image; provisions the built-in one.
-    pub(super) async fn image_prefix(&self, spec: &SandboxSpec) -> Result<PathBuf, RuntimeError> {
-        self.pull_image(&spec.image).await
+    /// The OCI reference `image` runs from, if it is a container image: a registry's, or one
+    /// built or saved in this host's store (`atelier.local/...`).
+    fn oci_reference(&self, image: &ImageRef) -> Option<String> {
+        match image {
+            ImageRef::Container(reference) => Some(reference.clone()),
+            ImageRef::Builtin(name) => {
+                let reference = format!("{}/{name}", atelier_oci::LOCAL_REGISTRY);
+                matches!(self.oci.local_image(&reference), Ok(Some(_))).then_some(reference)
+            }
+            ImageRef::LocalPrefix(_) => None,
+        }
+    }
+
+    /// Makes the notebook's image runnable here: pulls a container image (its bytes reported
+    /// to `report`) or provisions the built-in environment.
+    pub(super) async fn prepare_image(
+        &self,
+        spec: &SandboxSpec,
+        report: PullReport<'_>,
+    ) -> Result<Prepared, RuntimeError> {
+        if let Some(reference) = self.oci_reference(&spec.image) {
+            let pulled = self
+                .pull_container(Some(spec.notebook_id), &reference, report)
+                .await?;
+            return Ok(Prepared::Image(Arc::new(pulled)));
+        }
+        Ok(Prepared::Prefix(self.pull_image(&spec.image).await?))
+    }
+
+    /// [`LocalRuntime::prepare_image`] at step 2 of a start, telling `progress` how many
+    /// bytes of the image have been pulled (at most four times a second).
+    pub(super) async fn prepare_with_progress(
+        &self,
+        spec: &SandboxSpec,
+        progress: &dyn Progress,
+    ) -> Result<Prepared, RuntimeError> {
+        let (sender, receiver) = tokio::sync::watch::channel((0u64, 0u64));
+        let report = move |done: u64, total: u64| {
+            sender.send_replace((done, total));
+        };
+        let work = self.prepare_image(spec, &report);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+        let mut shown = (0, 0);
+        loop {
+            tokio::select! {
+                outcome = &mut work => return outcome,
+                _ = tick.tick() => {
+                    let now = *receiver.borrow();
+                    if now != shown && now.1 > 0 {
+                        shown = now;
+                        let mib = |bytes: u64| bytes as f64 / 1_048_576.0;
+                        let detail = if now.0 < now.1 {
+                            format!("Pulling the image: {:.1} of {:.1} MiB.", mib(now.0), mib(now.1))
+                        } else {
+                            format!("Unpacking the image ({:.1} MiB pulled).", mib(now.1))
+                        };
+                        progress
+                            .step_detail(Step::PrepareCompute, &detail)
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Pulls the container image `reference` into the store. A notebook whose changes were
+    /// made on an image keeps that image (by digest) while the store has it, also when the
+    /// tag has moved on since.
+    async fn pull_container(
+        &self,
+        notebook: Option<NotebookId>,
+        reference: &str,
+        report: PullReport<'_>,
+    ) -> Result<atelier_oci::PulledImage, RuntimeError> {
+        let normalized = atelier_oci::normalize_reference(reference).map_err(registry_error)?;
+        let pinned = notebook
+            .filter(|id| self.root_changed(*id))
+            .and_then(|id| self.root_base(id))
+            .and_then(|digest| self.oci.image(&digest))
+            .filter(|image| image.reference == normalized);
+        let resolved = match pinned {
+            Some(image) => image,
+            None => self
+                .oci
+                .resolve(reference, &crate::oci_architecture(std::env::consts::ARCH))
+                .await
+                .map_err(registry_error)?,
+        };
+        let pulled = self
+            .oci
+            .pull(&resolved, report)
+            .await
+            .map_err(registry_error)?;
+        if let Err(error) = self.oci.touch(&pulled.resolved.digest) {
+            tracing::warn!(%error, "cannot mark the image used");
+        }
+        Ok(pulled)
     }
 
     /// Where `image` lives here, without provisioning anything.
@@ -37,9 +147,8 @@ impl LocalRuntime {
         match image {
             ImageRef::LocalPrefix(prefix) => Ok(prefix.clone()),
             ImageRef::Builtin(_) => Ok(self.config.image_dir.join("jupyterlab")),
-            ImageRef::Container(reference) => Err(RuntimeError::Unsupported(format!(
-                "image: {reference} is a container image, which the local runtime cannot run \
-                 yet (the built-in image or a local:///prefix can)"
+            ImageRef::Container(reference) => Err(RuntimeError::Fatal(format!(
+                "image: {reference} is a container image, not a Python prefix"
             ))),
         }
     }
@@ -153,10 +262,10 @@ impl ImageStore for LocalRuntime {
         image: &ImageRef,
         architecture: &str,
     ) -> Result<ResolvedImage, RuntimeError> {
-        if let ImageRef::Container(reference) = image {
+        if let Some(reference) = self.oci_reference(image) {
             let resolved = self
                 .oci
-                .resolve(reference, architecture)
+                .resolve(&reference, architecture)
                 .await
                 .map_err(registry_error)?;
             return Ok(ResolvedImage {
@@ -178,6 +287,23 @@ impl ImageStore for LocalRuntime {
         image: &ImageRef,
         progress: PullProgress<'_>,
     ) -> Result<ResolvedImage, RuntimeError> {
+        if let Some(reference) = self.oci_reference(image) {
+            let report = |done: u64, total: u64| {
+                progress(&format!(
+                    "pulling {reference}: {:.1} of {:.1} MiB",
+                    done as f64 / 1048576.0,
+                    total as f64 / 1048576.0
+                ));
+            };
+            let pulled = self.pull_container(None, &reference, &report).await?;
+            return Ok(ResolvedImage {
+                reference: image.clone(),
+                digest: Some(pulled.resolved.digest),
+                location: None,
+                size: Some(pulled.resolved.size),
+                architecture: Some(pulled.resolved.architecture),
+            });
+        }
         progress(&format!("provisioning {image}"));
         let location = self.pull_image(image).await?;
         Ok(ResolvedImage::without_manifest(image, Some(location)))
@@ -192,13 +318,76 @@ impl ImageStore for LocalRuntime {
         }
     }
 
+    /// Saves the notebook's upper directory (its changes outside the work dir) as one layer
+    /// on top of the image it runs, with that image's configuration: in this host's store
+    /// for `atelier.local/...` targets, pushed to the target's registry otherwise. The
+    /// sandbox is frozen meanwhile (cgroup v2), so the layer is one moment's state.
     async fn commit(
         &self,
-        _notebook_id: NotebookId,
-        _target: &ImageRef,
+        notebook_id: NotebookId,
+        target: &ImageRef,
     ) -> Result<ResolvedImage, RuntimeError> {
-        Err(RuntimeError::Unsupported(
-            "the local runtime cannot save a notebook as an image yet".to_owned(),
-        ))
+        let Some(base) = self.root_base(notebook_id) else {
+            return Err(RuntimeError::Unsupported(
+                "only a notebook running a container image can be saved as an image".to_owned(),
+            ));
+        };
+        let base = self.oci.image(&base).ok_or_else(|| {
+            RuntimeError::Image(format!(
+                "the notebook's image {base} is no longer in this host's image store"
+            ))
+        })?;
+        let ids = self.uids.of_notebook(notebook_id).ok_or_else(|| {
+            RuntimeError::Fatal("the notebook has no uid on this host".to_owned())
+        })?;
+        let owners = Self::owner_map(ids);
+        let upper = self.root_upper(notebook_id);
+        let cgroup = self
+            .hierarchy
+            .map(|h| crate::cgroup::Cgroup::for_notebook(h, notebook_id))
+            .filter(|c| c.exists() && self.alive(notebook_id));
+        let frozen = match &cgroup {
+            Some(cgroup) => cgroup.freeze(true).unwrap_or_else(|error| {
+                tracing::warn!(notebook_id = %notebook_id, %error, "cannot freeze the sandbox while saving it");
+                false
+            }),
+            None => false,
+        };
+        let saved = match target {
+            ImageRef::Builtin(name) => {
+                self.oci
+                    .build_local_mapped(
+                        &format!("{}/{name}", atelier_oci::LOCAL_REGISTRY),
+                        Some(&base),
+                        &[upper],
+                        &base.architecture,
+                        serde_json::json!({}),
+                        "atelier: save notebook as image",
+                        &owners,
+                    )
+                    .await
+            }
+            ImageRef::Container(reference) => {
+                self.oci.commit(&base, &upper, reference, &owners).await
+            }
+            ImageRef::LocalPrefix(_) => Err(atelier_oci::OciError::InvalidReference(
+                target.to_string(),
+                "a Python prefix cannot be the target of a save".to_owned(),
+            )),
+        };
+        if frozen
+            && let Some(cgroup) = &cgroup
+            && let Err(error) = cgroup.freeze(false)
+        {
+            tracing::error!(notebook_id = %notebook_id, %error, "cannot thaw the sandbox after saving it");
+        }
+        let saved = saved.map_err(registry_error)?;
+        Ok(ResolvedImage {
+            reference: target.clone(),
+            digest: Some(saved.digest),
+            location: None,
+            size: Some(saved.size),
+            architecture: Some(saved.architecture),
+        })
     }
 }

@@ -15,7 +15,7 @@
 //!
 //! Layout under the data dir (0711: traversable, not listable): `volumes/{id}` (EFS: a
 //! directory; EVS: `{id}.ext4`, a sparse ext4 image loop-mounted at `mounts/{id}`), `run/{id}/`
-//! (root only), `ssh/{id}/` (read-only at `/etc/atelier-ssh` in the sandbox), `sandbox/`
+//! (root only), `ssh/{id}/` (read-only at `/run/atelier/ssh` in the sandbox), `sandbox/`
 //! (passwd, group, resolv.conf and the launcher, the same for every sandbox), `uids/` (which
 //! uid each notebook has), `pool/{slot}/` (warm sandboxes' mount points). Sandboxes outlive
 //! a restart of the server and are adopted again from `run/{id}/pid`.
@@ -24,6 +24,7 @@ mod image;
 pub mod network;
 mod pool;
 pub mod preflight;
+mod rootfs;
 mod seccomp;
 mod ssh;
 mod storage;
@@ -52,7 +53,9 @@ use crate::{
     EnsureError, ExitReason, ImageStore, Progress, Runtime, RuntimeError, RuntimeStats,
     SandboxEvent, SandboxSpec, Step,
 };
+use image::Prepared;
 use network::{Egress, EgressPolicy};
+use rootfs::Root;
 use sys::{ChildSetup, HostIds};
 use uids::{UidRange, Uids};
 
@@ -84,11 +87,27 @@ pub struct LocalConfig {
     pub egress_policy: EgressPolicy,
     /// How container registries are reached (plain HTTP ones, credentials, size limit).
     pub registry: atelier_oci::RegistryConfig,
+    /// Whether a notebook running a container image loses its changes outside the work dir
+    /// at each stop, as in ModelArts (by default they are kept until it is deleted).
+    pub discard_root_at_stop: bool,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
 /// instead of ~1.8 s to answer).
 const JUPYTER_LAUNCHER: &str = include_str!("../jupyter_launch.py");
+
+/// Starts the launcher with the Python of the image's `jupyter-lab` (its first line); an
+/// image without one ends the start with a reason that says so.
+const IMAGE_LAUNCHER: &str = r#"jl=$(command -v jupyter-lab) || {
+  echo "atelier: the image has no jupyter-lab on its PATH ($PATH): it cannot run as a notebook (install jupyterlab in it)" >&2
+  exit 127
+}
+IFS= read -r first < "$jl" || true
+case "$first" in
+  '#!'*) exec ${first#??} "$@" ;;
+  *) echo "atelier: $jl is not a Python script: the image's JupyterLab cannot be started" >&2; exit 127 ;;
+esac
+"#;
 
 /// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -229,6 +248,8 @@ pub struct LocalRuntime {
     addressed: Mutex<std::collections::HashSet<NotebookId>>,
     /// Container images: resolved in their registries, pulled into `DATA/oci`.
     oci: atelier_oci::ImageStore,
+    /// Images made ready by step 2 of a start, for its step 4.
+    prepared: Mutex<HashMap<NotebookId, Prepared>>,
 }
 
 /// Where a sandbox's pieces come from.
@@ -236,7 +257,7 @@ struct Layout {
     run_dir: PathBuf,
     /// Bound at /home/ma-user/work.
     work: PathBuf,
-    /// Bound read-only at /etc/atelier-ssh.
+    /// Bound read-only at /run/atelier/ssh.
     ssh: PathBuf,
     hostname: String,
 }
@@ -347,6 +368,7 @@ impl LocalRuntime {
             ("mounts", 0o711),
             ("pool", 0o711),
             ("ssh", 0o711),
+            ("roots", 0o711),
             ("sandbox", 0o755),
             ("run", 0o700),
         ] {
@@ -364,6 +386,7 @@ impl LocalRuntime {
             write_if_changed(&shared.join(name), &contents)?;
             set_mode(&shared.join(name), 0o644)?;
         }
+        rootfs::write_mount_points(&shared.join("mountpoints"))?;
         let hierarchy = cgroup::detect();
         if hierarchy.is_none() {
             tracing::warn!(
@@ -396,6 +419,7 @@ impl LocalRuntime {
             events: tokio::sync::broadcast::channel(crate::EVENT_BUFFER).0,
             addressed: Mutex::new(std::collections::HashSet::new()),
             oci,
+            prepared: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -432,43 +456,46 @@ impl LocalRuntime {
         open_procs_of(&cgroup)
     }
 
-    fn bwrap_args(&self, layout: &Layout, prefix: &Path, warm: bool) -> Vec<String> {
-        let prefix = prefix.to_string_lossy().into_owned();
+    fn bwrap_args(&self, layout: &Layout, root: &Root, warm: bool) -> Vec<String> {
         let shared = self.config.data_dir.join("sandbox");
         let shared = |name: &str| shared.join(name).to_string_lossy().into_owned();
-        let mut args: Vec<String> = [
-            "--unshare-all",
-            "--unshare-user",
-            "--disable-userns",
-            "--ro-bind",
-            "/usr",
-            "/usr",
-            "--symlink",
-            "usr/lib",
-            "/lib",
-            "--symlink",
-            "usr/lib64",
-            "/lib64",
-            "--symlink",
-            "usr/bin",
-            "/bin",
-            "--symlink",
-            "usr/sbin",
-            "/sbin",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--tmpfs",
-            "/tmp",
-            "--tmpfs",
-            "/home",
-            "--dir",
-            "/etc",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut args = strings(&["--unshare-all", "--unshare-user", "--disable-userns"]);
+        match root {
+            Root::Prefix(_) => args.extend(strings(&[
+                "--ro-bind",
+                "/usr",
+                "/usr",
+                "--symlink",
+                "usr/lib",
+                "/lib",
+                "--symlink",
+                "usr/lib64",
+                "/lib64",
+                "--symlink",
+                "usr/bin",
+                "/bin",
+                "--symlink",
+                "usr/sbin",
+                "/sbin",
+            ])),
+            // The image's own root: its /usr, /etc, /home/ma-user, writable as the overlay.
+            Root::Image { merged, .. } => {
+                args.extend([
+                    "--bind".into(),
+                    merged.to_string_lossy().into_owned(),
+                    "/".into(),
+                ]);
+            }
+        }
+        // `/run` is the sandbox's own: what Atelier gives it is mounted there (an image's
+        // directories are root's, where nothing new can be made).
+        args.extend(strings(&[
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/run",
+        ]));
+        if let Root::Prefix(_) = root {
+            args.extend(strings(&["--tmpfs", "/home", "--dir", "/etc"]));
+        }
         for entry in PROC_READ_ONLY {
             let path = format!("/proc/{entry}");
             if Path::new(&path).exists() {
@@ -487,39 +514,40 @@ impl LocalRuntime {
                 args.extend(["--tmpfs".into(), path.clone(), "--remount-ro".into(), path]);
             }
         }
-        for shared_file in [
-            "/etc/ssl",
-            "/etc/ca-certificates",
-            "/etc/localtime",
-            "/etc/nsswitch.conf",
-            "/etc/alternatives",
-        ] {
-            if Path::new(shared_file).exists() {
-                args.extend(["--ro-bind".into(), shared_file.into(), shared_file.into()]);
-            }
-        }
-        for (name, target) in [
-            ("passwd", "/etc/passwd"),
-            ("group", "/etc/group"),
+        let mut shared_files = vec![
             ("resolv.conf", "/etc/resolv.conf"),
             ("launch.py", "/run/atelier/launch.py"),
-        ] {
+        ];
+        if let Root::Prefix(prefix) = root {
+            for host_file in [
+                "/etc/ssl",
+                "/etc/ca-certificates",
+                "/etc/localtime",
+                "/etc/nsswitch.conf",
+                "/etc/alternatives",
+            ] {
+                if Path::new(host_file).exists() {
+                    args.extend(["--ro-bind".into(), host_file.into(), host_file.into()]);
+                }
+            }
+            shared_files.extend([("passwd", "/etc/passwd"), ("group", "/etc/group")]);
+            let prefix = prefix.to_string_lossy().into_owned();
+            args.extend(["--ro-bind".into(), prefix.clone(), prefix]);
+        }
+        for (name, target) in shared_files {
             args.extend(["--ro-bind".into(), shared(name), target.into()]);
         }
         args.extend([
             "--ro-bind".into(),
             layout.ssh.to_string_lossy().into_owned(),
-            "/etc/atelier-ssh".into(),
-            "--ro-bind".into(),
-            prefix.clone(),
-            prefix.clone(),
+            "/run/atelier/ssh".into(),
             "--bind".into(),
             layout.work.to_string_lossy().into_owned(),
             "/home/ma-user/work".into(),
             "--uid".into(),
-            "1000".into(),
+            rootfs::IMAGE_UID.to_string(),
             "--gid".into(),
-            "1000".into(),
+            root.gid().to_string(),
             "--hostname".into(),
             layout.hostname.clone(),
             // Its own names resolve without asking DNS (which, through slirp4netns, would be
@@ -538,56 +566,66 @@ impl LocalRuntime {
                 (FD_SECCOMP + index as i32).to_string(),
             ]);
         }
-        args.extend([
-            "--clearenv".into(),
-            "--setenv".into(),
-            "LANG".into(),
-            "C.UTF-8".into(),
-            "--setenv".into(),
-            "TERM".into(),
-            "xterm-256color".into(),
-            "--setenv".into(),
-            "HOME".into(),
-            "/home/ma-user/work".into(),
-            "--setenv".into(),
-            "USER".into(),
-            "ma-user".into(),
-            "--setenv".into(),
-            "SHELL".into(),
-            "/bin/bash".into(),
-            "--setenv".into(),
-            "PATH".into(),
-            format!("{prefix}/bin:/usr/local/bin:/usr/bin:/bin"),
-            "--setenv".into(),
-            "JUPYTER_RUNTIME_DIR".into(),
-            "/tmp/jupyter-runtime".into(),
-            "--setenv".into(),
-            "ATELIER_LISTEN_FD".into(),
-            FD_LISTEN.to_string(),
-            "--setenv".into(),
-            "ATELIER_CLAIM_FD".into(),
-            FD_CLAIM.to_string(),
-            "--setenv".into(),
-            "ATELIER_WARM".into(),
-            if warm { "1" } else { "" }.into(),
-            "--chdir".into(),
-            "/home/ma-user/work".into(),
-            "--".into(),
-            format!("{prefix}/bin/python"),
-            "/run/atelier/launch.py".into(),
+        let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
+        // The image's environment, then what every notebook has (later settings win).
+        if let Root::Image { env: image_env, .. } = root {
+            env.extend(image_env.iter().filter_map(|entry| {
+                let (name, value) = entry.split_once('=')?;
+                let plain = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                plain.then(|| (name.to_owned(), value.to_owned()))
+            }));
+        }
+        let home = match root {
+            Root::Prefix(_) => "/home/ma-user/work",
+            // Outside the work dir, so `pip install --user` and dotfiles are saved with the
+            // image (as in ModelArts).
+            Root::Image { .. } => "/home/ma-user",
+        };
+        env.extend(
+            [
+                ("TERM", "xterm-256color".to_owned()),
+                ("HOME", home.to_owned()),
+                ("USER", "ma-user".to_owned()),
+                ("SHELL", "/bin/bash".to_owned()),
+                ("PATH", root.path_env()),
+                ("JUPYTER_RUNTIME_DIR", "/tmp/jupyter-runtime".to_owned()),
+                ("ATELIER_LISTEN_FD", FD_LISTEN.to_string()),
+                ("ATELIER_CLAIM_FD", FD_CLAIM.to_string()),
+                ("ATELIER_WARM", if warm { "1" } else { "" }.to_owned()),
+            ]
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
+        args.push("--clearenv".into());
+        for (name, value) in env {
+            args.extend(["--setenv".into(), name, value]);
+        }
+        args.extend(["--chdir".into(), "/home/ma-user/work".into(), "--".into()]);
+        match root {
+            Root::Prefix(prefix) => args.push(format!("{}/bin/python", prefix.display())),
+            // The Python that runs the image's `jupyter-lab` runs the launcher.
+            Root::Image { .. } => args.extend(strings(&[
+                "/bin/sh",
+                "-c",
+                IMAGE_LAUNCHER,
+                "atelier-launch",
+            ])),
+        }
+        args.extend(strings(&[
+            "/run/atelier/launch.py",
             // Only a name: the listening socket comes as a descriptor.
-            "--ServerApp.sock=/run/atelier/jupyter.sock".into(),
-            "--ServerApp.root_dir=/home/ma-user/work".into(),
+            "--ServerApp.sock=/run/atelier/jupyter.sock",
+            "--ServerApp.root_dir=/home/ma-user/work",
             // The gateway forwards the browser's Host and sets X-Forwarded-Proto/-For.
-            "--ServerApp.trust_xheaders=True".into(),
-        ]);
+            "--ServerApp.trust_xheaders=True",
+        ]));
         args
     }
 
     async fn initialise(
         &self,
         spec: &SandboxSpec,
-        prefix: &Path,
+        prepared: Prepared,
         limits: Limits,
     ) -> Result<(), RuntimeError> {
         let id = spec.notebook_id;
@@ -597,12 +635,33 @@ impl LocalRuntime {
         }
         self.kill_sandbox(id, Duration::ZERO).await;
         let ids = self.uids.for_notebook(id).map_err(uid_error)?;
-        let key = pool::PoolKey {
-            prefix: prefix.to_owned(),
-            vcpus: limits.vcpus,
-            memory_mib: limits.memory_mib,
+        let root = match prepared {
+            Prepared::Prefix(prefix) => Root::Prefix(prefix),
+            Prepared::Image(image) => {
+                let layers = &image.layers;
+                let digest = &image.resolved.digest;
+                let merged = self.mount_root(id, layers, digest, ids).await?;
+                let env = image.resolved.config["config"]["Env"]
+                    .as_array()
+                    .map(|env| {
+                        env.iter()
+                            .filter_map(|e| e.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                Root::Image { merged, env }
+            }
         };
-        if self.config.warm_pool > 0 && self.idmap {
+        if let Root::Prefix(prefix) = &root
+            && self.config.warm_pool > 0
+            && self.idmap
+        {
+            let prefix = prefix.as_path();
+            let key = pool::PoolKey {
+                prefix: prefix.to_owned(),
+                vcpus: limits.vcpus,
+                memory_mib: limits.memory_mib,
+            };
             let warm = self.take_warm(&key);
             // Whatever happens next, the pool refills in the background.
             self.refill(key.clone(), limits);
@@ -616,7 +675,7 @@ impl LocalRuntime {
                 }
             }
         }
-        self.prepare_ssh(id, prefix, ids)?;
+        self.prepare_ssh(id, &root, ids)?;
         let layout = Layout {
             run_dir: self.run_dir(id),
             work: self.volume_dir(id, spec.volume_category),
@@ -625,13 +684,19 @@ impl LocalRuntime {
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
         let (sandbox, mut channel) = self
-            .launch(&layout, prefix, limits, cgroup, ids, false)
+            .launch(&layout, &root, limits, cgroup, ids, false)
             .await?;
         let exited = sandbox.exited.clone();
         *sandbox.owner.lock().expect("poisoned") = Some(id);
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
-        std::io::Write::write_all(&mut channel, claim_line(spec).as_bytes())
-            .map_err(|e| step_error("JupyterLab's settings", e))?;
+        // A sandbox that has ended already (an image that cannot run) is reported by
+        // `wait_ready`, with its reason.
+        if let Err(error) = std::io::Write::write_all(&mut channel, claim_line(spec).as_bytes())
+            && exited.borrow().is_none()
+            && !matches!(error.kind(), std::io::ErrorKind::BrokenPipe)
+        {
+            return Err(step_error("JupyterLab's settings", error));
+        }
         drop(channel);
         self.wait_ready(spec, exited).await
     }
@@ -641,7 +706,7 @@ impl LocalRuntime {
     async fn launch(
         &self,
         layout: &Layout,
-        prefix: &Path,
+        root: &Root,
         limits: Limits,
         cgroup: Option<Cgroup>,
         ids: HostIds,
@@ -691,7 +756,7 @@ impl LocalRuntime {
         fds.push((theirs.into(), FD_CLAIM));
         let mut command = Command::new("bwrap");
         command
-            .args(self.bwrap_args(layout, prefix, warm))
+            .args(self.bwrap_args(layout, root, warm))
             .current_dir("/")
             .env_clear()
             .stdin(Stdio::null())
@@ -757,7 +822,11 @@ impl LocalRuntime {
                 .stopping
                 .store(true, std::sync::atomic::Ordering::SeqCst);
             signal_tree(sandbox.cgroup.as_ref(), pid, Signal::SIGKILL);
-            return Err(error);
+            let tail = log_tail(&run_dir.join("jupyter.log"));
+            if tail.is_empty() {
+                return Err(error);
+            }
+            return Err(step_error("the sandbox did not start", tail));
         }
         Ok((sandbox, claim))
     }
@@ -776,13 +845,8 @@ impl LocalRuntime {
                 return Ok(());
             }
             if exited.borrow().is_some() {
-                let log = self.run_dir(id).join("jupyter.log");
-                let tail = std::fs::read_to_string(log).unwrap_or_default();
-                let tail: Vec<&str> = tail.lines().rev().take(3).collect();
-                return Err(step_error(
-                    "JupyterLab exited during start",
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-                ));
+                let tail = log_tail(&self.run_dir(id).join("jupyter.log"));
+                return Err(step_error("JupyterLab exited during start", tail));
             }
             if tokio::time::Instant::now() >= deadline {
                 self.kill_sandbox(id, Duration::ZERO).await;
@@ -919,6 +983,21 @@ impl LocalRuntime {
             }
         }
     }
+}
+
+/// The last lines a sandbox wrote to its log, joined with ` | `, with what they mean when
+/// the image lacks what every notebook image needs.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut tail: Vec<&str> = text.lines().rev().take(3).collect();
+    tail.reverse();
+    let tail = tail.join(" | ");
+    if tail.contains("execvp /bin/sh") {
+        return format!(
+            "the image has no /bin/sh: a notebook image needs a shell and jupyter-lab ({tail})"
+        );
+    }
+    tail
 }
 
 fn open_procs_of(cgroup: &Cgroup) -> Result<Vec<File>, RuntimeError> {
@@ -1151,11 +1230,20 @@ async fn get_status(socket: &Path, path: &str, token: Option<&str>) -> Option<u1
 }
 
 impl LocalRuntime {
-    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
+    async fn run_step(
+        &self,
+        spec: &SandboxSpec,
+        step: Step,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
         match step {
             Step::PrepareStorage => self.prepare_storage(spec).await,
             Step::PrepareCompute => {
-                self.image_prefix(spec).await?;
+                let prepared = self.prepare_with_progress(spec, progress).await?;
+                self.prepared
+                    .lock()
+                    .expect("poisoned")
+                    .insert(spec.notebook_id, prepared);
                 Ok(())
             }
             Step::ConfigureNetwork => {
@@ -1169,13 +1257,22 @@ impl LocalRuntime {
                 Ok(())
             }
             Step::Initialise => {
-                let prefix = self.image_prefix(spec).await?;
+                let prepared = self
+                    .prepared
+                    .lock()
+                    .expect("poisoned")
+                    .remove(&spec.notebook_id);
+                let prepared = match prepared {
+                    Some(prepared) => prepared,
+                    // Step 2 ran before a restart of the server.
+                    None => self.prepare_image(spec, &|_, _| {}).await?,
+                };
                 let limits = Limits {
                     vcpus: spec.vcpus,
                     memory_mib: spec.memory_mib,
                     pids_max: self.config.pids_max,
                 };
-                self.initialise(spec, &prefix, limits).await
+                self.initialise(spec, prepared, limits).await
             }
         }
     }
@@ -1205,7 +1302,7 @@ impl Runtime for LocalRuntime {
             if serving {
                 Ok(())
             } else {
-                self.run_step(spec, step).await
+                self.run_step(spec, step, progress).await
             }
         })
         .await?;
@@ -1219,6 +1316,11 @@ impl Runtime for LocalRuntime {
             .expect("poisoned")
             .remove(&notebook_id);
         self.kill_sandbox(notebook_id, self.config.stop_grace).await;
+        self.prepared.lock().expect("poisoned").remove(&notebook_id);
+        self.unmount_root(notebook_id).await;
+        if self.config.discard_root_at_stop {
+            self.discard_root(notebook_id)?;
+        }
         self.unmount_volume(notebook_id).await;
         Ok(())
     }
@@ -1236,6 +1338,7 @@ impl Runtime for LocalRuntime {
                 .join(notebook_id.to_string()),
             self.run_dir(notebook_id),
             self.ssh_dir(notebook_id),
+            self.root_dir(notebook_id),
         ] {
             if path.exists() {
                 std::fs::remove_dir_all(&path)?;

@@ -140,7 +140,14 @@ impl LocalRuntime {
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
         let (sandbox, channel) = match self
-            .launch(&layout, &key.prefix, limits, cgroup, ids, true)
+            .launch(
+                &layout,
+                &super::Root::Prefix(key.prefix.clone()),
+                limits,
+                cgroup,
+                ids,
+                true,
+            )
             .await
         {
             Ok(launched) => launched,
@@ -195,7 +202,7 @@ impl LocalRuntime {
         let volume = self.volume_dir(id, spec.volume_category);
         let outcome: Result<(), RuntimeError> = async {
             // The SSH host key must be readable by the uid this sandbox runs as.
-            self.prepare_ssh(id, prefix, warm.ids)?;
+            self.prepare_ssh(id, &super::Root::Prefix(prefix.to_owned()), warm.ids)?;
             let userns = mapping_userns(notebook.uid, warm.ids.uid)
                 .map_err(|e| step_error("idmapped volume", e))?;
             idmapped_bind(&volume, &dir.join("work"), &userns)

@@ -1,10 +1,9 @@
 //! SSH into a notebook: per-notebook files under `ssh/{id}/` (host key, `sshd_config`,
-//! `authorized_keys`), read-only at `/etc/atelier-ssh` in the sandbox, and, per connection,
+//! `authorized_keys`), read-only at `/run/atelier/ssh` in the sandbox, and, per connection,
 //! OpenSSH's `sshd -i` inside the sandbox's namespaces and cgroup as `ma-user` (the
 //! sandbox's uid 1000, so the notebook's host uid), under the sandbox's seccomp filter, talking
 //! to the client on the connection's socket itself, as under inetd.
 use std::os::fd::OwnedFd;
-use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::AsyncBufReadExt;
@@ -13,7 +12,7 @@ use atelier_domain::NotebookId;
 use tokio::process::Command;
 
 use super::sys::{ChildSetup, HostIds};
-use super::{LocalRuntime, SSHD, step_error, write_atomically};
+use super::{LocalRuntime, Root, SSHD, step_error, write_atomically};
 use crate::RuntimeError;
 
 impl LocalRuntime {
@@ -22,7 +21,7 @@ impl LocalRuntime {
     pub(super) fn prepare_ssh(
         &self,
         id: NotebookId,
-        prefix: &Path,
+        root: &Root,
         ids: HostIds,
     ) -> Result<(), RuntimeError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -52,14 +51,14 @@ impl LocalRuntime {
             std::fs::write(&authorized, "")?;
         }
         std::fs::set_permissions(&authorized, std::fs::Permissions::from_mode(0o644))?;
-        let prefix = prefix.display();
+        let path = root.path_env();
         let config = dir.join("sshd_config");
         std::fs::write(
             &config,
             format!(
                 "# Written by Atelier for each start; sshd -i runs as ma-user in the sandbox.
-HostKey /etc/atelier-ssh/ssh_host_ed25519_key
-AuthorizedKeysFile /etc/atelier-ssh/authorized_keys
+HostKey /run/atelier/ssh/ssh_host_ed25519_key
+AuthorizedKeysFile /run/atelier/ssh/authorized_keys
 AuthenticationMethods publickey
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -85,7 +84,7 @@ PrintMotd no
 PrintLastLog no
 Subsystem sftp internal-sftp
 AcceptEnv LANG LC_*
-SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
+SetEnv PATH={path} LANG=C.UTF-8 JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
 "
             ),
         )?;
@@ -146,6 +145,12 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
         }
         // Written for every connection, so key pairs and endpoint changes apply at once.
         write_atomically(&dir.join("authorized_keys"), authorized_keys.as_bytes())?;
+        // `ma-user`'s group: 100 in a container image, 1000 on the host's /usr.
+        let gid = if self.mounted_root(notebook_id).is_some() {
+            "100"
+        } else {
+            "1000"
+        };
         let mut command = Command::new("/usr/bin/nsenter");
         command
             .env_clear()
@@ -162,14 +167,14 @@ SetEnv PATH={prefix}/bin:/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 JUPYTER_RUNTI
                 "--setuid",
                 "1000",
                 "--setgid",
-                "1000",
+                gid,
                 "--root",
                 "--wd",
                 SSHD,
                 "-i",
                 "-e",
                 "-f",
-                "/etc/atelier-ssh/sshd_config",
+                "/run/atelier/ssh/sshd_config",
             ]);
         ChildSetup {
             cgroup_procs: self.open_procs(notebook_id)?,

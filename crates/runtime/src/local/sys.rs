@@ -184,9 +184,21 @@ pub fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> io::Resu
 }
 
 /// A user namespace whose only mapping is `inside → outside` (uid and gid alike), for
-/// [`idmapped_bind`]: a short-lived child unshares it, the map is written, the namespace is
-/// kept open and the child is killed.
+/// [`idmapped_bind`].
 pub fn mapping_userns(inside: u32, outside: u32) -> io::Result<OwnedFd> {
+    id_mapping_userns(&[(inside, outside)], &[(inside, outside)])
+}
+
+/// A user namespace with the given `(inside, outside)` uid and gid mappings (one id each),
+/// for [`idmapped_bind`]: a short-lived child unshares it, the maps are written, the
+/// namespace is kept open and the child is killed.
+pub fn id_mapping_userns(uids: &[(u32, u32)], gids: &[(u32, u32)]) -> io::Result<OwnedFd> {
+    let map = |pairs: &[(u32, u32)]| -> String {
+        pairs
+            .iter()
+            .map(|(inside, outside)| format!("{inside} {outside} 1\n"))
+            .collect()
+    };
     let mut command = std::process::Command::new("/bin/sleep");
     command
         .arg("30")
@@ -205,15 +217,9 @@ pub fn mapping_userns(inside: u32, outside: u32) -> io::Result<OwnedFd> {
     let mut child = command.spawn()?;
     let pid = child.id();
     let outcome = (|| -> io::Result<OwnedFd> {
-        std::fs::write(
-            format!("/proc/{pid}/uid_map"),
-            format!("{inside} {outside} 1\n"),
-        )?;
+        std::fs::write(format!("/proc/{pid}/uid_map"), map(uids))?;
         std::fs::write(format!("/proc/{pid}/setgroups"), "deny")?;
-        std::fs::write(
-            format!("/proc/{pid}/gid_map"),
-            format!("{inside} {outside} 1\n"),
-        )?;
+        std::fs::write(format!("/proc/{pid}/gid_map"), map(gids))?;
         Ok(File::open(format!("/proc/{pid}/ns/user"))?.into())
     })();
     let _ = child.kill();

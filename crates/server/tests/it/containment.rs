@@ -324,10 +324,10 @@ async fn a_hostile_notebook_cannot_become_root_reach_the_host_or_leave_its_names
     assert_eq!(planted.uid(), uid, "not root's on the host");
     assert_ne!(planted.uid(), 0);
 
-    // 2. Control files: the sandbox sees only the read-only launcher of /run/atelier (what
-    // it writes beside it stays in its own tmpfs); the server's run dir is root's alone and
-    // its pid record untouched.
-    assert_eq!(found["run_atelier"], json!(["launch.py"]), "{found}");
+    // 2. Control files: the sandbox sees only the read-only launcher and SSH files in
+    // /run/atelier (what it writes beside them stays in its own tmpfs); the server's run dir
+    // is root's alone and its pid record untouched.
+    assert_eq!(found["run_atelier"], json!(["launch.py", "ssh"]), "{found}");
     let run_dir = app.data_dir.join("run").join(&id);
     let run_meta = std::fs::metadata(&run_dir).unwrap();
     assert_eq!(

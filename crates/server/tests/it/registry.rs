@@ -124,7 +124,8 @@ async fn a_container_image_is_resolved_in_its_registry_before_it_is_registered()
     }
     assert_eq!(registered().await, 1);
 
-    // A notebook on it fails its start saying what is missing, not something obscure.
+    // A notebook on it (a layer of two files, no system) fails its start saying what is
+    // missing, not something obscure.
     let mut body = notebook_body("on-a-container-image");
     body["image_id"] = image["id"].clone();
     let notebook = app.create_notebook(&body).await;
@@ -132,7 +133,10 @@ async fn a_container_image_is_resolved_in_its_registry_before_it_is_registered()
         .wait_status(id_of(&notebook), "CREATE_FAILED", Duration::from_secs(60))
         .await;
     let reason = failed["fail_reason"].as_str().unwrap();
-    assert!(reason.contains("container image"), "{failed}");
+    assert!(
+        reason.contains("step 4") && reason.contains("the image has no /bin/sh"),
+        "{failed}"
+    );
 
     // The arm64 image is fine for its own architecture.
     let (status, image) = register(&app, json!({"swr_path": arm, "arch": "AARCH64"})).await;

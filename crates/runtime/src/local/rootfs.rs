@@ -1,0 +1,279 @@
+//! Root filesystems of notebooks that run a container image: the image's layers (unpacked
+//! once in the image store, shared by every notebook) under an overlay with a writable upper
+//! directory of the notebook's own.
+//!
+//! Owners: the layers keep the image's owners on disk (root, `ma-user` 1000:100). Each
+//! notebook sees them through idmapped mounts made for it: the image's uid 1000 and gid 100
+//! are the notebook's host uid (so `ma-user`'s files are its own), root is the host's
+//! `nobody` (so nothing of root's is writable, and overlayfs can still copy a root-owned
+//! directory up when the notebook writes below it), other ids stay unmapped and read as
+//! `nobody`. The upper directory stores what the notebook writes as those host ids; saving
+//! it as an image maps them back ([`LocalRuntime::owner_map`]).
+//!
+//! Layout, under `roots/{id}/` (0711): `merged/` (the overlay, bound as `/` in the sandbox),
+//! and `fs/` (0700, root only: the overlay's `upper/` and `work/`, the layers' temporary
+//! mount points `lower/`, and `base`, the manifest digest of the image the upper directory
+//! was made on). The idmapped layer mounts are detached as soon as the overlay is mounted:
+//! overlayfs holds private clones of them, so one mount per notebook is all the host shows.
+use std::path::{Path, PathBuf};
+
+use atelier_domain::NotebookId;
+use atelier_oci::commit::OwnerMap;
+
+use super::sys::{HostIds, id_mapping_userns, idmapped_bind};
+use super::{LocalRuntime, is_mounted, run, set_mode, step_error};
+use crate::RuntimeError;
+
+/// The image's `ma-user`, by ModelArts' custom image conventions.
+pub(super) const IMAGE_UID: u32 = 1000;
+pub(super) const IMAGE_GID: u32 = 100;
+/// Where the image's root is mapped on the host (`nobody`, `nogroup`).
+const HOST_NOBODY: u32 = 65534;
+
+/// What the sandbox of a notebook runs on.
+#[derive(Debug, Clone)]
+pub(super) enum Root {
+    /// The host's `/usr` with a Python prefix holding JupyterLab (the built-in venv image, a
+    /// `local:///prefix`).
+    Prefix(PathBuf),
+    /// A container image's root filesystem, mounted at `merged`.
+    Image {
+        merged: PathBuf,
+        /// The image configuration's `Env` (`NAME=value`).
+        env: Vec<String>,
+    },
+}
+
+impl Root {
+    /// The sandbox's gid: `ma-user`'s group (the venv image's `/etc/group` has its own).
+    pub(super) fn gid(&self) -> u32 {
+        match self {
+            Root::Prefix(_) => 1000,
+            Root::Image { .. } => IMAGE_GID,
+        }
+    }
+
+    /// `PATH` in the sandbox.
+    pub(super) fn path_env(&self) -> String {
+        match self {
+            Root::Prefix(prefix) => {
+                format!("{}/bin:/usr/local/bin:/usr/bin:/bin", prefix.display())
+            }
+            Root::Image { env, .. } => env
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH="))
+                .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+                .to_owned(),
+        }
+    }
+}
+
+/// The mount options of an overlay (its paths may not hold the option syntax's `,` `:` `\`).
+fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> Result<String, RuntimeError> {
+    let text = |path: &Path| -> Result<String, RuntimeError> {
+        let text = path.to_string_lossy().into_owned();
+        if text.contains([',', ':', '\\']) {
+            return Err(step_error(
+                "root filesystem",
+                format!("the data dir's path may not hold ',', ':' or '\\': {text}"),
+            ));
+        }
+        Ok(text)
+    };
+    // overlayfs lists the top layer first.
+    let lowerdir = lower
+        .iter()
+        .rev()
+        .map(|p| text(p))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(":");
+    Ok(format!(
+        "lowerdir={lowerdir},upperdir={},workdir={}",
+        text(upper)?,
+        text(work)?
+    ))
+}
+
+/// Makes `dir` the layer laid over every image: the files and directories Atelier mounts
+/// over (`/etc/hosts`, `/etc/resolv.conf`, `/home/ma-user/work`, `/run`, `/proc`, ...), so that they exist
+/// in any image without the notebook's upper directory (and the images saved from it)
+/// holding them. `/home/ma-user` is ma-user's, as ModelArts images have it.
+pub(super) fn write_mount_points(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::lchown;
+    for (path, mode, owner) in [
+        ("", 0o755, 0),
+        ("etc", 0o755, 0),
+        ("home", 0o755, 0),
+        ("home/ma-user", 0o755, IMAGE_UID),
+        ("home/ma-user/work", 0o755, IMAGE_UID),
+        ("run", 0o755, 0),
+        ("tmp", 0o1777, 0),
+        ("proc", 0o555, 0),
+        ("dev", 0o755, 0),
+    ] {
+        let path = dir.join(path);
+        std::fs::create_dir_all(&path)?;
+        set_mode(&path, mode)?;
+        let group = if owner == 0 { 0 } else { IMAGE_GID };
+        lchown(&path, Some(owner), Some(group))?;
+    }
+    for file in ["etc/hosts", "etc/resolv.conf"] {
+        let path = dir.join(file);
+        if !path.is_file() {
+            std::fs::write(&path, "")?;
+        }
+        set_mode(&path, 0o644)?;
+        lchown(&path, Some(0), Some(0))?;
+    }
+    Ok(())
+}
+
+impl LocalRuntime {
+    fn mount_points_layer(&self) -> PathBuf {
+        self.config.data_dir.join("sandbox/mountpoints")
+    }
+
+    pub(super) fn root_dir(&self, id: NotebookId) -> PathBuf {
+        self.config.data_dir.join("roots").join(id.to_string())
+    }
+
+    fn upper_dir(&self, id: NotebookId) -> PathBuf {
+        self.root_dir(id).join("fs/upper")
+    }
+
+    /// The notebook's root filesystem's mount point, if it is mounted.
+    pub(super) fn mounted_root(&self, id: NotebookId) -> Option<PathBuf> {
+        let merged = self.root_dir(id).join("merged");
+        is_mounted(&merged).then_some(merged)
+    }
+
+    /// The manifest digest the notebook's upper directory was made on, if it has one.
+    pub(super) fn root_base(&self, id: NotebookId) -> Option<String> {
+        let text = std::fs::read_to_string(self.root_dir(id).join("fs/base")).ok()?;
+        let digest = text.trim();
+        (digest.starts_with("sha256:") && digest.len() == 71).then(|| digest.to_owned())
+    }
+
+    /// Owners as the notebook's upper directory stores them, back to the image's.
+    pub(super) fn owner_map(ids: HostIds) -> OwnerMap {
+        OwnerMap {
+            uids: vec![(ids.uid, IMAGE_UID), (HOST_NOBODY, 0)],
+            gids: vec![(ids.gid, IMAGE_GID), (HOST_NOBODY, 0)],
+        }
+    }
+
+    /// Mounts the notebook's root: `layers` (bottom first) idmapped for `ids`, under its upper
+    /// directory (made empty, or kept from earlier starts on the same base `digest`).
+    pub(super) async fn mount_root(
+        &self,
+        id: NotebookId,
+        layers: &[PathBuf],
+        digest: &str,
+        ids: HostIds,
+    ) -> Result<PathBuf, RuntimeError> {
+        self.unmount_root(id).await;
+        let dir = self.root_dir(id);
+        let fs = dir.join("fs");
+        let (upper, work, lower, merged) = (
+            fs.join("upper"),
+            fs.join("work"),
+            fs.join("lower"),
+            dir.join("merged"),
+        );
+        if self.root_base(id).is_some_and(|base| base != digest) {
+            // The image changed under the notebook (its tag was re-pushed and the old
+            // manifest is gone): changes made on the old layers are not valid on new ones.
+            tracing::warn!(notebook_id = %id, image = %digest,
+                "the notebook's image changed; its changes outside the work dir start afresh");
+            self.discard_root(id)?;
+        }
+        for (path, mode) in [
+            (&dir, 0o711),
+            (&fs, 0o700),
+            (&upper, 0o755),
+            (&work, 0o700),
+            (&lower, 0o700),
+            (&merged, 0o755),
+        ] {
+            std::fs::create_dir_all(path)?;
+            set_mode(path, mode)?;
+        }
+        std::fs::write(fs.join("base"), format!("{digest}\n"))?;
+        let userns = id_mapping_userns(
+            &[(0, HOST_NOBODY), (IMAGE_UID, ids.uid)],
+            &[(0, HOST_NOBODY), (IMAGE_GID, ids.gid)],
+        )
+        .map_err(|e| step_error("root filesystem: id mapping", e))?;
+        let mut points = Vec::with_capacity(layers.len() + 1);
+        let top = self.mount_points_layer();
+        let mounted: Result<(), RuntimeError> = (|| {
+            for (index, layer) in layers.iter().chain([&top]).enumerate() {
+                let point = lower.join(index.to_string());
+                std::fs::create_dir_all(&point)?;
+                idmapped_bind(layer, &point, &userns)
+                    .map_err(|e| step_error("root filesystem: idmapped layer", e))?;
+                points.push(point);
+            }
+            let options = overlay_options(&points, &upper, &work)?;
+            nix::mount::mount(
+                Some("overlay"),
+                &merged,
+                Some("overlay"),
+                nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+                Some(options.as_str()),
+            )
+            .map_err(|e| step_error("root filesystem: overlay", e))
+        })();
+        // The overlay keeps clones of the layer mounts: ours go either way.
+        for point in points.iter().rev() {
+            let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+        }
+        mounted?;
+        Ok(merged)
+    }
+
+    /// Unmounts the notebook's root filesystem (a stop); the upper directory stays.
+    pub(super) async fn unmount_root(&self, id: NotebookId) {
+        let merged = self.root_dir(id).join("merged");
+        for _ in 0..3 {
+            if !is_mounted(&merged) {
+                break;
+            }
+            if let Err(error) = run("umount", &["-l", &merged.to_string_lossy()]).await {
+                tracing::warn!(notebook_id = %id, %error, "could not unmount the root filesystem");
+            }
+        }
+        let lower = self.root_dir(id).join("fs/lower");
+        if let Ok(entries) = std::fs::read_dir(&lower) {
+            for entry in entries.flatten() {
+                if is_mounted(&entry.path()) {
+                    let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+                }
+            }
+        }
+    }
+
+    /// Throws the notebook's changes outside the work dir away (unmounted first).
+    pub(super) fn discard_root(&self, id: NotebookId) -> Result<(), RuntimeError> {
+        let fs = self.root_dir(id).join("fs");
+        for name in ["upper", "work", "base"] {
+            let path = fs.join(name);
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)?;
+            } else if path.exists() {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the notebook has changes outside its work dir.
+    pub(super) fn root_changed(&self, id: NotebookId) -> bool {
+        std::fs::read_dir(self.upper_dir(id)).is_ok_and(|mut entries| entries.next().is_some())
+    }
+
+    /// The upper directory (for save-as-image).
+    pub(super) fn root_upper(&self, id: NotebookId) -> PathBuf {
+        self.upper_dir(id)
+    }
+}

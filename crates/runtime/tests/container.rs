@@ -1,0 +1,363 @@
+//! Notebooks on container images, with real parts: the built-in JupyterLab image made on this
+//! host (Debian packages and PyPI, built once and kept in the shared image dir) is pushed to
+//! Debian's `docker-registry` on loopback, and a [`LocalRuntime`] starts notebooks from it.
+//! What is checked happens inside the sandbox, as the notebook's user, entered with nsenter.
+//! Needs root, bubblewrap, mmdebstrap and the registries (on first use); skips with a message
+//! unless `ATELIER_REQUIRE_LOCAL_RUNTIME=1`, which makes a missing piece a failure.
+// Tests read their switches from the environment.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use atelier_domain::{NotebookId, VolumeCategory};
+use atelier_oci::testing::Registry;
+use atelier_oci::{ImageStore as OciStore, RegistryConfig, Resolved};
+use atelier_runtime::local::build::{Recipe, build_builtin};
+use atelier_runtime::local::network::{Egress, EgressPolicy};
+use atelier_runtime::local::uids::UidRange;
+use atelier_runtime::{
+    ImageRef, LocalConfig, LocalRuntime, Progress, Refused, Runtime, SandboxSpec, Step,
+};
+
+fn image_dir() -> PathBuf {
+    std::env::var_os("ATELIER_RUNTIME__IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"))
+}
+
+fn available(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("root");
+    }
+    for tool in [
+        "/usr/bin/mmdebstrap",
+        "/usr/bin/bwrap",
+        "/usr/bin/nsenter",
+        atelier_oci::testing::REGISTRY,
+    ] {
+        if !Path::new(tool).exists() {
+            missing.push(tool);
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var("ATELIER_REQUIRE_LOCAL_RUNTIME").as_deref() != Ok("1"),
+        "{test} needs {}",
+        missing.join(", ")
+    );
+    eprintln!("skipping {test}: needs {}", missing.join(", "));
+    false
+}
+
+/// The built-in image, built once per image dir (under a lock shared with other tests).
+async fn builtin_image() -> (OciStore, Resolved) {
+    let dir = image_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".oci-build.lock"))
+        .unwrap();
+    let lock = tokio::task::spawn_blocking(move || {
+        lock.lock().unwrap();
+        lock
+    })
+    .await
+    .unwrap();
+    let store = OciStore::open(&dir.join("oci"), RegistryConfig::default()).unwrap();
+    let work = dir.join("oci-build");
+    std::fs::create_dir_all(&work).unwrap();
+    let recipe = Recipe::new(vec!["jupyterlab==4.6.6".to_owned()]);
+    let image = build_builtin(&store, &recipe, &work).await.unwrap();
+    drop(lock);
+    (store, image)
+}
+
+fn config(data_dir: &Path) -> LocalConfig {
+    LocalConfig {
+        registry: Default::default(),
+        discard_root_at_stop: false,
+        data_dir: data_dir.to_owned(),
+        image_dir: image_dir(),
+        python: PathBuf::from("/usr/bin/python3"),
+        jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
+        ready_timeout: Duration::from_secs(60),
+        stop_grace: Duration::from_secs(2),
+        pids_max: 1024,
+        warm_pool: 0,
+        efs_quota_gb: 0,
+        uids: UidRange {
+            first: 2_000_000_000,
+            count: 1_000_000,
+            registry: PathBuf::from("/var/lib/atelier/uids"),
+        },
+        egress: Egress::None,
+        egress_policy: EgressPolicy {
+            allow: Vec::new(),
+            deny: Vec::new(),
+        },
+    }
+}
+
+fn spec(notebook_id: NotebookId, image: &str) -> SandboxSpec {
+    SandboxSpec {
+        notebook_id,
+        image: ImageRef::parse(image),
+        vcpus: 1,
+        memory_mib: 1024,
+        volume_category: VolumeCategory::Efs,
+        volume_capacity_gb: 50,
+        token: format!("token-{notebook_id}"),
+        base_path: "/".to_owned(),
+        origin: "http://localhost".to_owned(),
+    }
+}
+
+/// Records what a start reports of step 2.
+#[derive(Default)]
+struct Details(Mutex<Vec<String>>);
+
+#[async_trait]
+impl Progress for Details {
+    async fn step_started(&self, _step: Step) -> Result<(), Refused> {
+        Ok(())
+    }
+    async fn step_done(&self, _step: Step) -> Result<(), Refused> {
+        Ok(())
+    }
+    async fn step_detail(&self, step: Step, detail: &str) {
+        assert_eq!(step, Step::PrepareCompute);
+        self.0.lock().unwrap().push(detail.to_owned());
+    }
+}
+
+/// Runs `script` with sh in the notebook's sandbox as ma-user (nsenter into its namespaces,
+/// the way SSH sessions enter it); returns (exit status, stdout + stderr).
+fn in_sandbox(data_dir: &Path, id: NotebookId, script: &str) -> (i32, String) {
+    let record = std::fs::read_to_string(data_dir.join(format!("run/{id}/pid"))).unwrap();
+    let init = record.split_whitespace().nth(2).unwrap().to_owned();
+    let output = std::process::Command::new("/usr/bin/nsenter")
+        .args([
+            "-t", &init, "--user", "--mount", "--pid", "--ipc", "--uts", "--net", "--setuid",
+            "1000", "--setgid", "100", "--root", "--wd", "/bin/sh", "-c", script,
+        ])
+        .env_clear()
+        .env("PATH", "/opt/jupyterlab/bin:/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_runs_a_registry_image_keeps_its_changes_and_is_saved_as_a_new_image() {
+    if !available("a_notebook_runs_a_registry_image") {
+        return;
+    }
+    let (store, builtin) = builtin_image().await;
+    let registry = Registry::start().await;
+    let reference = format!("{}/team/lab:1", registry.host);
+    store.push(&builtin, &reference).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let runtime = LocalRuntime::new(config(&data_dir)).unwrap();
+    let data_dir = std::fs::canonicalize(&data_dir).unwrap();
+    let first = NotebookId::new_random();
+    let details = Details::default();
+    runtime
+        .ensure(&spec(first, &reference), &details)
+        .await
+        .unwrap();
+    // Step 2 showed the bytes of the pull (the image is ~150 MB compressed).
+    let shown = details.0.lock().unwrap().clone();
+    assert!(
+        shown
+            .iter()
+            .any(|d| d.starts_with("Pulling the image: ") || d.starts_with("Unpacking the image (")),
+        "{shown:?}"
+    );
+
+    // The image's own system, as ma-user: its files are the user's, root's stay root's.
+    let (status, out) = in_sandbox(
+        &data_dir,
+        first,
+        "set -e; id -u; id -g; . /etc/os-release; echo $VERSION_CODENAME; \
+         stat -c %u:%g /opt/jupyterlab /home/ma-user; \
+         if rm -f /usr/bin/python3 2>/dev/null; then echo removed-system-file; fi; \
+         if touch /etc/atelier-probe 2>/dev/null; then echo wrote-etc; fi; \
+         site=$(python -c 'import site; print(site.getsitepackages()[0])'); \
+         mkdir $site/atelier_probe; echo 'VALUE = 42' > $site/atelier_probe/__init__.py; \
+         echo dotfile > /home/ma-user/.probe; echo kept > /home/ma-user/work/in-volume; \
+         python -c 'import atelier_probe; print(atelier_probe.VALUE)'",
+    );
+    assert_eq!(status, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["1000", "100", "bookworm", "1000:100", "1000:100", "42"],
+        "{out}"
+    );
+
+    // Changes outside the work dir survive a stop and a start.
+    runtime.stop(first).await.unwrap();
+    runtime
+        .ensure(&spec(first, &reference), &Details::default())
+        .await
+        .unwrap();
+    let (status, out) = in_sandbox(
+        &data_dir,
+        first,
+        "cat /home/ma-user/.probe && python -c 'import atelier_probe; print(atelier_probe.VALUE)'",
+    );
+    assert_eq!((status, out.as_str()), (0, "dotfile\n42\n"));
+
+    // Saved as an image in the registry: a second notebook from it has the package, as
+    // ma-user's, and not the first one's work volume.
+    let saved = format!("{}/team/lab-saved:v1", registry.host);
+    let image = runtime
+        .images()
+        .commit(first, &ImageRef::parse(&saved))
+        .await
+        .unwrap();
+    assert!(image.digest.as_deref().unwrap().starts_with("sha256:"));
+    assert!(
+        image.size.unwrap() > builtin.size,
+        "{image:?} vs {}",
+        builtin.size
+    );
+    let second = NotebookId::new_random();
+    runtime
+        .ensure(&spec(second, &saved), &Details::default())
+        .await
+        .unwrap();
+    let (status, out) = in_sandbox(
+        &data_dir,
+        second,
+        "site=$(python -c 'import site; print(site.getsitepackages()[0])'); \
+         stat -c %u:%g $site/atelier_probe/__init__.py; cat /home/ma-user/.probe; \
+         python -c 'import atelier_probe; print(atelier_probe.VALUE)'; \
+         ls /home/ma-user/work",
+    );
+    assert_eq!((status, out.as_str()), (0, "1000:100\ndotfile\n42\n"));
+
+    // Saved in this host's store (`atelier.local/...`), the same.
+    let local = runtime
+        .images()
+        .commit(first, &ImageRef::parse("atelier.local/team/lab-local:v1"))
+        .await
+        .unwrap();
+    assert!(local.digest.is_some());
+    let third = NotebookId::new_random();
+    runtime
+        .ensure(
+            &spec(third, "atelier.local/team/lab-local:v1"),
+            &Details::default(),
+        )
+        .await
+        .unwrap();
+    let (status, out) = in_sandbox(
+        &data_dir,
+        third,
+        "python -c 'import atelier_probe; print(atelier_probe.VALUE)'",
+    );
+    assert_eq!((status, out.as_str()), (0, "42\n"));
+
+    // Deleting a notebook removes its changes.
+    for id in [first, second, third] {
+        runtime.delete(id).await.unwrap();
+        assert!(!data_dir.join(format!("roots/{id}")).exists());
+    }
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_that_cannot_run_fail_their_step_with_the_reason() {
+    if !available("images_that_cannot_run_fail_their_step_with_the_reason") {
+        return;
+    }
+    let (store, builtin) = builtin_image().await;
+    let registry = Registry::start().await;
+    // Debian without JupyterLab: the bottom layer of the built-in image alone.
+    let mut bare = builtin.clone();
+    bare.layers.truncate(1);
+    if let Some(diff_ids) = bare.config["rootfs"]["diff_ids"].as_array_mut() {
+        diff_ids.truncate(1);
+    }
+    bare.config["config"]["Env"] = serde_json::json!(["PATH=/usr/local/bin:/usr/bin:/bin"]);
+    let bare_ref = format!("{}/team/debian:12", registry.host);
+    store.push(&bare, &bare_ref).await.unwrap();
+    // A small image whose only layer the registry then serves corrupted.
+    let corrupt_ref = atelier_oci::testing::push(
+        &registry,
+        "team/corrupt:1",
+        "amd64",
+        vec![atelier_oci::testing::layer(&[("etc/x", "x")])],
+    )
+    .await;
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let runtime = LocalRuntime::new(config(&data_dir)).unwrap();
+
+    let id = NotebookId::new_random();
+    let error = runtime
+        .ensure(&spec(id, &bare_ref), &Details::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.step, Step::Initialise, "{error:?}");
+    assert!(
+        error
+            .error
+            .to_string()
+            .contains("the image has no jupyter-lab on its PATH"),
+        "{error:?}"
+    );
+    runtime.stop(id).await.unwrap();
+
+    let layer = OciStore::open(&dir.path().join("peek"), RegistryConfig::default())
+        .unwrap()
+        .resolve(&corrupt_ref, "amd64")
+        .await
+        .unwrap()
+        .layers[0]
+        .digest
+        .clone();
+    let blob = registry.blob_file(&layer);
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&blob, bytes).unwrap();
+    let id = NotebookId::new_random();
+    let error = runtime
+        .ensure(&spec(id, &corrupt_ref), &Details::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.step, Step::PrepareCompute, "{error:?}");
+    let text = error.error.to_string();
+    assert!(text.contains(&layer), "{text}");
+    // Nothing of the bad layer was kept.
+    let store = std::fs::canonicalize(data_dir.join("oci")).unwrap();
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    assert!(!store.join("blobs/sha256").join(hex).exists());
+    assert!(!store.join(format!("layers/sha256-{hex}")).exists());
+    runtime.stop(id).await.unwrap();
+    runtime.shutdown().await;
+}

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use atelier_runtime::{PLACEHOLDER_IMAGE_BYTES, PlaceholderRuntime};
+use atelier_runtime::{ExitReason, PLACEHOLDER_IMAGE_BYTES, PlaceholderRuntime};
 use atelier_server::clock::ManualClock;
 use atelier_server::config::RegistrySettings;
 
@@ -359,6 +359,37 @@ async fn a_failed_commit_fails_the_image_with_the_reason_and_the_notebook_runs_o
         .await;
     expect_error(response, 400, "ModelArts.6797").await;
     save_ok(&app, &id, &json!({"name": "lab", "namespace": "team"})).await;
+}
+
+#[tokio::test]
+async fn a_sandbox_that_dies_during_a_save_fails_the_image_and_the_notebook() {
+    let app = TestApp::spawn().await;
+    let notebook = app.create_running("fragile").await;
+    let id = id_of(&notebook).to_owned();
+    app.runtime.set_commit_delay(Duration::from_millis(300));
+    let image = save_ok(&app, &id, &json!({"name": "lab", "namespace": "team"})).await;
+    assert_eq!(
+        app.list("?billing=COMPUTE").await["total"],
+        1,
+        "a notebook being saved holds its compute"
+    );
+
+    app.runtime.crash(
+        id.parse().unwrap(),
+        ExitReason::Exited("killed during the save".to_owned()),
+    );
+
+    let (failed, _) = wait_image(
+        &app,
+        image["id"].as_str().unwrap(),
+        &["ACTIVE", "CREATE_FAILED"],
+    )
+    .await;
+    assert_eq!(failed["status"], "CREATE_FAILED");
+    let message = failed["status_message"].as_str().unwrap();
+    assert!(message.contains("no sandbox"), "{message}");
+    let broken = app.wait_status(&id, "ERROR", SETTLE).await;
+    assert_eq!(broken["fail_reason"], "killed during the save");
 }
 
 #[tokio::test]

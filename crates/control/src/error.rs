@@ -58,6 +58,9 @@ pub enum ControlError {
     StorageShrink(&'static str),
     #[error("EVS volumes range from {min} GB to {max} GB")]
     EvsCapacity { min: i64, max: i64 },
+    /// Another image of the project has the name and tag (its `swr_path` is given).
+    #[error("the image {0} already exists")]
+    ImageConflict(String),
     #[error("a notebook has at most {max} tags")]
     TooManyTags { max: usize },
     #[error("all SSH ports {first}-{last} are taken")]

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use atelier_domain::{
-    EndpointService, EndpointSpec, Feature, ImageId, Lease, LeaseRun, LeaseType, Notebook,
-    NotebookId, NotebookStatus, Operation, ProjectId, StopReason, Tag, UserId, Volume,
+    EndpointService, EndpointSpec, Feature, Image, ImageId, ImageType, Lease, LeaseRun, LeaseType,
+    Notebook, NotebookId, NotebookStatus, Operation, ProjectId, StopReason, Tag, UserId, Volume,
     VolumeCategory,
 };
 
@@ -50,6 +50,16 @@ pub struct NotebookUpdate {
     pub storage_new_size: Option<i64>,
 }
 
+/// A save-as-image request (create-image), parsed: names already checked against the spec's
+/// character rules.
+pub struct NewImage {
+    pub name: String,
+    pub namespace: String,
+    pub tag: String,
+    pub description: String,
+    pub workspace_id: String,
+}
+
 /// The lease a start asks for.
 pub struct StartLease {
     /// The run length in ms (-1: no auto-stop).
@@ -61,6 +71,9 @@ pub struct NotebookOperations {
     service: Arc<NotebookService>,
     orchestrator: Arc<Orchestrator>,
     ssh: Arc<SshService>,
+    /// Where saved images go (`host[:port]`): their `swr_path` is
+    /// `{push_registry}/{namespace}/{name}:{tag}`.
+    push_registry: String,
 }
 
 /// A port held while an operation runs; given back unless [`PortHold::keep`] is called.
@@ -88,11 +101,13 @@ impl NotebookOperations {
         service: Arc<NotebookService>,
         orchestrator: Arc<Orchestrator>,
         ssh: Arc<SshService>,
+        push_registry: String,
     ) -> Arc<NotebookOperations> {
         Arc::new(NotebookOperations {
             service,
             orchestrator,
             ssh,
+            push_registry,
         })
     }
 
@@ -325,6 +340,76 @@ impl NotebookOperations {
     ) -> Result<Arc<Notebook>, ControlError> {
         self.service.get(project, id)?;
         self.orchestrator.request_delete(id).await
+    }
+
+    /// The registry saved images go to (`[registry] push`).
+    pub fn push_registry(&self) -> &str {
+        &self.push_registry
+    }
+
+    /// Saves a running notebook as a new DEDICATED image of its project (spec §1.4.12): the
+    /// image is answered `INIT` at once, the notebook goes SNAPSHOTTING and, once the runtime
+    /// has committed its sandbox to `{push registry}/{namespace}/{name}:{tag}`, back to
+    /// RUNNING, the image `ACTIVE` (or `CREATE_FAILED`). The image takes its architecture,
+    /// services and categories from the notebook's own image.
+    pub async fn create_image(
+        &self,
+        project: &ProjectId,
+        id: &NotebookId,
+        new: NewImage,
+    ) -> Result<Arc<Image>, ControlError> {
+        let notebook = self.service.get(project, id)?;
+        let source = self.service.image(project, &notebook.image_id);
+        let swr_path = format!(
+            "{}/{}/{}:{}",
+            self.push_registry, new.namespace, new.name, new.tag
+        );
+        let now = self.service.now_ms();
+        let image = Image {
+            id: ImageId::new_random(),
+            project_id: Some(project.to_string()),
+            swr_path: swr_path.clone(),
+            kind: ImageType::Dedicated,
+            origin: "IMAGE_SAVE".to_owned(),
+            arch: source
+                .as_ref()
+                .map_or_else(|| "x86_64".to_owned(), |s| s.arch.clone()),
+            description: new.description,
+            dev_services: source.as_ref().map_or_else(
+                || vec!["NOTEBOOK".to_owned(), "SSH".to_owned()],
+                |s| s.dev_services.clone(),
+            ),
+            resource_categories: source
+                .as_ref()
+                .map_or_else(|| vec!["CPU".to_owned()], |s| s.resource_categories.clone()),
+            service_type: source
+                .as_ref()
+                .map_or_else(|| "DEV".to_owned(), |s| s.service_type.clone()),
+            size_kb: 0,
+            status: "INIT".to_owned(),
+            status_message: String::new(),
+            visibility: "PRIVATE".to_owned(),
+            workspace_id: new.workspace_id,
+            create_at: now,
+            update_at: now,
+            name: new.name,
+            namespace: new.namespace,
+            tag: new.tag,
+        };
+        // The same name and tag, saved or registered, in any status but a failed save.
+        let conflicts = |other: &Image| {
+            other.status != "CREATE_FAILED"
+                && (other.swr_path == image.swr_path
+                    || (other.namespace == image.namespace
+                        && other.name == image.name
+                        && other.tag == image.tag))
+        };
+        let (_, image) = self
+            .orchestrator
+            .request_image_save(id, image.clone(), conflicts)
+            .await?;
+        tracing::info!(notebook_id = %id, image_id = %image.id, %swr_path, "image save requested");
+        Ok(image)
     }
 
     /// Re-arms the auto-stop timer of a running notebook.

@@ -1,7 +1,9 @@
 //! Carries out notebook operations. A request handler commits the new status (STARTING,
 //! STOPPING, DELETING, …) and returns; the orchestrator then drives the runtime, persisting
 //! every step transition. A transitional status in the store *is* the pending operation, so a
-//! restarted server resumes it by calling [`Orchestrator::kick`] for each such notebook.
+//! restarted server resumes it by calling [`Orchestrator::kick`] for each such notebook —
+//! except an image save (SNAPSHOTTING), which cannot be resumed: a restart ends it, the
+//! notebook back to RUNNING and its image `CREATE_FAILED` ([`Orchestrator::reconcile`]).
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -9,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use atelier_domain::{
-    Event, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus, StopReason,
-    step_description,
+    Event, Image, ImageId, LeaseRun, Notebook, NotebookId, NotebookStatus, Operation, StepStatus,
+    StopReason, step_description,
 };
 use atelier_runtime::{
     EnsureError, ImageRef, Progress, Refused, Runtime, RuntimeError, SandboxEvent, SandboxSpec,
@@ -39,6 +41,8 @@ pub struct Orchestrator {
     slots: Mutex<HashMap<NotebookId, Slot>>,
     /// Sandboxes that ended while their notebook was still starting, with the reason.
     early_exits: Arc<Mutex<HashMap<NotebookId, String>>>,
+    /// The image each requested save writes, until its task takes it.
+    saves: Mutex<HashMap<NotebookId, ImageId>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -87,6 +91,7 @@ impl Orchestrator {
             metrics,
             slots: Mutex::new(HashMap::new()),
             early_exits: Arc::default(),
+            saves: Mutex::default(),
             tracker,
             shutdown,
         });
@@ -133,6 +138,7 @@ impl Orchestrator {
                 matches!(
                     nb.status,
                     NotebookStatus::Running
+                        | NotebookStatus::Snapshotting
                         | NotebookStatus::Init
                         | NotebookStatus::Creating
                         | NotebookStatus::Starting
@@ -145,7 +151,18 @@ impl Orchestrator {
                 }
             }
         }
-        for notebook in self.service.all() {
+        self.fail_interrupted_saves().await;
+        for mut notebook in self.service.all() {
+            if notebook.status == NotebookStatus::Snapshotting {
+                // The save died with the server; the sandbox may not have.
+                match self.end_save(notebook.id).await {
+                    Ok(ended) => notebook = ended,
+                    Err(error) => {
+                        tracing::error!(notebook_id = %notebook.id, %error, "could not end an interrupted save");
+                        continue;
+                    }
+                }
+            }
             if notebook.status.is_transitional() {
                 tracing::info!(notebook_id = %notebook.id, status = %notebook.status, "resuming interrupted operation");
                 self.kick(notebook.id);
@@ -224,7 +241,7 @@ impl Orchestrator {
                 {
                     let mut early = early_exits.lock().expect("poisoned");
                     match service.get_any(&id).map(|nb| nb.status) {
-                        Some(NotebookStatus::Running) => {}
+                        Some(NotebookStatus::Running | NotebookStatus::Snapshotting) => {}
                         Some(
                             NotebookStatus::Init
                             | NotebookStatus::Creating
@@ -247,6 +264,70 @@ impl Orchestrator {
                 });
             }
         });
+    }
+
+    /// Saves that a restart cut short: no task carries them on, so their images fail.
+    async fn fail_interrupted_saves(&self) {
+        for image in self.service.all_images() {
+            if image.origin != "IMAGE_SAVE" || !matches!(image.status.as_str(), "INIT" | "CREATING")
+            {
+                continue;
+            }
+            tracing::warn!(image_id = %image.id, swr_path = %image.swr_path, "image save interrupted by a restart");
+            let outcome = self
+                .service
+                .change_image(&image.id, |image| {
+                    let saving = matches!(image.status.as_str(), "INIT" | "CREATING");
+                    if saving {
+                        image.status = "CREATE_FAILED".to_owned();
+                        image.status_message =
+                            "the image save was interrupted by a restart of the server; save it again"
+                                .to_owned();
+                    }
+                    saving
+                })
+                .await;
+            if let Err(error) = outcome {
+                tracing::error!(image_id = %image.id, %error, "could not fail an interrupted save");
+            }
+        }
+    }
+
+    /// SNAPSHOTTING → RUNNING, whatever the save's outcome (a notebook that moved on, e.g. to
+    /// ERROR when its sandbox died meanwhile, stays where it is).
+    async fn end_save(&self, id: NotebookId) -> Result<Arc<Notebook>, ControlError> {
+        let (notebook, ()) = self
+            .service
+            .mutate(&id, |nb| {
+                if nb.status == NotebookStatus::Snapshotting {
+                    transition(nb, Event::SnapshotEnded)?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(notebook)
+    }
+
+    /// Saves a running notebook as `image` (status `INIT`): the notebook goes SNAPSHOTTING
+    /// and the image is registered in one step, refused if the notebook is not RUNNING or
+    /// another image of the project `conflicts` with it; a task then commits the sandbox.
+    pub async fn request_image_save(
+        self: &Arc<Self>,
+        id: &NotebookId,
+        image: Image,
+        conflicts: impl Fn(&Image) -> bool,
+    ) -> Result<(Arc<Notebook>, Arc<Image>), ControlError> {
+        let (notebook, image) = self
+            .service
+            .begin_image_save(id, image, conflicts, |nb| {
+                admit(nb, Operation::CreateImage, "status")?;
+                transition(nb, Event::SnapshotRequested)?;
+                Ok(())
+            })
+            .await?;
+        self.saves.lock().expect("poisoned").insert(*id, image.id);
+        self.kick(*id);
+        Ok((notebook, image))
     }
 
     /// Grows a running notebook's EVS volume to `capacity_gb` before the record says so.
@@ -336,6 +417,7 @@ impl Orchestrator {
             }
             NotebookStatus::Stopping => self.run_stop(id).await,
             NotebookStatus::Deleting => self.run_delete(id).await,
+            NotebookStatus::Snapshotting => self.run_image_save(id, token).await,
             _ => Ok(()),
         }
     }
@@ -471,6 +553,75 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// Commits the notebook's sandbox as its save's image (`INIT → CREATING → ACTIVE` or
+    /// `CREATE_FAILED` with the runtime's reason), then the notebook returns to RUNNING. A
+    /// shutdown leaves both as they are, for the next boot to end ([`Self::reconcile`]).
+    async fn run_image_save(
+        &self,
+        id: NotebookId,
+        token: &CancellationToken,
+    ) -> Result<(), ControlError> {
+        let Some(image_id) = self.saves.lock().expect("poisoned").remove(&id) else {
+            // No save of this process: nothing to commit.
+            self.end_save(id).await?;
+            return Ok(());
+        };
+        let image = self
+            .service
+            .change_image(&image_id, |image| {
+                let waiting = image.status == "INIT";
+                if waiting {
+                    image.status = "CREATING".to_owned();
+                }
+                waiting
+            })
+            .await?;
+        let Some(image) = image else {
+            self.end_save(id).await?;
+            return Ok(());
+        };
+        let target = ImageRef::parse(&image.swr_path);
+        tracing::info!(notebook_id = %id, image_id = %image_id, target = %target, "saving the notebook as an image");
+        let outcome = tokio::select! {
+            () = token.cancelled() => return Ok(()),
+            outcome = self.runtime.images().commit(id, &target) => outcome,
+        };
+        // The notebook is usable again before the image says the save is over: a client
+        // that waits for ACTIVE may act on the notebook at once.
+        self.end_save(id).await?;
+        match &outcome {
+            Ok(resolved) => tracing::info!(
+                notebook_id = %id, image_id = %image_id, digest = resolved.digest.as_deref().unwrap_or("-"),
+                size = resolved.size.unwrap_or(0), "image saved"
+            ),
+            Err(error) => {
+                tracing::warn!(notebook_id = %id, image_id = %image_id, %error, "image save failed");
+            }
+        }
+        self.service
+            .change_image(&image_id, |image| {
+                if image.status != "CREATING" {
+                    return false;
+                }
+                match &outcome {
+                    Ok(resolved) => {
+                        image.status = "ACTIVE".to_owned();
+                        image.size_kb = resolved.size.map_or(0, |bytes| {
+                            i64::try_from(bytes.div_ceil(1024)).unwrap_or(i64::MAX)
+                        });
+                        image.status_message.clear();
+                    }
+                    Err(error) => {
+                        image.status = "CREATE_FAILED".to_owned();
+                        image.status_message = error.to_string();
+                    }
+                }
+                true
+            })
+            .await?;
+        Ok(())
+    }
+
     async fn run_stop(&self, id: NotebookId) -> Result<(), ControlError> {
         self.unroute(&id);
         match self.runtime.stop(id).await {
@@ -546,7 +697,10 @@ async fn record_exit(
     ssh.close(&id);
     let outcome = service
         .mutate(&id, |nb| {
-            if nb.status == NotebookStatus::Running {
+            if matches!(
+                nb.status,
+                NotebookStatus::Running | NotebookStatus::Snapshotting
+            ) {
                 transition(nb, Event::Fault)?;
                 nb.fail_reason = Some(reason.clone());
                 nb.stop_reason = Some(StopReason::Fault);

@@ -89,7 +89,7 @@ pub struct NotebookService {
     write_lock: tokio::sync::Mutex<()>,
     flavors: Vec<Flavor>,
     builtin_images: Vec<Arc<Image>>,
-    /// DEDICATED images (ACTIVE or DELETED), by id.
+    /// DEDICATED images (registered or saved, in any status), by id.
     images: RwLock<HashMap<ImageId, Arc<Image>>>,
     /// Called with every notebook after a committed change (lease keeper, orchestrator).
     observers: RwLock<Vec<Observer>>,
@@ -344,8 +344,86 @@ impl NotebookService {
         let current = self.get_any(id).ok_or(ControlError::NotebookNotFound)?;
         let mut next = (*current).clone();
         let outcome = change(&mut next)?;
+        Ok((self.commit_locked(current, next).await?, outcome))
+    }
+
+    /// Starts saving a notebook as `image`, in one step: `change` (the notebook's move to
+    /// SNAPSHOTTING) is admitted on the current copy, no other image of the project may be
+    /// `conflicts` with it, and only then are the image and the notebook written. A refusal
+    /// leaves both as they were.
+    pub async fn begin_image_save(
+        &self,
+        id: &NotebookId,
+        image: Image,
+        conflicts: impl Fn(&Image) -> bool,
+        change: impl FnOnce(&mut Notebook) -> Result<(), ControlError>,
+    ) -> Result<(Arc<Notebook>, Arc<Image>), ControlError> {
+        let _guard = self.write_lock.lock().await;
+        let current = self.get_any(id).ok_or(ControlError::NotebookNotFound)?;
+        let mut next = (*current).clone();
+        change(&mut next)?;
+        let project = current.project_id.clone();
+        if let Some(taken) = self
+            .images(&project)
+            .iter()
+            .find(|other| other.id != image.id && conflicts(other))
+        {
+            return Err(ControlError::ImageConflict(taken.swr_path.clone()));
+        }
+        self.store.insert_image(&image).await?;
+        let image = Arc::new(image);
+        self.images
+            .write()
+            .expect("poisoned")
+            .insert(image.id, image.clone());
+        let notebook = self.commit_locked(current, next).await?;
+        Ok((notebook, image))
+    }
+
+    /// Changes an image if `change` says so (returns true), under the write lock: a change
+    /// decided on the current copy (a save ending only if its image is still being saved).
+    pub async fn change_image(
+        &self,
+        id: &ImageId,
+        change: impl FnOnce(&mut Image) -> bool,
+    ) -> Result<Option<Arc<Image>>, ControlError> {
+        let _guard = self.write_lock.lock().await;
+        let Some(current) = self.images.read().expect("poisoned").get(id).cloned() else {
+            return Ok(None);
+        };
+        let mut next = (*current).clone();
+        if !change(&mut next) {
+            return Ok(None);
+        }
+        next.update_at = self.clock.now_ms().max(current.update_at);
+        self.store.update_image(&next).await?;
+        let next = Arc::new(next);
+        self.images
+            .write()
+            .expect("poisoned")
+            .insert(next.id, next.clone());
+        Ok(Some(next))
+    }
+
+    /// Every project's own images (boot-time reconciliation).
+    pub fn all_images(&self) -> Vec<Arc<Image>> {
+        self.images
+            .read()
+            .expect("poisoned")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Commits `next`, a changed copy of `current`, with the events the change makes. The
+    /// caller holds the write lock.
+    async fn commit_locked(
+        &self,
+        current: Arc<Notebook>,
+        mut next: Notebook,
+    ) -> Result<Arc<Notebook>, ControlError> {
         if next == *current {
-            return Ok((current, outcome));
+            return Ok(current);
         }
         next.update_at = self.clock.now_ms().max(current.update_at);
         let (events, last) = events::number(
@@ -361,7 +439,7 @@ impl NotebookService {
         self.index.write().expect("poisoned").insert(next.clone());
         self.notify(&next);
         self.publish(events);
-        Ok((next, outcome))
+        Ok(next)
     }
 
     /// Removes a deleted notebook for good.

@@ -135,7 +135,10 @@ pub struct Image {
     pub resource_categories: Vec<String>,
     pub service_type: String,
     pub size_kb: i64,
+    /// `INIT`, `CREATING` (being saved), `ACTIVE`, `CREATE_FAILED`, `DELETED`.
     pub status: String,
+    /// Why a save failed (`CREATE_FAILED`); empty otherwise.
+    pub status_message: String,
     pub visibility: String,
     pub workspace_id: String,
     pub create_at: EpochMillis,
@@ -164,6 +167,7 @@ impl Image {
             service_type: "DEV".to_owned(),
             size_kb: 0,
             status: "ACTIVE".to_owned(),
+            status_message: String::new(),
             visibility: "PUBLIC".to_owned(),
             workspace_id: "0".to_owned(),
             create_at: 1_767_225_600_000,

@@ -48,7 +48,7 @@ impl NotebookEvent {
         self.step.is_none()
             && (matches!(
                 self.reason.as_str(),
-                "Created" | "StartRequested" | "DeleteRequested"
+                "Created" | "StartRequested" | "DeleteRequested" | "SavingImage"
             ) || self.status == NotebookStatus::Stopping)
     }
 }
@@ -186,7 +186,13 @@ fn status_event(before: Option<NotebookStatus>, after: &Notebook) -> EventDraft 
             "StartRequested",
             format!("start requested ({})", lease_text(after)),
         ),
+        S::Running if before == Some(S::Snapshotting) => normal(
+            "ImageSaveEnded",
+            "the image save ended (the image's status tells how); the notebook is running"
+                .to_owned(),
+        ),
         S::Running => normal("Running", "the notebook is running".to_owned()),
+        S::Snapshotting => normal("SavingImage", "saving the notebook as an image".to_owned()),
         S::Stopping => match after.stop_reason {
             Some(StopReason::LeaseExpired) => normal(
                 "StopNotebookLeaseExpired",
@@ -362,6 +368,32 @@ mod tests {
         stopping.set_step(4, StepStatus::Failed);
         let drafts = derive(Some(&running), &stopping);
         assert_eq!(reasons(&drafts), ["StopNotebookResourceIdle"]);
+    }
+
+    #[test]
+    fn an_image_save_begins_and_ends_an_operation() {
+        let mut running = notebook();
+        running.status = NotebookStatus::Running;
+        let mut saving = running.clone();
+        saving.status = NotebookStatus::Snapshotting;
+        let (begun, _) = number(
+            saving.id,
+            0,
+            1,
+            saving.status,
+            derive(Some(&running), &saving),
+        );
+        assert_eq!(begun[0].reason, "SavingImage");
+        assert!(begun[0].begins_operation() && !begun[0].is_terminal());
+        let (ended, _) = number(
+            running.id,
+            1,
+            2,
+            running.status,
+            derive(Some(&saving), &running),
+        );
+        assert_eq!(ended[0].reason, "ImageSaveEnded");
+        assert!(ended[0].is_terminal());
     }
 
     #[test]

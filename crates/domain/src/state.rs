@@ -82,7 +82,9 @@ impl NotebookStatus {
             // a user should not have to delete a notebook to recover from an OOM kill.
             Operation::Start => matches!(self, S::Stopped | S::StartFailed | S::Error),
             Operation::Stop => matches!(self, S::Running | S::Starting | S::Error),
-            Operation::Delete => !matches!(self, S::Deleting | S::Deleted),
+            // A notebook whose image is being saved finishes the save first (its sandbox is
+            // the image's source).
+            Operation::Delete => !matches!(self, S::Deleting | S::Deleted | S::Snapshotting),
             Operation::UpdateNameOrDescription => matches!(self, S::Running | S::Stopped),
             Operation::UpdateEndpoints => matches!(self, S::Running | S::Stopped),
             Operation::UpdateSpec => {
@@ -94,6 +96,13 @@ impl NotebookStatus {
             }
             Operation::UpdateStorage => matches!(self, S::Running | S::Stopped),
             Operation::RenewLease => {
+                if self == S::Running {
+                    true
+                } else {
+                    return Err(Admission::NotRunning);
+                }
+            }
+            Operation::CreateImage => {
                 if self == S::Running {
                     true
                 } else {
@@ -123,8 +132,11 @@ impl NotebookStatus {
             (S::Running | S::Starting | S::Error, Event::StopRequested) => S::Stopping,
             // A lease expiring or an idle notebook being culled is a stop like any other.
             (S::Stopping, Event::Stopped) => S::Stopped,
+            // Saving the notebook as an image, whatever the save's outcome.
+            (S::Running, Event::SnapshotRequested) => S::Snapshotting,
+            (S::Snapshotting, Event::SnapshotEnded) => S::Running,
             // A sandbox that dies, or a stop the runtime cannot carry out.
-            (S::Running | S::Starting | S::Stopping, Event::Fault) => S::Error,
+            (S::Running | S::Starting | S::Stopping | S::Snapshotting, Event::Fault) => S::Error,
             (from, Event::DeleteRequested) if !matches!(from, S::Deleting | S::Deleted) => {
                 S::Deleting
             }
@@ -167,6 +179,8 @@ pub enum Event {
     StartFailed,
     StopRequested,
     Stopped,
+    SnapshotRequested,
+    SnapshotEnded,
     Fault,
     DeleteRequested,
     Deleted,
@@ -174,7 +188,7 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 12] = [
+    pub const ALL: [Event; 14] = [
         Event::CreateBegun,
         Event::ComputeReady,
         Event::CreateFailed,
@@ -183,6 +197,8 @@ impl Event {
         Event::StartFailed,
         Event::StopRequested,
         Event::Stopped,
+        Event::SnapshotRequested,
+        Event::SnapshotEnded,
         Event::Fault,
         Event::DeleteRequested,
         Event::Deleted,
@@ -209,6 +225,8 @@ pub enum Operation {
     UpdateSpec,
     UpdateStorage,
     RenewLease,
+    /// Save the notebook as an image (create-image).
+    CreateImage,
     ShowLease,
     Show,
 }
@@ -254,6 +272,36 @@ mod tests {
             NotebookStatus::Stopped.admit(Operation::Stop),
             Err(Admission::Conflict)
         );
+    }
+
+    #[test]
+    fn saving_an_image_needs_a_running_notebook_and_blocks_the_others() {
+        for status in NotebookStatus::ALL {
+            let expected = if status == NotebookStatus::Running {
+                Ok(())
+            } else if status == NotebookStatus::Frozen {
+                Err(Admission::Frozen)
+            } else {
+                Err(Admission::NotRunning)
+            };
+            assert_eq!(status.admit(Operation::CreateImage), expected, "{status}");
+        }
+        for operation in [Operation::Start, Operation::Stop, Operation::Delete] {
+            assert_eq!(
+                NotebookStatus::Snapshotting.admit(operation),
+                Err(Admission::Conflict),
+                "{operation:?}"
+            );
+        }
+        let saving = NotebookStatus::Running
+            .transition(Event::SnapshotRequested)
+            .unwrap();
+        assert_eq!(saving, NotebookStatus::Snapshotting);
+        assert_eq!(
+            saving.transition(Event::SnapshotEnded),
+            Ok(NotebookStatus::Running)
+        );
+        assert_eq!(saving.transition(Event::Fault), Ok(NotebookStatus::Error));
     }
 
     #[test]
@@ -311,6 +359,9 @@ mod tests {
             }
             if status.admit(Operation::Delete).is_ok() {
                 prop_assert_eq!(status.transition(Event::DeleteRequested), Ok(NotebookStatus::Deleting));
+            }
+            if status.admit(Operation::CreateImage).is_ok() {
+                prop_assert_eq!(status.transition(Event::SnapshotRequested), Ok(NotebookStatus::Snapshotting));
             }
         }
 

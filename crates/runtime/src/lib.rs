@@ -233,6 +233,9 @@ pub trait Runtime: Send + Sync + 'static {
     async fn shutdown(&self) {}
 }
 
+/// The size of every image the placeholder saves (a little over 3 MiB).
+pub const PLACEHOLDER_IMAGE_BYTES: u64 = 3_276_900;
+
 /// Starts nothing: each step completes after `step_delay`. Tests can make a step fail, or
 /// end a "sandbox" as if it had crashed ([`PlaceholderRuntime::crash`]).
 ///
@@ -246,6 +249,10 @@ pub struct PlaceholderRuntime {
     failures: Mutex<HashMap<NotebookId, (Step, String)>>,
     /// Sandboxes that end as soon as they are ready (once), with the reason.
     doomed: Mutex<HashMap<NotebookId, ExitReason>>,
+    /// Notebooks whose image saves fail, with the reason.
+    commit_failures: Mutex<HashMap<NotebookId, String>>,
+    /// How long an image save takes.
+    commit_delay: Mutex<Duration>,
     /// What [`Runtime::endpoint`] names for running sandboxes (none by default: nothing
     /// listens, so the gateway gets no route).
     endpoint: Option<Upstream>,
@@ -260,6 +267,8 @@ impl Default for PlaceholderRuntime {
             running: Mutex::default(),
             failures: Mutex::default(),
             doomed: Mutex::default(),
+            commit_failures: Mutex::default(),
+            commit_delay: Mutex::new(Duration::ZERO),
             endpoint: None,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
         }
@@ -315,6 +324,19 @@ impl PlaceholderRuntime {
             .lock()
             .expect("poisoned")
             .insert(notebook_id, (step, reason.to_owned()));
+    }
+
+    /// Makes the next image saves of `notebook_id` fail with `reason` (a [`RuntimeError::Fatal`]).
+    pub fn fail_commit(&self, notebook_id: NotebookId, reason: &str) {
+        self.commit_failures
+            .lock()
+            .expect("poisoned")
+            .insert(notebook_id, reason.to_owned());
+    }
+
+    /// How long each image save takes from now on (zero by default).
+    pub fn set_commit_delay(&self, delay: Duration) {
+        *self.commit_delay.lock().expect("poisoned") = delay;
     }
 
     pub fn running_count(&self) -> usize {
@@ -481,7 +503,9 @@ impl Runtime for PlaceholderRuntime {
     }
 }
 
-/// The placeholder runs no image: every reference resolves, nothing is fetched.
+/// The placeholder runs no image: every reference resolves, nothing is fetched. A save of a
+/// running notebook "commits" after the configured delay: the image is named by a digest of
+/// its reference and has a fixed size; nothing is stored.
 #[async_trait]
 impl ImageStore for PlaceholderRuntime {
     async fn resolve(
@@ -506,12 +530,36 @@ impl ImageStore for PlaceholderRuntime {
 
     async fn commit(
         &self,
-        _notebook_id: NotebookId,
-        _target: &ImageRef,
+        notebook_id: NotebookId,
+        target: &ImageRef,
     ) -> Result<ResolvedImage, RuntimeError> {
-        Err(RuntimeError::Unsupported(
-            "the placeholder runtime cannot save images".to_owned(),
-        ))
+        let delay = *self.commit_delay.lock().expect("poisoned");
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        if !self.is_running(notebook_id) {
+            return Err(RuntimeError::Fatal(format!(
+                "notebook {notebook_id} has no sandbox to save"
+            )));
+        }
+        let failure = self
+            .commit_failures
+            .lock()
+            .expect("poisoned")
+            .get(&notebook_id)
+            .cloned();
+        if let Some(reason) = failure {
+            return Err(RuntimeError::Fatal(reason));
+        }
+        use sha2::Digest as _;
+        let digest = hex::encode(sha2::Sha256::digest(target.to_string().as_bytes()));
+        Ok(ResolvedImage {
+            reference: target.clone(),
+            digest: Some(format!("sha256:{digest}")),
+            location: None,
+            size: Some(PLACEHOLDER_IMAGE_BYTES),
+            architecture: Some("amd64".to_owned()),
+        })
     }
 }
 
@@ -555,6 +603,27 @@ mod tests {
         let error = runtime.ensure(&spec(id), &NoProgress).await.unwrap_err();
         assert_eq!(error.step, Step::PrepareCompute);
         assert_eq!(error.error.to_string(), "no capacity");
+    }
+
+    #[tokio::test]
+    async fn a_running_notebook_saves_and_an_injected_failure_fails_the_save() {
+        let runtime = PlaceholderRuntime::new(Duration::ZERO);
+        let id = NotebookId::new_random();
+        let target = ImageRef::parse("atelier.local/team/saved:v1");
+        let error = runtime.commit(id, &target).await.unwrap_err();
+        assert!(matches!(error, RuntimeError::Fatal(_)), "{error:?}");
+        runtime.ensure(&spec(id), &NoProgress).await.unwrap();
+        let saved = runtime.commit(id, &target).await.unwrap();
+        assert_eq!(saved.reference, target);
+        let digest = saved.digest.unwrap();
+        assert!(
+            digest.starts_with("sha256:") && digest.len() == 71,
+            "{digest}"
+        );
+        assert_eq!(saved.size, Some(PLACEHOLDER_IMAGE_BYTES));
+        runtime.fail_commit(id, "disk full");
+        let error = runtime.commit(id, &target).await.unwrap_err();
+        assert_eq!(error.to_string(), "disk full");
     }
 
     fn subject(dir: &std::path::Path) -> conformance::Subject<'static, PlaceholderRuntime> {

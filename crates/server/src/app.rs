@@ -145,8 +145,12 @@ impl App {
             let lease_keeper = lease_keeper.clone();
             service.observe(Box::new(move |notebook| lease_keeper.observe(notebook)));
         }
-        let operations =
-            NotebookOperations::new(service.clone(), orchestrator.clone(), ssh.clone());
+        let operations = NotebookOperations::new(
+            service.clone(),
+            orchestrator.clone(),
+            ssh.clone(),
+            config.registry.push.clone(),
+        );
         let state = AppState {
             operations,
             service,

@@ -69,10 +69,46 @@ pub struct RegistrySettings {
     /// MiB; larger ones are refused with ModelArts.6771. 0: no limit. Default 51200 (50 GiB).
     #[serde(default = "default_max_image_mb")]
     pub max_image_mb: u64,
+    /// The registry (`host[:port]`) that notebooks saved as images (create-image) are pushed
+    /// to: a saved image's `swr_path` is `{push}/{namespace}/{name}:{tag}`. The default,
+    /// `atelier.local`, is this server's own image store (nothing leaves the host).
+    #[serde(default = "default_push_registry")]
+    pub push: String,
 }
 
 fn default_max_image_mb() -> u64 {
     50 * 1024
+}
+
+fn default_push_registry() -> String {
+    "atelier.local".to_owned()
+}
+
+impl RegistrySettings {
+    /// `push` is a registry host with an optional port: no scheme, path, user or spaces.
+    fn check_push(&self) -> Result<(), ConfigError> {
+        let push = self.push.as_str();
+        let (host, port) = match push.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (push, None),
+        };
+        let host_ok = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|label| {
+                !label.is_empty()
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        let port_ok = port.is_none_or(|port| port.parse::<u16>().is_ok_and(|port| port > 0));
+        if host_ok && port_ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "registry.push {push:?} must be a registry host[:port], e.g. atelier.local or registry.lan:5000"
+            )))
+        }
+    }
 }
 
 impl Default for RegistrySettings {
@@ -81,6 +117,7 @@ impl Default for RegistrySettings {
             insecure: Vec::new(),
             credentials: Default::default(),
             max_image_mb: default_max_image_mb(),
+            push: default_push_registry(),
         }
     }
 }
@@ -92,6 +129,7 @@ impl std::fmt::Debug for RegistrySettings {
             .field("insecure", &self.insecure)
             .field("credentials", &self.credentials.keys().collect::<Vec<_>>())
             .field("max_image_mb", &self.max_image_mb)
+            .field("push", &self.push)
             .finish()
     }
 }
@@ -516,6 +554,7 @@ impl Config {
         self.gateway_addressing(self.gateway_listen.port())?;
         self.flavor_catalogue()?;
         self.ssh.port_range()?;
+        self.registry.check_push()?;
         Ok(())
     }
 
@@ -624,10 +663,36 @@ max_image_mb = 10
             );
         }
         assert!(config.to_redacted_toml().contains("robot"));
+        assert_eq!(config.registry.push, "atelier.local", "the default");
+        assert!(
+            config
+                .to_redacted_toml()
+                .contains("push = \"atelier.local\""),
+            "config check shows it"
+        );
         assert!(
             load("[registry.credentials]\n\"r\" = { user = \"x\" }\n").is_err(),
             "unknown fields are refused"
         );
+    }
+
+    #[test]
+    fn the_push_registry_is_a_host_and_port() {
+        let config = load("[registry]\npush = \"registry.lan:5000\"\n").unwrap();
+        assert_eq!(config.registry.push, "registry.lan:5000");
+        for bad in [
+            "https://registry.lan",
+            "registry.lan/team",
+            "",
+            "registry.lan:0",
+            "registry.lan:http",
+            "reg istry",
+        ] {
+            assert!(
+                load(&format!("[registry]\npush = {bad:?}\n")).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     /// The file's configuration, whatever `ATELIER_*` the test runs under (the test script

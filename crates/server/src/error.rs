@@ -238,6 +238,7 @@ impl From<ControlError> for ApiError {
             C::StorageShrink(field) => ApiError::StorageShrink(field.to_owned()),
             C::EvsCapacity { min, max } => ApiError::EvsCapacity { min, max },
             C::TooManyTags { .. } => ApiError::BadValue("tags".to_owned()),
+            C::ImageConflict(swr_path) => ApiError::ImageConflict(swr_path),
             exhausted @ C::SshPortsExhausted { .. } => ApiError::Exhausted(exhausted.to_string()),
             C::Runtime(RuntimeError::Capacity(what)) => ApiError::Exhausted(what),
             C::Runtime(RuntimeError::Image(what)) => ApiError::UnknownImage(what),

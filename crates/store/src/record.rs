@@ -236,6 +236,9 @@ pub(crate) struct ImageRecord {
     service_type: String,
     size_kb: i64,
     status: String,
+    /// Added with save-as-image; absent from older records.
+    #[serde(default)]
+    status_message: String,
     visibility: String,
     workspace_id: String,
     create_at: i64,
@@ -260,6 +263,7 @@ impl ImageRecord {
             service_type: image.service_type.clone(),
             size_kb: image.size_kb,
             status: image.status.clone(),
+            status_message: image.status_message.clone(),
             visibility: image.visibility.clone(),
             workspace_id: image.workspace_id.clone(),
             create_at: image.create_at,
@@ -284,6 +288,7 @@ impl ImageRecord {
             service_type: self.service_type,
             size_kb: self.size_kb,
             status: self.status,
+            status_message: self.status_message,
             visibility: self.visibility,
             workspace_id: self.workspace_id,
             create_at: self.create_at,

@@ -21,6 +21,9 @@ pub struct ImageResponse {
     /// KB
     pub size: i64,
     pub status: String,
+    /// Why saving the image failed (`status: CREATE_FAILED`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_message: Option<String>,
     pub visibility: String,
     pub workspace_id: String,
     pub create_at: i64,
@@ -57,6 +60,32 @@ pub struct ImageRegRequest {
     pub visibility: Option<String>,
     #[serde(default)]
     pub workspace_id: Option<String>,
+}
+
+/// `POST /v1/{project_id}/notebooks/{id}/create-image` (spec §1.4.12, §2.6): save a running
+/// notebook as the image `{registry}/{namespace}/{name}:{tag}`. The SDKs require `name` and
+/// `namespace`; `tag` defaults to `latest`. Atelier has no SWR enterprise instances:
+/// `swr_instance_id` must be empty and `swr_instance_domain` empty or the push registry.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ImageCreateReq {
+    /// ≤128 characters of `[a-z0-9._-]`, starting and ending with a letter or digit.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// ≤64 characters of `[A-Za-z0-9._-]`, starting with a lower-case letter.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// ≤64 characters of `[A-Za-z0-9._-]`; `latest` when absent.
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// ≤512 characters.
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub workspace_id: Option<String>,
+    #[serde(default)]
+    pub swr_instance_id: Option<String>,
+    #[serde(default)]
+    pub swr_instance_domain: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -1,20 +1,22 @@
-//! Images: spec §1.3 #22–#26. The built-in catalogue plus each project's DEDICATED images,
-//! and their groups (the images of one `namespace/name`).
+//! Images: spec §1.3 #20, #22–#26. The built-in catalogue plus each project's DEDICATED
+//! images (registered, or saved from a notebook by create-image), and their groups (the
+//! images of one `namespace/name`).
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 
+use atelier_control::operations::NewImage;
 use atelier_domain::{Image, ImageId, ImageType};
 use atelier_runtime::{ImageRef, RuntimeError, oci_architecture};
 use atelier_wire::{
-    ErrorBody, ImageDeleteRequest, ImageGroup, ImageGroupList, ImageList, ImageRegRequest,
-    ImageResponse, Page,
+    ErrorBody, ImageCreateReq, ImageDeleteRequest, ImageGroup, ImageGroupList, ImageList,
+    ImageRegRequest, ImageResponse, Page,
 };
 
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiQuery, parse_json};
 use crate::identity::Caller;
 use crate::render;
-use crate::routes::notebook::parse_paging;
+use crate::routes::notebook::{parse_notebook_id, parse_paging};
 use crate::state::AppState;
 
 /// List the images a project can use.
@@ -347,6 +349,7 @@ pub async fn register_image(
         service_type,
         size_kb,
         status: "ACTIVE".to_owned(),
+        status_message: String::new(),
         visibility,
         workspace_id,
         create_at: now,
@@ -354,6 +357,91 @@ pub async fn register_image(
     };
     let image = state.service.insert_image(image).await?;
     Ok(Json(render::image(&image)))
+}
+
+/// Save a running notebook as an image (spec §1.4.12): answered at once with the new image
+/// (`INIT`, `DEDICATED`, `IMAGE_SAVE`, `PRIVATE`, `swr_path` in the configured push
+/// registry); the notebook shows SNAPSHOTTING until the save ends, and the image becomes
+/// `ACTIVE` or `CREATE_FAILED` (with `status_message`).
+#[utoipa::path(post, path = "/v1/{project_id}/notebooks/{id}/create-image", tag = "image",
+    params(("project_id" = String, Path), ("id" = String, Path)),
+    request_body = ImageCreateReq,
+    responses((status = 200, body = ImageResponse),
+        (status = 400, body = ErrorBody, description = "a bad field (ModelArts.6335/6336), a notebook that is not RUNNING (ModelArts.6327), a name and tag already taken (ModelArts.6737)"),
+        (status = 404, body = ErrorBody)))]
+pub async fn create_image(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Path((_project, id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<ImageCreateReq>,
+) -> Result<Json<ImageResponse>, ApiError> {
+    let id = parse_notebook_id(&id)?;
+    let new = parse_image_create(body, state.operations.push_registry())?;
+    let image = state
+        .operations
+        .create_image(&caller.project_id, &id, new)
+        .await?;
+    Ok(Json(render::image(&image)))
+}
+
+/// The tag of a saved image when the request names none.
+pub const DEFAULT_IMAGE_TAG: &str = "latest";
+
+/// Checks an `ImageCreateReq` against the spec's rules (§2.6), field by field.
+fn parse_image_create(body: ImageCreateReq, push_registry: &str) -> Result<NewImage, ApiError> {
+    let given = |value: Option<String>| value.filter(|v| !v.is_empty());
+    let bad = |field: &str| ApiError::BadValue(field.to_owned());
+    let name = given(body.name).ok_or_else(|| ApiError::MissingField("name".to_owned()))?;
+    let name_ok = name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !name_ok {
+        return Err(bad("name"));
+    }
+    let namespace =
+        given(body.namespace).ok_or_else(|| ApiError::MissingField("namespace".to_owned()))?;
+    let namespace_ok = namespace.len() <= 64
+        && namespace
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && namespace.starts_with(|c: char| c.is_ascii_lowercase());
+    if !namespace_ok {
+        return Err(bad("namespace"));
+    }
+    let tag = given(body.tag).unwrap_or_else(|| DEFAULT_IMAGE_TAG.to_owned());
+    let tag_ok = tag.len() <= 64
+        && tag
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !tag_ok {
+        return Err(bad("tag"));
+    }
+    let description = body.description.unwrap_or_default();
+    if description.chars().count() > 512 {
+        return Err(bad("description"));
+    }
+    let workspace_id = match given(body.workspace_id) {
+        None => "0".to_owned(),
+        Some(w) if w == "0" => w,
+        Some(w) => return Err(ApiError::WorkspaceNotFound(w)),
+    };
+    // Atelier has no SWR enterprise instances: images go to the push registry only.
+    if given(body.swr_instance_id).is_some() {
+        return Err(bad("swr_instance_id"));
+    }
+    if given(body.swr_instance_domain).is_some_and(|domain| domain != push_registry) {
+        return Err(bad("swr_instance_domain"));
+    }
+    Ok(NewImage {
+        name,
+        namespace,
+        tag,
+        description,
+        workspace_id,
+    })
 }
 
 /// What a registry's refusal means for the client: the image's fault (400) or the
@@ -415,6 +503,10 @@ pub async fn delete_image(
     let image = find_image(&state, &caller, &id)?;
     if image.kind == ImageType::BuildIn {
         return Err(ApiError::NotAuthorized("delete a built-in image"));
+    }
+    // An image being saved is deleted once the save has ended (ACTIVE or CREATE_FAILED).
+    if matches!(image.status.as_str(), "INIT" | "CREATING") {
+        return Err(ApiError::StateConflict(format!("image {}", image.status)));
     }
     // Forced: a private image's manifest goes from its registry first; the record is kept if
     // the registry cannot do it, so the delete can be tried again.

@@ -48,6 +48,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         ))
         .routes(routes!(notebook::start_notebook))
         .routes(routes!(notebook::stop_notebook))
+        .routes(routes!(image::create_image))
         .routes(routes!(events::list_notebook_events))
         .routes(routes!(events::show_notebook_progress))
         .routes(routes!(lease::show_lease, lease::renew_lease))

@@ -432,7 +432,11 @@ fn list(
                     .any(|i| i.id == nb.image_id && contains_ignore_case(&i.swr_path, s))
             })
             && billing.as_deref().is_none_or(|b| match b {
-                "COMPUTE" => nb.status == NotebookStatus::Running,
+                // A notebook being saved as an image still holds its compute.
+                "COMPUTE" => matches!(
+                    nb.status,
+                    NotebookStatus::Running | NotebookStatus::Snapshotting
+                ),
                 _ => true,
             })
             && tags.iter().all(|(k, v)| {

@@ -2,7 +2,7 @@
 //!
 //! | file            | URLs                                                        |
 //! |-----------------|-------------------------------------------------------------|
-//! | `notebook/`     | `/v1/{project}/notebooks[/all]`, `/notebooks/{id}[/start|/stop]` |
+//! | `notebook/`     | `/v1/{project}/notebooks[/all]`, `/notebooks/{id}[/start|/stop|/create-image]` |
 //! | `console`       | `/console`, `/console/session`                              |
 //! | `events`        | `/notebooks/{id}/events`, `/notebooks/{id}/progress` (SSE)  |
 //! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |

@@ -31,7 +31,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
     let document = openapi(&app).await;
     let paths = document["paths"].as_object().expect("paths");
 
-    // Spec §1.2 #1–#15 and §1.3 #22–#26.
+    // Spec §1.2 #1–#15, §1.3 #20 and #22–#26.
     let expected = [
         ("post", "/v1/{project_id}/notebooks"),
         ("get", "/v1/{project_id}/notebooks"),
@@ -41,6 +41,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
         ("delete", "/v1/{project_id}/notebooks/{id}"),
         ("post", "/v1/{project_id}/notebooks/{id}/start"),
         ("post", "/v1/{project_id}/notebooks/{id}/stop"),
+        ("post", "/v1/{project_id}/notebooks/{id}/create-image"),
         ("get", "/v1/{project_id}/notebooks/{id}/lease"),
         ("patch", "/v1/{project_id}/notebooks/{id}/lease"),
         ("get", "/v1/{project_id}/notebooks/flavors"),

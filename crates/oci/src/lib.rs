@@ -572,6 +572,23 @@ impl ImageStore {
         let reference = parse_reference(swr_path)?;
         let shown = reference.whole();
         let registry = reference.resolve_registry().to_owned();
+        if registry == LOCAL_REGISTRY {
+            // Only this store has it: its record goes, its layers once the cache evicts them.
+            for (image, _) in self.records()? {
+                if image.reference == shown
+                    && let Some(hex) = checked_hex(&image.digest)
+                {
+                    let record = self.root.join("images").join(format!("sha256-{hex}.json"));
+                    match std::fs::remove_file(record) {
+                        Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(error.into());
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            return Ok(());
+        }
         let client = self.client_for(&registry);
         let digest = match client
             .fetch_manifest_digest(&reference, &self.auth_for(&registry))

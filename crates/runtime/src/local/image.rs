@@ -242,6 +242,19 @@ impl LocalRuntime {
     }
 }
 
+/// Thaws a sandbox frozen for a save when dropped.
+struct Thaw(Option<crate::cgroup::Cgroup>);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        if let Some(cgroup) = &self.0
+            && let Err(error) = cgroup.freeze(false)
+        {
+            tracing::error!(%error, "cannot thaw a sandbox after saving it");
+        }
+    }
+}
+
 /// What a registry's answer means for a notebook: the image's own faults are
 /// [`RuntimeError::Image`], a registry that cannot be reached or failed is transient.
 fn registry_error(error: atelier_oci::OciError) -> RuntimeError {
@@ -310,11 +323,11 @@ impl ImageStore for LocalRuntime {
     }
 
     async fn remove(&self, image: &ImageRef) -> Result<(), RuntimeError> {
-        match image {
-            ImageRef::Container(reference) => {
-                self.oci.delete(reference).await.map_err(registry_error)
-            }
-            ImageRef::Builtin(_) | ImageRef::LocalPrefix(_) => Ok(()),
+        // Container images in their registry, images saved here in this host's store; the
+        // built-in environment and Python prefixes have nothing to delete.
+        match self.oci_reference(image) {
+            Some(reference) => self.oci.delete(&reference).await.map_err(registry_error),
+            None => Ok(()),
         }
     }
 
@@ -353,6 +366,8 @@ impl ImageStore for LocalRuntime {
             }),
             None => false,
         };
+        // Thawed however the save ends, a dropped future (a shutdown) included.
+        let thaw = Thaw(cgroup.clone().filter(|_| frozen));
         let saved = match target {
             ImageRef::Builtin(name) => {
                 self.oci
@@ -375,12 +390,7 @@ impl ImageStore for LocalRuntime {
                 "a Python prefix cannot be the target of a save".to_owned(),
             )),
         };
-        if frozen
-            && let Some(cgroup) = &cgroup
-            && let Err(error) = cgroup.freeze(false)
-        {
-            tracing::error!(notebook_id = %notebook_id, %error, "cannot thaw the sandbox after saving it");
-        }
+        drop(thaw);
         let saved = saved.map_err(registry_error)?;
         Ok(ResolvedImage {
             reference: target.clone(),

@@ -1400,6 +1400,12 @@ impl Runtime for LocalRuntime {
             }
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
+        // A server that died while saving the notebook as an image may have left it frozen.
+        if let Some(cgroup) = &cgroup
+            && let Err(error) = cgroup.freeze(false)
+        {
+            tracing::warn!(notebook_id = %id, %error, "cannot thaw an adopted sandbox");
+        }
         let sandbox = self.supervise(process, record.pid, spec.memory_mib, cgroup, Some(id));
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
         true

@@ -4,17 +4,16 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v cargo >/dev/null || { echo "serve.sh needs a Rust toolchain (cargo)" >&2; exit 2; }
-# Notebooks run in bubblewrap sandboxes with a Python environment made by python3 -m venv.
+# Notebooks run container images in bubblewrap sandboxes; the built-in JupyterLab image is
+# made here from Debian packages (mmdebstrap) and PyPI.
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
+command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 # Each sandbox has a network namespace of its own (slirp4netns NAT, nftables egress rules)
 # and an EVS volume is an ext4 image.
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v nft >/dev/null || need+=(nftables)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
-/usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3 python3-venv)
-# SSH endpoints run OpenSSH's sshd inside the sandboxes.
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
@@ -24,4 +23,6 @@ if [ "${#need[@]}" -gt 0 ]; then
     fi
 fi
 cargo build --release -p atelier
+# Once per host (about two minutes), so that the first notebook does not wait for it.
+./target/release/atelier image pull
 exec ./target/release/atelier serve "$@"

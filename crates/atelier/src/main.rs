@@ -169,7 +169,8 @@ enum TokenCommand {
 enum ImageCommand {
     /// The images notebooks can use.
     List,
-    /// Provision the built-in JupyterLab image now, so that the first start does not wait.
+    /// Build the built-in JupyterLab image (Debian packages and PyPI, once per host) now, so
+    /// that the first start does not wait.
     Pull,
 }
 
@@ -309,8 +310,12 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let pulled = atelier_runtime::Runtime::images(&*runtime)
                 .pull(&builtin, &|line| tracing::info!("{line}"))
                 .await?;
-            let prefix = pulled.location.unwrap_or_default();
-            println!("JupyterLab image ready at {}", prefix.display());
+            println!(
+                "JupyterLab image ready: {} ({}, {:.1} MiB compressed)",
+                pulled.reference,
+                pulled.digest.unwrap_or_default(),
+                pulled.size.unwrap_or_default() as f64 / 1_048_576.0
+            );
             Ok(())
         }
         Command::Project { command } => project(command, &config).await,

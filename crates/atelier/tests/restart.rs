@@ -493,12 +493,23 @@ impl Lab {
         let name = created["name"].as_str().unwrap();
         let mut socket = self.websocket(&format!("terminals/websocket/{name}"));
         let marker = "__done__";
+        // Typed once the shell has shown its prompt, as a person would: a shell still
+        // starting may throw typed-ahead input away.
+        let mut output = String::new();
+        while output.is_empty() {
+            let Ok(Message::Text(text)) = socket.read() else {
+                break;
+            };
+            let message: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            if message[0] == "stdout" {
+                output.push_str(message[1].as_str().unwrap_or(""));
+            }
+        }
         socket
             .send(Message::text(
                 json!(["stdin", format!("{command}; echo {marker}\r")]).to_string(),
             ))
             .unwrap();
-        let mut output = String::new();
         // The marker shows twice: typed (echoed) and printed.
         while output.matches(marker).count() < 2 {
             let Ok(Message::Text(text)) = socket.read() else {
@@ -782,13 +793,13 @@ fn a_warm_claimed_notebook_keeps_writing_kernels_terminals_and_ssh_through_resta
         );
         assert_eq!(output.trim(), format!("{lines} 42"), "after {signal_name}");
         let marker = format!("terminal-{round}");
-        lab.terminal(&format!("echo {marker} > {marker}.txt"));
+        let typed = lab.terminal(&format!("echo {marker} > {marker}.txt"));
         assert_eq!(
             std::fs::read_to_string(volume.join(format!("{marker}.txt")))
                 .unwrap_or_default()
                 .trim(),
             marker,
-            "after {signal_name}"
+            "after {signal_name}; the terminal said {typed:?}"
         );
         let ssh = Command::new("ssh")
             .args(["-F", "/dev/null", "-i"])

@@ -175,6 +175,10 @@ impl ImageStore {
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
         for entry in std::fs::read_dir(root.join("tmp"))? {
             let path = entry?.path();
+            // Several processes may share a store: what a live one is writing stays.
+            if writer_alive(&path) {
+                continue;
+            }
             let _ = if path.is_dir() {
                 std::fs::remove_dir_all(&path)
             } else {
@@ -1000,6 +1004,13 @@ fn is_loopback(registry: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Whether the process that named a `tmp` entry (`...-{pid}-{n}`, see [`unique`]) lives.
+fn writer_alive(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+    pid.is_some_and(|pid| pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists())
 }
 
 fn unique() -> String {

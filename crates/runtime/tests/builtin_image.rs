@@ -63,12 +63,18 @@ async fn the_built_in_image_is_built_once_from_debian_and_pypi_and_runs_jupyterl
         "opt/jupyterlab",
         "opt/jupyterlab/bin/jupyter-lab",
         "opt/jupyterlab/bin/python",
-        "opt/jupyterlab/etc/jupyter/labconfig/page_config.json",
+        "opt/jupyterlab/etc/jupyter",
         "opt/jupyterlab/etc/ipython",
     ] {
         let meta = std::fs::symlink_metadata(top.join(path)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (1000, 100), "{path}");
     }
+    // Except the page settings, which JupyterLab would rewrite at every start.
+    let page = std::fs::symlink_metadata(
+        top.join("opt/jupyterlab/etc/jupyter/labconfig/page_config.json"),
+    )
+    .unwrap();
+    assert_eq!((page.uid(), page.gid()), (0, 0));
     let python = std::fs::symlink_metadata(base.join("usr/bin/python3")).unwrap();
     assert_eq!(python.uid(), 0, "the system stays root's");
     assert!(

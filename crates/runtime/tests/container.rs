@@ -84,6 +84,7 @@ fn config(data_dir: &Path) -> LocalConfig {
     LocalConfig {
         registry: Default::default(),
         discard_root_at_stop: false,
+        host_ca_certificates: true,
         data_dir: data_dir.to_owned(),
         image_dir: image_dir(),
         python: PathBuf::from("/usr/bin/python3"),
@@ -174,7 +175,10 @@ async fn a_notebook_runs_a_registry_image_keeps_its_changes_and_is_saved_as_a_ne
     )
     .unwrap();
     let data_dir = dir.path().join("data");
-    let runtime = LocalRuntime::new(config(&data_dir)).unwrap();
+    // An image store of its own: the image is really pulled from the registry.
+    let mut settings = config(&data_dir);
+    settings.image_dir = dir.path().join("images");
+    let runtime = LocalRuntime::new(settings).unwrap();
     let data_dir = std::fs::canonicalize(&data_dir).unwrap();
     let first = NotebookId::new_random();
     let details = Details::default();
@@ -315,7 +319,9 @@ async fn images_that_cannot_run_fail_their_step_with_the_reason() {
     )
     .unwrap();
     let data_dir = dir.path().join("data");
-    let runtime = LocalRuntime::new(config(&data_dir)).unwrap();
+    let mut settings = config(&data_dir);
+    settings.image_dir = dir.path().join("images");
+    let runtime = LocalRuntime::new(settings).unwrap();
 
     let id = NotebookId::new_random();
     let error = runtime
@@ -354,7 +360,7 @@ async fn images_that_cannot_run_fail_their_step_with_the_reason() {
     let text = error.error.to_string();
     assert!(text.contains(&layer), "{text}");
     // Nothing of the bad layer was kept.
-    let store = std::fs::canonicalize(data_dir.join("oci")).unwrap();
+    let store = std::fs::canonicalize(dir.path().join("images/oci")).unwrap();
     let hex = layer.strip_prefix("sha256:").unwrap();
     assert!(!store.join("blobs/sha256").join(hex).exists());
     assert!(!store.join(format!("layers/sha256-{hex}")).exists());

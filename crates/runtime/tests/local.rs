@@ -49,6 +49,7 @@ fn config(data_dir: &Path) -> LocalConfig {
     LocalConfig {
         registry: Default::default(),
         discard_root_at_stop: false,
+        host_ca_certificates: true,
         data_dir: data_dir.to_owned(),
         image_dir,
         python: PathBuf::from("/usr/bin/python3"),

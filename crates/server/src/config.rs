@@ -334,6 +334,11 @@ pub struct LocalRuntimeConfig {
     /// ModelArts. By default they are kept until the notebook is deleted, and saved by
     /// create-image.
     pub discard_root_at_stop: bool,
+    /// Whether container images trust the host's certificate authorities: the host's
+    /// `/etc/ssl/certs/ca-certificates.crt` replaces the image's bundle (and `SSL_CERT_FILE`
+    /// and `REQUESTS_CA_BUNDLE` name it), for networks whose way out passes a TLS-inspecting
+    /// proxy. Default on.
+    pub host_ca_certificates: bool,
     /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
     /// directory without a limit). The spec shows EFS as a fixed 50 GB.
     pub efs_quota_gb: u64,
@@ -364,6 +369,7 @@ impl Default for LocalRuntimeConfig {
             pids_max: 1024,
             warm_pool: 1,
             discard_root_at_stop: false,
+            host_ca_certificates: true,
             efs_quota_gb: 50,
             uid_first: 2_000_000_000,
             uid_count: 1_000_000,

@@ -42,6 +42,7 @@ fn local_config(
     LocalConfig {
         registry: registry.oci(),
         discard_root_at_stop: config.discard_root_at_stop,
+        host_ca_certificates: config.host_ca_certificates,
         data_dir: data_dir.to_owned(),
         image_dir: config
             .image_dir

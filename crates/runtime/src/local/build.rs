@@ -60,7 +60,7 @@ impl Recipe {
         let mut hasher = sha2::Sha256::new();
         // Bump the first field when the build steps change what an image holds.
         for part in [
-            "recipe-2",
+            "recipe-3",
             &self.suite,
             self.mirror.as_deref().unwrap_or(""),
             &self.packages.join(","),
@@ -277,6 +277,15 @@ async fn build_in(
             owned = parent;
         }
         std::os::unix::fs::lchown(owned, Some(1000), Some(100))?;
+    }
+    // JupyterLab rewrites its page settings at every start when it may: root's, they stay
+    // as the image has them, so a notebook that changed nothing has no changes outside its
+    // work dir (and a warm sandbox can serve its next start).
+    for path in [
+        "opt/jupyterlab/etc/jupyter/labconfig",
+        "opt/jupyterlab/etc/jupyter/labconfig/page_config.json",
+    ] {
+        std::os::unix::fs::lchown(merged.join(path), Some(0), Some(0))?;
     }
     drop(mounted);
 

@@ -1,14 +1,16 @@
-//! The built-in image: a virtual environment with JupyterLab provisioned from PyPI (under a
-//! file lock shared by every server using the image dir), or a `local:///prefix`. The image
-//! dir must be readable by the notebooks' unprivileged uids.
-use std::path::{Path, PathBuf};
+//! Images here: container images (pulled from their registries, or built and saved in this
+//! host's store as `atelier.local/...`), the built-in JupyterLab image among them (built once
+//! per image dir from Debian packages and PyPI, see [`super::build`]), and `local:///prefix`
+//! Python environments run on the host's `/usr`.
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use atelier_domain::NotebookId;
 
-use super::{LocalRuntime, run, step_error, write_if_changed};
+use super::build::{Recipe, build_builtin};
+use super::{LocalRuntime, step_error};
 use crate::{
     ImageRef, ImageStore, Progress, PullProgress, ResolvedImage, RuntimeError, SandboxSpec, Step,
 };
@@ -38,21 +40,78 @@ pub(super) enum Prepared {
     Image(Arc<atelier_oci::PulledImage>),
 }
 
+/// The image configuration's `Env` (`NAME=value` entries).
+pub(super) fn image_env(image: &atelier_oci::Resolved) -> Vec<String> {
+    image.config["config"]["Env"]
+        .as_array()
+        .map(|env| {
+            env.iter()
+                .filter_map(|e| e.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// How far a pull is: bytes done, bytes in all.
 pub(super) type PullReport<'a> = &'a (dyn Fn(u64, u64) + Send + Sync);
 
 impl LocalRuntime {
-    /// The OCI reference `image` runs from, if it is a container image: a registry's, or one
-    /// built or saved in this host's store (`atelier.local/...`).
+    /// The OCI reference `image` runs from: a registry's, one built or saved in this host's
+    /// store (`atelier.local/...`), or for any other built-in name the built-in image of
+    /// this runtime's recipe. `None` for a Python prefix.
     fn oci_reference(&self, image: &ImageRef) -> Option<String> {
         match image {
             ImageRef::Container(reference) => Some(reference.clone()),
             ImageRef::Builtin(name) => {
                 let reference = format!("{}/{name}", atelier_oci::LOCAL_REGISTRY);
-                matches!(self.oci.local_image(&reference), Ok(Some(_))).then_some(reference)
+                if matches!(self.oci.local_image(&reference), Ok(Some(_))) {
+                    Some(reference)
+                } else {
+                    Some(self.recipe().reference())
+                }
             }
             ImageRef::LocalPrefix(_) => None,
         }
+    }
+
+    fn recipe(&self) -> Recipe {
+        Recipe::new(self.config.jupyter_packages.clone())
+    }
+
+    /// Whether starting `image` needs the built-in image built first.
+    fn builtin_missing(&self, image: &ImageRef) -> bool {
+        let recipe = self.recipe().reference();
+        self.oci_reference(image).as_deref() == Some(recipe.as_str())
+            && !matches!(self.oci.local_image(&recipe), Ok(Some(_)))
+    }
+
+    /// Builds the built-in image unless the store has it. Servers and tests may share an
+    /// image dir: an exclusive file lock makes one of them build while the others wait.
+    async fn ensure_builtin(&self) -> Result<(), RuntimeError> {
+        let recipe = self.recipe();
+        if matches!(self.oci.local_image(&recipe.reference()), Ok(Some(_))) {
+            return Ok(());
+        }
+        let _in_process = self.provisioning.lock().await;
+        let lock_path = self.config.image_dir.join(".oci-build.lock");
+        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(lock_path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| step_error("building the built-in image", e))??;
+        let work = self.config.image_dir.join("oci-build");
+        std::fs::create_dir_all(&work)?;
+        let built = build_builtin(&self.oci, &recipe, &work).await;
+        drop(lock);
+        built
+            .map(|_| ())
+            .map_err(|e| image_error("building the built-in image", e))
     }
 
     /// Makes the notebook's image runnable here: pulls a container image (its bytes reported
@@ -62,13 +121,18 @@ impl LocalRuntime {
         spec: &SandboxSpec,
         report: PullReport<'_>,
     ) -> Result<Prepared, RuntimeError> {
-        if let Some(reference) = self.oci_reference(&spec.image) {
-            let pulled = self
-                .pull_container(Some(spec.notebook_id), &reference, report)
-                .await?;
-            return Ok(Prepared::Image(Arc::new(pulled)));
+        match self.oci_reference(&spec.image) {
+            Some(reference) => {
+                if reference == self.recipe().reference() {
+                    self.ensure_builtin().await?;
+                }
+                let pulled = self
+                    .pull_container(Some(spec.notebook_id), &reference, report)
+                    .await?;
+                Ok(Prepared::Image(Arc::new(pulled)))
+            }
+            None => Ok(Prepared::Prefix(self.local_prefix(&spec.image)?)),
         }
-        Ok(Prepared::Prefix(self.pull_image(&spec.image).await?))
     }
 
     /// [`LocalRuntime::prepare_image`] at step 2 of a start, telling `progress` how many
@@ -78,6 +142,14 @@ impl LocalRuntime {
         spec: &SandboxSpec,
         progress: &dyn Progress,
     ) -> Result<Prepared, RuntimeError> {
+        if self.builtin_missing(&spec.image) {
+            progress
+                .step_detail(
+                    Step::PrepareCompute,
+                    "Building the built-in image from Debian packages and PyPI (once per host).",
+                )
+                .await;
+        }
         let (sender, receiver) = tokio::sync::watch::channel((0u64, 0u64));
         let report = move |done: u64, total: u64| {
             sender.send_replace((done, total));
@@ -142,103 +214,20 @@ impl LocalRuntime {
         Ok(pulled)
     }
 
-    /// Where `image` lives here, without provisioning anything.
-    fn image_location(&self, image: &ImageRef) -> Result<PathBuf, RuntimeError> {
-        match image {
-            ImageRef::LocalPrefix(prefix) => Ok(prefix.clone()),
-            ImageRef::Builtin(_) => Ok(self.config.image_dir.join("jupyterlab")),
-            ImageRef::Container(reference) => Err(RuntimeError::Fatal(format!(
-                "image: {reference} is a container image, not a Python prefix"
-            ))),
-        }
-    }
-
-    /// Makes `image` runnable here (provisions the built-in one); returns its prefix.
-    async fn pull_image(&self, image: &ImageRef) -> Result<PathBuf, RuntimeError> {
-        let prefix = self.image_location(image)?;
-        match image {
-            ImageRef::LocalPrefix(_) => {
-                if !prefix.join("bin/jupyter-lab").exists() || !prefix.join("bin/python").exists() {
-                    return Err(image_error(
-                        "image",
-                        format!("{} has no bin/jupyter-lab", prefix.display()),
-                    ));
-                }
-            }
-            _ => self.ensure_provisioned(&prefix).await?,
-        }
-        Ok(prefix)
-    }
-
-    /// Provisions `prefix` unless a complete copy exists. Servers and tests may share an image
-    /// dir: an exclusive file lock makes one of them provision while the others wait.
-    pub(super) async fn ensure_provisioned(&self, prefix: &Path) -> Result<(), RuntimeError> {
-        let mut settings_current = self.provisioning.lock().await;
-        if prefix.join(".complete").exists() {
-            // Images provisioned by an older Atelier get the current kernel settings. They
-            // only make kernels faster: an image dir that refuses the write still runs.
-            if !*settings_current {
-                let settings = prefix.join("etc/ipython/ipython_kernel_config.py");
-                if let Err(error) = write_if_changed(&settings, KERNEL_CONFIG) {
-                    tracing::warn!(path = %settings.display(), %error,
-                        "cannot update the image's kernel settings; its kernels keep ipykernel's defaults");
-                }
-                *settings_current = true;
-            }
-            return Ok(());
-        }
-        let lock_path = self.config.image_dir.join(".provision.lock");
-        let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(lock_path)?;
-            file.lock()?;
-            Ok(file)
-        })
-        .await
-        .map_err(|e| step_error("image provisioning", e))??;
-        let outcome = if prefix.join(".complete").exists() {
-            // Another server provisioned it; the next start checks its settings.
-            Ok(())
-        } else {
-            let provisioned = self.provision(prefix).await;
-            *settings_current = provisioned.is_ok();
-            provisioned
+    /// The prefix of a `local:///prefix` image, which must hold JupyterLab.
+    fn local_prefix(&self, image: &ImageRef) -> Result<PathBuf, RuntimeError> {
+        let ImageRef::LocalPrefix(prefix) = image else {
+            return Err(RuntimeError::Fatal(format!(
+                "image: {image} is a container image, not a Python prefix"
+            )));
         };
-        drop(lock);
-        outcome
-    }
-
-    /// Makes the built-in image: a virtual environment with JupyterLab from PyPI. A venv is
-    /// tied to its path, so it is built in place; `.complete` marks it usable.
-    async fn provision(&self, prefix: &Path) -> Result<(), RuntimeError> {
-        tracing::info!(prefix = %prefix.display(), "provisioning the JupyterLab image from PyPI");
-        if prefix.exists() {
-            std::fs::remove_dir_all(prefix)?;
+        if !prefix.join("bin/jupyter-lab").exists() || !prefix.join("bin/python").exists() {
+            return Err(image_error(
+                "image",
+                format!("{} has no bin/jupyter-lab", prefix.display()),
+            ));
         }
-        let python = self.config.python.to_string_lossy().into_owned();
-        run(&python, &["-m", "venv", &prefix.to_string_lossy()])
-            .await
-            .map_err(|e| image_error("image provisioning failed (python3 -m venv)", e))?;
-        let mut args = vec!["install", "--quiet", "--disable-pip-version-check"];
-        args.extend(self.config.jupyter_packages.iter().map(String::as_str));
-        run(&prefix.join("bin/pip").to_string_lossy(), &args)
-            .await
-            .map_err(|e| image_error("image provisioning failed (pip install)", e))?;
-        let labconfig = prefix.join("etc/jupyter/labconfig");
-        std::fs::create_dir_all(&labconfig)?;
-        std::fs::write(labconfig.join("page_config.json"), PAGE_CONFIG)?;
-        let settings = prefix.join("share/jupyter/lab/settings");
-        std::fs::create_dir_all(&settings)?;
-        std::fs::write(settings.join("overrides.json"), SETTINGS_OVERRIDES)?;
-        write_if_changed(
-            &prefix.join("etc/ipython/ipython_kernel_config.py"),
-            KERNEL_CONFIG,
-        )?;
-        std::fs::write(prefix.join(".complete"), b"")?;
-        Ok(())
+        Ok(prefix.clone())
     }
 }
 
@@ -291,7 +280,7 @@ impl ImageStore for LocalRuntime {
         }
         Ok(ResolvedImage::without_manifest(
             image,
-            Some(self.image_location(image)?),
+            Some(self.local_prefix(image)?),
         ))
     }
 
@@ -301,6 +290,10 @@ impl ImageStore for LocalRuntime {
         progress: PullProgress<'_>,
     ) -> Result<ResolvedImage, RuntimeError> {
         if let Some(reference) = self.oci_reference(image) {
+            if self.builtin_missing(image) {
+                progress("building the built-in image from Debian packages and PyPI");
+                self.ensure_builtin().await?;
+            }
             let report = |done: u64, total: u64| {
                 progress(&format!(
                     "pulling {reference}: {:.1} of {:.1} MiB",
@@ -317,8 +310,7 @@ impl ImageStore for LocalRuntime {
                 architecture: Some(pulled.resolved.architecture),
             });
         }
-        progress(&format!("provisioning {image}"));
-        let location = self.pull_image(image).await?;
+        let location = self.local_prefix(image)?;
         Ok(ResolvedImage::without_manifest(image, Some(location)))
     }
 
@@ -350,11 +342,10 @@ impl ImageStore for LocalRuntime {
                 "the notebook's image {base} is no longer in this host's image store"
             ))
         })?;
-        let ids = self.uids.of_notebook(notebook_id).ok_or_else(|| {
+        let (upper, ids) = self.live_upper(notebook_id).ok_or_else(|| {
             RuntimeError::Fatal("the notebook has no uid on this host".to_owned())
         })?;
         let owners = Self::owner_map(ids);
-        let upper = self.root_upper(notebook_id);
         let cgroup = self
             .hierarchy
             .map(|h| crate::cgroup::Cgroup::for_notebook(h, notebook_id))

@@ -90,6 +90,10 @@ pub struct LocalConfig {
     /// Whether a notebook running a container image loses its changes outside the work dir
     /// at each stop, as in ModelArts (by default they are kept until it is deleted).
     pub discard_root_at_stop: bool,
+    /// Whether container images trust the host's certificate authorities (its
+    /// `/etc/ssl/certs/ca-certificates.crt` replaces the image's): needed where the way out
+    /// passes a TLS-inspecting proxy whose CA only the host knows.
+    pub host_ca_certificates: bool,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
@@ -108,6 +112,9 @@ case "$first" in
   *) echo "atelier: $jl is not a Python script: the image's JupyterLab cannot be started" >&2; exit 127 ;;
 esac
 "#;
+
+/// The host's certificate authorities (Debian's path), and where images get them.
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// OpenSSH's server (Debian's `openssh-server`), started once per connection in the sandbox.
 const SSHD: &str = "/usr/sbin/sshd";
@@ -231,9 +238,8 @@ pub struct LocalRuntime {
     /// Whether idmapped mounts work on the data dir's filesystem (the warm pool needs them).
     idmap: bool,
     sandboxes: Mutex<HashMap<NotebookId, Sandbox>>,
-    /// Held while provisioning; `true` once this process has brought the built-in image's
-    /// kernel settings up to date (checked at the first start, not at every one).
-    provisioning: tokio::sync::Mutex<bool>,
+    /// Held while the built-in image is built.
+    provisioning: tokio::sync::Mutex<()>,
     /// Itself, for background refills of the warm pool.
     me: std::sync::Weak<LocalRuntime>,
     /// Idle warm sandboxes.
@@ -334,6 +340,10 @@ fn is_mounted(mount_point: &Path) -> bool {
 /// The identity files every sandbox sees (`/etc/passwd`, `/etc/group`).
 const PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\nma-user:x:1000:1000:ma-user:/home/ma-user/work:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
 const GROUP: &str = "root:x:0:\nma-user:x:1000:\nnogroup:x:65534:\n";
+/// The same in container images, whose ma-user is 1000:100 (`users`): whatever the image's
+/// own files say, the user is ma-user with the work dir as home (SSH sessions start there).
+const IMAGE_PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\nma-user:x:1000:100:ma-user:/home/ma-user/work:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const IMAGE_GROUP: &str = "root:x:0:\nusers:x:100:ma-user\nnogroup:x:65534:\n";
 
 /// `/proc` entries a sandbox sees read-only and masked, as the OCI runtime spec's defaults
 /// have them (those missing on this kernel are skipped).
@@ -380,13 +390,18 @@ impl LocalRuntime {
         for (name, contents) in [
             ("passwd", PASSWD.to_owned()),
             ("group", GROUP.to_owned()),
+            ("image-passwd", IMAGE_PASSWD.to_owned()),
+            ("image-group", IMAGE_GROUP.to_owned()),
             ("launch.py", JUPYTER_LAUNCHER.to_owned()),
             ("resolv.conf", network::resolv_conf(&config.egress)),
         ] {
             write_if_changed(&shared.join(name), &contents)?;
             set_mode(&shared.join(name), 0o644)?;
         }
-        rootfs::write_mount_points(&shared.join("mountpoints"))?;
+        rootfs::write_mount_points(
+            &shared.join("mountpoints"),
+            config.host_ca_certificates && Path::new(HOST_CA_BUNDLE).is_file(),
+        )?;
         let hierarchy = cgroup::detect();
         if hierarchy.is_none() {
             tracing::warn!(
@@ -395,8 +410,10 @@ impl LocalRuntime {
         }
         let uids = Uids::open(config.uids.clone(), &config.data_dir)?;
         let seccomp = seccomp::filters().map_err(RuntimeError::Fatal)?;
+        // In the image dir, which servers and tests on one host may share: every image is
+        // pulled or built once per host.
         let oci =
-            atelier_oci::ImageStore::open(&config.data_dir.join("oci"), config.registry.clone())
+            atelier_oci::ImageStore::open(&config.image_dir.join("oci"), config.registry.clone())
                 .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
         let idmap = preflight::idmapped_mounts_work(&config.data_dir);
         if !idmap && config.warm_pool > 0 {
@@ -411,7 +428,7 @@ impl LocalRuntime {
             seccomp,
             idmap,
             sandboxes: Mutex::new(HashMap::new()),
-            provisioning: tokio::sync::Mutex::new(false),
+            provisioning: tokio::sync::Mutex::new(()),
             me: me.clone(),
             pool: Mutex::new(Vec::new()),
             refilling: Mutex::new(std::collections::HashSet::new()),
@@ -533,9 +550,24 @@ impl LocalRuntime {
             shared_files.extend([("passwd", "/etc/passwd"), ("group", "/etc/group")]);
             let prefix = prefix.to_string_lossy().into_owned();
             args.extend(["--ro-bind".into(), prefix.clone(), prefix]);
+        } else {
+            shared_files.extend([
+                ("image-passwd", "/etc/passwd"),
+                ("image-group", "/etc/group"),
+            ]);
         }
         for (name, target) in shared_files {
             args.extend(["--ro-bind".into(), shared(name), target.into()]);
+        }
+        let host_ca = matches!(root, Root::Image { .. })
+            && self.config.host_ca_certificates
+            && Path::new(HOST_CA_BUNDLE).is_file();
+        if host_ca {
+            args.extend([
+                "--ro-bind".into(),
+                HOST_CA_BUNDLE.into(),
+                HOST_CA_BUNDLE.into(),
+            ]);
         }
         args.extend([
             "--ro-bind".into(),
@@ -576,12 +608,17 @@ impl LocalRuntime {
                 plain.then(|| (name.to_owned(), value.to_owned()))
             }));
         }
-        let home = match root {
-            Root::Prefix(_) => "/home/ma-user/work",
-            // Outside the work dir, so `pip install --user` and dotfiles are saved with the
-            // image (as in ModelArts).
-            Root::Image { .. } => "/home/ma-user",
-        };
+        if host_ca {
+            // OpenSSL, Python's ssl and requests (pip) read these wherever the image keeps
+            // its own bundle.
+            for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
+                env.push((name.to_owned(), HOST_CA_BUNDLE.to_owned()));
+            }
+        }
+        // The work dir, also in container images (ModelArts has /home/ma-user): dotfiles,
+        // Jupyter's and IPython's state live on the volume, the image's root stays as the
+        // image made it until the user changes the system, and warm sandboxes can serve.
+        let home = "/home/ma-user/work";
         env.extend(
             [
                 ("TERM", "xterm-256color".to_owned()),
@@ -635,38 +672,29 @@ impl LocalRuntime {
         }
         self.kill_sandbox(id, Duration::ZERO).await;
         let ids = self.uids.for_notebook(id).map_err(uid_error)?;
-        let root = match prepared {
-            Prepared::Prefix(prefix) => Root::Prefix(prefix),
-            Prepared::Image(image) => {
-                let layers = &image.layers;
-                let digest = &image.resolved.digest;
-                let merged = self.mount_root(id, layers, digest, ids).await?;
-                let env = image.resolved.config["config"]["Env"]
-                    .as_array()
-                    .map(|env| {
-                        env.iter()
-                            .filter_map(|e| e.as_str().map(str::to_owned))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                Root::Image { merged, env }
-            }
-        };
-        if let Root::Prefix(prefix) = &root
-            && self.config.warm_pool > 0
-            && self.idmap
-        {
-            let prefix = prefix.as_path();
+        if self.config.warm_pool > 0 && self.idmap {
+            let (image, claimable) = match &prepared {
+                Prepared::Prefix(prefix) => (prefix.to_string_lossy().into_owned(), true),
+                // A warm root has no changes: it serves a notebook that has none either.
+                Prepared::Image(image) => (
+                    format!("oci:{}", image.resolved.digest),
+                    self.config.discard_root_at_stop || !self.root_changed(id),
+                ),
+            };
             let key = pool::PoolKey {
-                prefix: prefix.to_owned(),
+                image,
                 vcpus: limits.vcpus,
                 memory_mib: limits.memory_mib,
             };
-            let warm = self.take_warm(&key);
+            let warm = if claimable {
+                self.take_warm(&key)
+            } else {
+                None
+            };
             // Whatever happens next, the pool refills in the background.
-            self.refill(key.clone(), limits);
+            self.refill(key.clone(), prepared.clone(), limits);
             if let Some(warm) = warm {
-                match self.claim(warm, spec, prefix, ids).await {
+                match self.claim(warm, spec, ids).await {
                     Ok(exited) => return self.wait_ready(spec, exited).await,
                     Err(error) => {
                         tracing::warn!(notebook_id = %id, %error, "warm sandbox unusable; starting cold");
@@ -675,6 +703,18 @@ impl LocalRuntime {
                 }
             }
         }
+        let root = match prepared {
+            Prepared::Prefix(prefix) => Root::Prefix(prefix),
+            Prepared::Image(image) => {
+                let layers = &image.layers;
+                let digest = &image.resolved.digest;
+                let merged = self.mount_root(id, layers, digest, ids).await?;
+                Root::Image {
+                    merged,
+                    env: image::image_env(&image.resolved),
+                }
+            }
+        };
         self.prepare_ssh(id, &root, ids)?;
         let layout = Layout {
             run_dir: self.run_dir(id),
@@ -723,6 +763,8 @@ impl LocalRuntime {
             cgroup.create(limits).map_err(|e| step_error("cgroup", e))?;
         }
         let log = File::create(run_dir.join("jupyter.log"))?;
+        // ma-user's group in the sandbox, for SSH sessions that enter it.
+        std::fs::write(run_dir.join("gid"), format!("{}\n", root.gid()))?;
         let procs = match &cgroup {
             Some(cgroup) => open_procs_of(cgroup)?,
             None => Vec::new(),
@@ -935,7 +977,7 @@ impl LocalRuntime {
             let mut lines = record.lines();
             if let Some(slot) = lines.next().and_then(pool::valid_slot) {
                 let uid = lines.next().and_then(|u| u.trim().parse().ok());
-                self.discard_slot(&slot, uid, None).await;
+                self.discard_slot(&slot, uid, None, Some(id)).await;
             }
             let _ = std::fs::remove_file(run_dir.join("slot"));
         }
@@ -1420,8 +1462,9 @@ impl Runtime for LocalRuntime {
         self.serve_ssh(notebook_id, authorized_keys, stream).await
     }
 
+    /// `sshd` runs from the notebook's image (the built-in one has it).
     fn supports_ssh(&self) -> bool {
-        Path::new(SSHD).exists()
+        true
     }
 
     async fn resize_volume(&self, spec: &SandboxSpec) -> Result<(), RuntimeError> {

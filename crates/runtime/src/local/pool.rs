@@ -4,6 +4,12 @@
 //! idmapped mount (the notebook's uid on disk shows as the slot's uid, and what the slot's
 //! uid writes is stored as the notebook's), which the sandbox sees through mount
 //! propagation. A claimed sandbox is never returned to the pool.
+//!
+//! A warm sandbox of a container image runs on a root of its own (the image's layers
+//! idmapped for the slot's uid, under the slot's upper directory), so it serves only a
+//! notebook without changes outside its work dir (its first start, or every start when they
+//! are discarded at stop); at the stop, the slot's upper directory becomes the notebook's,
+//! its files given to the notebook's uid.
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,6 +18,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::sync::watch;
 
+use super::image::Prepared;
+use super::rootfs::{OverlayDirs, Root, reown, unmount_overlay};
 use super::sys::{HostIds, idmapped_bind, mapping_userns};
 use super::{
     Ended, Layout, LocalRuntime, PidRecord, Sandbox, run, set_mode, signal_all, step_error,
@@ -19,11 +27,13 @@ use super::{
 };
 use crate::cgroup::{Cgroup, Limits};
 use crate::{RuntimeError, SandboxSpec};
+use atelier_domain::NotebookId;
 
 /// What a warm sandbox must match to serve a start: the image and the flavor's limits.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(super) struct PoolKey {
-    pub prefix: PathBuf,
+    /// The Python prefix, or `oci:{digest}` of a container image.
+    pub image: String,
     pub vcpus: u32,
     pub memory_mib: u64,
 }
@@ -32,6 +42,8 @@ pub(super) struct PoolKey {
 pub(super) struct Warm {
     key: PoolKey,
     slot: String,
+    /// What it runs on.
+    root: Root,
     sandbox: Sandbox,
     ids: HostIds,
     /// Our end of the claim channel.
@@ -60,7 +72,7 @@ fn bind(source: &Path, target: &Path) -> Result<(), RuntimeError> {
 }
 
 impl LocalRuntime {
-    fn pool_dir(&self, slot: &str) -> PathBuf {
+    pub(super) fn pool_dir(&self, slot: &str) -> PathBuf {
         self.config.data_dir.join("pool").join(slot)
     }
 
@@ -74,7 +86,7 @@ impl LocalRuntime {
     }
 
     /// Tops the pool for `key` up to its size, in the background, one sandbox at a time.
-    pub(super) fn refill(&self, key: PoolKey, limits: Limits) {
+    pub(super) fn refill(&self, key: PoolKey, prepared: Prepared, limits: Limits) {
         let Some(this) = self.me.upgrade() else {
             return;
         };
@@ -95,7 +107,7 @@ impl LocalRuntime {
                 {
                     break;
                 }
-                match this.spawn_warm(&key, limits).await {
+                match this.spawn_warm(&key, &prepared, limits).await {
                     Ok(warm) => this.pool.lock().expect("poisoned").push(warm),
                     Err(error) => {
                         tracing::warn!(%error, "cannot start a warm sandbox");
@@ -109,7 +121,12 @@ impl LocalRuntime {
 
     /// A sandbox started ahead of need. Its work dir and SSH dir are empty shared mount
     /// points; a claim mounts the notebook's volume and SSH files on them.
-    async fn spawn_warm(&self, key: &PoolKey, limits: Limits) -> Result<Warm, RuntimeError> {
+    async fn spawn_warm(
+        &self,
+        key: &PoolKey,
+        prepared: &Prepared,
+        limits: Limits,
+    ) -> Result<Warm, RuntimeError> {
         // Remains of an earlier server are reaped at boot, before any refill: no clash.
         let slot = format!("pool-{}", unique_name());
         let ids = self
@@ -138,18 +155,26 @@ impl LocalRuntime {
             ssh,
             hostname: "notebook".to_owned(),
         };
+        let root = match prepared {
+            Prepared::Prefix(prefix) => Ok(Root::Prefix(prefix.clone())),
+            Prepared::Image(image) => {
+                let dirs = OverlayDirs::under(&dir);
+                self.mount_overlay(&dirs, &image.layers, ids)
+                    .map(|()| Root::Image {
+                        merged: dirs.merged,
+                        env: super::image::image_env(&image.resolved),
+                    })
+            }
+        };
         let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
-        let (sandbox, channel) = match self
-            .launch(
-                &layout,
-                &super::Root::Prefix(key.prefix.clone()),
-                limits,
-                cgroup,
-                ids,
-                true,
-            )
-            .await
-        {
+        let launched = match root {
+            Ok(root) => self
+                .launch(&layout, &root, limits, cgroup, ids, true)
+                .await
+                .map(|launched| (root, launched)),
+            Err(error) => Err(error),
+        };
+        let (root, (sandbox, channel)) = match launched {
             Ok(launched) => launched,
             Err(error) => {
                 self.destroy_slot(
@@ -182,6 +207,7 @@ impl LocalRuntime {
         Ok(Warm {
             key: key.clone(),
             slot,
+            root,
             sandbox,
             ids,
             channel,
@@ -194,7 +220,6 @@ impl LocalRuntime {
         &self,
         warm: Warm,
         spec: &SandboxSpec,
-        prefix: &Path,
         notebook: HostIds,
     ) -> Result<watch::Receiver<Ended>, RuntimeError> {
         let id = spec.notebook_id;
@@ -202,7 +227,12 @@ impl LocalRuntime {
         let volume = self.volume_dir(id, spec.volume_category);
         let outcome: Result<(), RuntimeError> = async {
             // The SSH host key must be readable by the uid this sandbox runs as.
-            self.prepare_ssh(id, &super::Root::Prefix(prefix.to_owned()), warm.ids)?;
+            self.prepare_ssh(id, &warm.root, warm.ids)?;
+            // A container image's changes will be the notebook's (handed over at the stop).
+            if let Some(digest) = warm.key.image.strip_prefix("oci:") {
+                self.discard_root(id)?;
+                self.record_base(id, digest)?;
+            }
             let userns = mapping_userns(notebook.uid, warm.ids.uid)
                 .map_err(|e| step_error("idmapped volume", e))?;
             idmapped_bind(&volume, &dir.join("work"), &userns)
@@ -236,7 +266,7 @@ impl LocalRuntime {
             if let Some(cgroup) = &sandbox.cgroup {
                 signal_all(cgroup, sandbox.pid, Signal::SIGKILL);
             }
-            self.discard_slot(&slot, Some(ids.uid), sandbox.cgroup.as_ref())
+            self.discard_slot(&slot, Some(ids.uid), sandbox.cgroup.as_ref(), None)
                 .await;
             return Err(error);
         }
@@ -257,10 +287,27 @@ impl LocalRuntime {
         Ok(exited)
     }
 
-    /// Unmounts and removes a warm sandbox's mount points (and its empty cgroup), and gives
-    /// its uid back (`uid` when known; otherwise found in the registry).
-    pub(super) async fn discard_slot(&self, slot: &str, uid: Option<u32>, cgroup: Option<&Cgroup>) {
+    /// Unmounts and removes a warm sandbox's mount points and root (and its empty cgroup),
+    /// and gives its uid back (`uid` when known; otherwise found in the registry). The
+    /// changes a container image's sandbox made become those of `owner`, the notebook that
+    /// claimed it (unless they are discarded at stop).
+    pub(super) async fn discard_slot(
+        &self,
+        slot: &str,
+        uid: Option<u32>,
+        cgroup: Option<&Cgroup>,
+        owner: Option<NotebookId>,
+    ) {
         let dir = self.pool_dir(slot);
+        let root = OverlayDirs::under(&dir);
+        unmount_overlay(&root).await;
+        if let (Some(id), Some(uid)) = (owner, uid)
+            && root.upper.is_dir()
+            && !self.config.discard_root_at_stop
+            && let Err(error) = self.hand_over_changes(id, &root.upper, uid)
+        {
+            tracing::error!(notebook_id = %id, %error, "cannot keep the changes of a warm sandbox");
+        }
         for point in [dir.join("work"), dir.join("ssh")] {
             // The self-bind, and a notebook's mount on top of it.
             for _ in 0..3 {
@@ -367,8 +414,35 @@ impl LocalRuntime {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.discard_slot(slot, None, cgroup).await;
+        self.discard_slot(slot, None, cgroup, None).await;
         let _ = std::fs::remove_dir_all(self.config.data_dir.join("run").join(slot));
+    }
+
+    /// Moves a claimed warm sandbox's upper directory to the notebook's root dir, its files
+    /// given from the slot's uid to the notebook's.
+    fn hand_over_changes(
+        &self,
+        id: NotebookId,
+        upper: &Path,
+        slot_uid: u32,
+    ) -> Result<(), RuntimeError> {
+        let notebook = self
+            .uids
+            .of_notebook(id)
+            .ok_or_else(|| step_error("warm sandbox", "the notebook has no uid"))?;
+        let target = OverlayDirs::under(&self.root_dir(id));
+        std::fs::create_dir_all(&target.fs)?;
+        set_mode(&target.fs, 0o700)?;
+        if target.upper.exists() {
+            std::fs::remove_dir_all(&target.upper)?;
+        }
+        std::fs::rename(upper, &target.upper)?;
+        let slot = HostIds {
+            uid: slot_uid,
+            gid: slot_uid,
+        };
+        reown(&target.upper, slot, notebook)?;
+        Ok(())
     }
 
     /// How many warm sandboxes are idle.

@@ -98,7 +98,7 @@ fn overlay_options(lower: &[PathBuf], upper: &Path, work: &Path) -> Result<Strin
 /// over (`/etc/hosts`, `/etc/resolv.conf`, `/home/ma-user/work`, `/run`, `/proc`, ...), so that they exist
 /// in any image without the notebook's upper directory (and the images saved from it)
 /// holding them. `/home/ma-user` is ma-user's, as ModelArts images have it.
-pub(super) fn write_mount_points(dir: &Path) -> std::io::Result<()> {
+pub(super) fn write_mount_points(dir: &Path, ca_bundle: bool) -> std::io::Result<()> {
     use std::os::unix::fs::lchown;
     for (path, mode, owner) in [
         ("", 0o755, 0),
@@ -117,13 +117,92 @@ pub(super) fn write_mount_points(dir: &Path) -> std::io::Result<()> {
         let group = if owner == 0 { 0 } else { IMAGE_GID };
         lchown(&path, Some(owner), Some(group))?;
     }
-    for file in ["etc/hosts", "etc/resolv.conf"] {
+    let ssl = ["etc/ssl", "etc/ssl/certs"];
+    for path in ssl {
+        let path = dir.join(path);
+        if ca_bundle {
+            std::fs::create_dir_all(&path)?;
+            set_mode(&path, 0o755)?;
+            lchown(&path, Some(0), Some(0))?;
+        }
+    }
+    let mut files = vec!["etc/hosts", "etc/resolv.conf", "etc/passwd", "etc/group"];
+    if ca_bundle {
+        files.push("etc/ssl/certs/ca-certificates.crt");
+    } else if dir.join(ssl[0]).exists() {
+        std::fs::remove_dir_all(dir.join(ssl[0]))?;
+    }
+    for file in files {
         let path = dir.join(file);
         if !path.is_file() {
             std::fs::write(&path, "")?;
         }
         set_mode(&path, 0o644)?;
         lchown(&path, Some(0), Some(0))?;
+    }
+    Ok(())
+}
+
+/// Where an overlay root's pieces are: `fs/` (root only) with `upper/`, `work/` and the
+/// layers' temporary mount points `lower/`, and the mount point `merged/`.
+#[derive(Debug, Clone)]
+pub(super) struct OverlayDirs {
+    pub fs: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub lower: PathBuf,
+    pub merged: PathBuf,
+}
+
+impl OverlayDirs {
+    pub(super) fn under(dir: &Path) -> OverlayDirs {
+        let fs = dir.join("fs");
+        OverlayDirs {
+            upper: fs.join("upper"),
+            work: fs.join("work"),
+            lower: fs.join("lower"),
+            merged: dir.join("merged"),
+            fs,
+        }
+    }
+}
+
+/// Unmounts an overlay root (lazily: a process still inside keeps its view).
+pub(super) async fn unmount_overlay(dirs: &OverlayDirs) {
+    for _ in 0..3 {
+        if !is_mounted(&dirs.merged) {
+            break;
+        }
+        if let Err(error) = run("umount", &["-l", &dirs.merged.to_string_lossy()]).await {
+            tracing::warn!(%error, "could not unmount a root filesystem");
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dirs.lower) {
+        for entry in entries.flatten() {
+            if is_mounted(&entry.path()) {
+                let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// Gives what `from` owns under `dir` to `to` (a warm sandbox's changes becoming those of the
+/// notebook that claimed it). Symlinks are not followed.
+pub(super) fn reown(dir: &Path, from: HostIds, to: HostIds) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        let uid = (meta.uid() == from.uid).then_some(to.uid);
+        let gid = (meta.gid() == from.gid).then_some(to.gid);
+        if uid.is_some() || gid.is_some() {
+            std::os::unix::fs::lchown(&path, uid, gid)?;
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                stack.push(entry?.path());
+            }
+        }
     }
     Ok(())
 }
@@ -139,12 +218,6 @@ impl LocalRuntime {
 
     fn upper_dir(&self, id: NotebookId) -> PathBuf {
         self.root_dir(id).join("fs/upper")
-    }
-
-    /// The notebook's root filesystem's mount point, if it is mounted.
-    pub(super) fn mounted_root(&self, id: NotebookId) -> Option<PathBuf> {
-        let merged = self.root_dir(id).join("merged");
-        is_mounted(&merged).then_some(merged)
     }
 
     /// The manifest digest the notebook's upper directory was made on, if it has one.
@@ -172,14 +245,6 @@ impl LocalRuntime {
         ids: HostIds,
     ) -> Result<PathBuf, RuntimeError> {
         self.unmount_root(id).await;
-        let dir = self.root_dir(id);
-        let fs = dir.join("fs");
-        let (upper, work, lower, merged) = (
-            fs.join("upper"),
-            fs.join("work"),
-            fs.join("lower"),
-            dir.join("merged"),
-        );
         if self.root_base(id).is_some_and(|base| base != digest) {
             // The image changed under the notebook (its tag was re-pushed and the old
             // manifest is gone): changes made on the old layers are not valid on new ones.
@@ -187,18 +252,41 @@ impl LocalRuntime {
                 "the notebook's image changed; its changes outside the work dir start afresh");
             self.discard_root(id)?;
         }
+        let dirs = OverlayDirs::under(&self.root_dir(id));
+        self.record_base(id, digest)?;
+        self.mount_overlay(&dirs, layers, ids)?;
+        Ok(dirs.merged)
+    }
+
+    /// Records the image the notebook's changes are made on.
+    pub(super) fn record_base(&self, id: NotebookId, digest: &str) -> Result<(), RuntimeError> {
+        let fs = self.root_dir(id).join("fs");
+        for (path, mode) in [(self.root_dir(id), 0o711), (fs.clone(), 0o700)] {
+            std::fs::create_dir_all(&path)?;
+            set_mode(&path, mode)?;
+        }
+        std::fs::write(fs.join("base"), format!("{digest}\n"))?;
+        Ok(())
+    }
+
+    /// Mounts an overlay of `layers` (bottom first), idmapped for `ids`, and the layer of
+    /// mount points, under `dirs.upper`, at `dirs.merged`.
+    pub(super) fn mount_overlay(
+        &self,
+        dirs: &OverlayDirs,
+        layers: &[PathBuf],
+        ids: HostIds,
+    ) -> Result<(), RuntimeError> {
         for (path, mode) in [
-            (&dir, 0o711),
-            (&fs, 0o700),
-            (&upper, 0o755),
-            (&work, 0o700),
-            (&lower, 0o700),
-            (&merged, 0o755),
+            (&dirs.fs, 0o700),
+            (&dirs.upper, 0o755),
+            (&dirs.work, 0o700),
+            (&dirs.lower, 0o700),
+            (&dirs.merged, 0o755),
         ] {
             std::fs::create_dir_all(path)?;
             set_mode(path, mode)?;
         }
-        std::fs::write(fs.join("base"), format!("{digest}\n"))?;
         let userns = id_mapping_userns(
             &[(0, HOST_NOBODY), (IMAGE_UID, ids.uid)],
             &[(0, HOST_NOBODY), (IMAGE_GID, ids.gid)],
@@ -208,16 +296,16 @@ impl LocalRuntime {
         let top = self.mount_points_layer();
         let mounted: Result<(), RuntimeError> = (|| {
             for (index, layer) in layers.iter().chain([&top]).enumerate() {
-                let point = lower.join(index.to_string());
+                let point = dirs.lower.join(index.to_string());
                 std::fs::create_dir_all(&point)?;
                 idmapped_bind(layer, &point, &userns)
                     .map_err(|e| step_error("root filesystem: idmapped layer", e))?;
                 points.push(point);
             }
-            let options = overlay_options(&points, &upper, &work)?;
+            let options = overlay_options(&points, &dirs.upper, &dirs.work)?;
             nix::mount::mount(
                 Some("overlay"),
-                &merged,
+                &dirs.merged,
                 Some("overlay"),
                 nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
                 Some(options.as_str()),
@@ -228,29 +316,12 @@ impl LocalRuntime {
         for point in points.iter().rev() {
             let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
         }
-        mounted?;
-        Ok(merged)
+        mounted
     }
 
     /// Unmounts the notebook's root filesystem (a stop); the upper directory stays.
     pub(super) async fn unmount_root(&self, id: NotebookId) {
-        let merged = self.root_dir(id).join("merged");
-        for _ in 0..3 {
-            if !is_mounted(&merged) {
-                break;
-            }
-            if let Err(error) = run("umount", &["-l", &merged.to_string_lossy()]).await {
-                tracing::warn!(notebook_id = %id, %error, "could not unmount the root filesystem");
-            }
-        }
-        let lower = self.root_dir(id).join("fs/lower");
-        if let Ok(entries) = std::fs::read_dir(&lower) {
-            for entry in entries.flatten() {
-                if is_mounted(&entry.path()) {
-                    let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
-                }
-            }
-        }
+        unmount_overlay(&OverlayDirs::under(&self.root_dir(id))).await;
     }
 
     /// Throws the notebook's changes outside the work dir away (unmounted first).
@@ -272,8 +343,23 @@ impl LocalRuntime {
         std::fs::read_dir(self.upper_dir(id)).is_ok_and(|mut entries| entries.next().is_some())
     }
 
-    /// The upper directory (for save-as-image).
-    pub(super) fn root_upper(&self, id: NotebookId) -> PathBuf {
-        self.upper_dir(id)
+    /// The upper directory of the notebook's running sandbox and the host ids its files are
+    /// stored as: a warm sandbox's own (in its slot, as the slot's uid) until the stop that
+    /// hands it to the notebook, the notebook's otherwise.
+    pub(super) fn live_upper(&self, id: NotebookId) -> Option<(PathBuf, HostIds)> {
+        if let Ok(record) = std::fs::read_to_string(self.run_dir(id).join("slot")) {
+            let mut lines = record.lines();
+            if let (Some(slot), Some(uid)) = (
+                lines.next().and_then(super::pool::valid_slot),
+                lines.next().and_then(|u| u.trim().parse::<u32>().ok()),
+            ) {
+                let upper = OverlayDirs::under(&self.pool_dir(&slot)).upper;
+                if upper.is_dir() {
+                    return Some((upper, HostIds { uid, gid: uid }));
+                }
+            }
+        }
+        let ids = self.uids.of_notebook(id)?;
+        Some((self.upper_dir(id), ids))
     }
 }

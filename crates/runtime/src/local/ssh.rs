@@ -146,11 +146,11 @@ SetEnv PATH={path} LANG=C.UTF-8 JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
         // Written for every connection, so key pairs and endpoint changes apply at once.
         write_atomically(&dir.join("authorized_keys"), authorized_keys.as_bytes())?;
         // `ma-user`'s group: 100 in a container image, 1000 on the host's /usr.
-        let gid = if self.mounted_root(notebook_id).is_some() {
-            "100"
-        } else {
-            "1000"
-        };
+        let gid = std::fs::read_to_string(self.run_dir(notebook_id).join("gid"))
+            .ok()
+            .and_then(|g| g.trim().parse::<u32>().ok())
+            .unwrap_or(1000)
+            .to_string();
         let mut command = Command::new("/usr/bin/nsenter");
         command
             .env_clear()
@@ -167,7 +167,7 @@ SetEnv PATH={path} LANG=C.UTF-8 JUPYTER_RUNTIME_DIR=/tmp/jupyter-runtime
                 "--setuid",
                 "1000",
                 "--setgid",
-                gid,
+                &gid,
                 "--root",
                 "--wd",
                 SSHD,

@@ -441,7 +441,9 @@ for d in ["/home/ma-user/work", "/tmp", "/home/ma-user/work/.jupyter"]:
             pass
 written = 0
 for root, dirs, files in os.walk("/", topdown=True):
-    dirs[:] = [x for x in dirs if x not in ("proc", "sys", "dev", "usr")]
+    # /opt holds the image's JupyterLab, ma-user's to change (and to break: that is the
+    # notebook's own business, not the server's).
+    dirs[:] = [x for x in dirs if x not in ("proc", "sys", "dev", "usr", "opt")]
     for name in files:
         path = os.path.join(root, name)
         if os.path.islink(path) or not os.access(path, os.W_OK):

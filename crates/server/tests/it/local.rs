@@ -806,7 +806,11 @@ async fn a_warm_sandbox_serves_the_next_start_with_the_notebooks_own_volume_and_
         .await;
     assert!(
         app.data_dir.join("run").join(&id).join("slot").exists(),
-        "the start did not come from the pool"
+        "the start did not come from the pool; the notebook's changes outside its work dir: {:?}",
+        std::process::Command::new("find")
+            .arg(app.data_dir.join("roots").join(&id).join("fs/upper"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     );
     let warm_lab = Lab::of(&app, &running).await;
     assert_ne!(warm_lab.token, lab.token);

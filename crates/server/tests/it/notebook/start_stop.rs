@@ -277,7 +277,7 @@ async fn step_two_shows_the_pull_while_it_runs_and_its_plain_text_once_done() {
 
     app.start(&id).await;
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + SETTLE;
+    let deadline = tokio::time::Instant::now() + SETTLE;
     let running = loop {
         let notebook = app.show_ok(&id).await;
         let step = step_two(&notebook);
@@ -294,7 +294,7 @@ async fn step_two_shows_the_pull_while_it_runs_and_its_plain_text_once_done() {
         if notebook["status"] == "RUNNING" {
             break notebook;
         }
-        assert!(std::time::Instant::now() < deadline, "{notebook}");
+        assert!(tokio::time::Instant::now() < deadline, "{notebook}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
 

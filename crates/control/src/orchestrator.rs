@@ -810,4 +810,24 @@ impl Progress for StartProgress<'_> {
         }
         Ok(())
     }
+    /// Shown after the step's description while it runs. A text the notebook already shows
+    /// writes nothing; the runtime sends at most a few a second. A notebook that moved on
+    /// keeps what it has: the step's end (or the start's) deals with that.
+    async fn step_detail(&self, step: Step, detail: &str) {
+        if self.completed_before(step) {
+            return;
+        }
+        let outcome = self
+            .orchestrator
+            .service
+            .mutate(&self.notebook.id, |nb| {
+                Orchestrator::still_starting(nb)?;
+                nb.set_step_detail(step.number(), detail);
+                Ok(())
+            })
+            .await;
+        if let Err(error) = outcome {
+            tracing::debug!(notebook_id = %self.notebook.id, %error, "step detail not recorded");
+        }
+    }
 }

@@ -409,4 +409,33 @@ mod tests {
         assert!(events[0].begins_operation() && !events[0].is_terminal());
         assert_eq!(events[1].step, Some(1));
     }
+
+    #[test]
+    fn a_step_detail_shows_while_the_step_runs_and_makes_no_event() {
+        let mut starting = notebook();
+        starting.status = NotebookStatus::Starting;
+        // Only a PROCESSING step takes a detail.
+        assert!(!starting.set_step_detail(2, "Pulling the image: 1.0 of 2.0 MiB."));
+        starting.set_step(2, StepStatus::Processing);
+        let mut pulling = starting.clone();
+        assert!(pulling.set_step_detail(2, "Pulling the image: 1.0 of 2.0 MiB."));
+        assert!(!pulling.set_step_detail(2, "Pulling the image: 1.0 of 2.0 MiB."));
+        assert_eq!(
+            pulling.action_progress[1].description(),
+            "Prepare the compute resource. Pulling the image: 1.0 of 2.0 MiB."
+        );
+        assert!(derive(Some(&starting), &pulling).is_empty());
+        let mut failed = pulling.clone();
+        failed.set_step(2, StepStatus::Failed);
+        assert_eq!(
+            failed.action_progress[1].description(),
+            pulling.action_progress[1].description(),
+            "a failed step keeps how far it got"
+        );
+        pulling.set_step(2, StepStatus::Completed);
+        assert_eq!(
+            pulling.action_progress[1].description(),
+            "Prepare the compute resource."
+        );
+    }
 }

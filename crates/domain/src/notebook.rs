@@ -46,16 +46,38 @@ impl Notebook {
             .map(|step| StepProgress {
                 step,
                 status: StepStatus::Waiting,
+                detail: None,
             })
             .collect();
     }
 
+    /// Moves a step to `status`. Its detail goes, except when it fails: then it tells how
+    /// far the step got.
     pub fn set_step(&mut self, step: u8, status: StepStatus) {
         if self.action_progress.len() != 4 {
             self.reset_progress();
         }
         if let Some(progress) = self.action_progress.iter_mut().find(|p| p.step == step) {
             progress.status = status;
+            if status != StepStatus::Failed {
+                progress.detail = None;
+            }
+        }
+    }
+
+    /// Says what a PROCESSING step is doing now; a step in any other status keeps what it
+    /// has. Returns whether anything changed.
+    pub fn set_step_detail(&mut self, step: u8, detail: &str) -> bool {
+        match self
+            .action_progress
+            .iter_mut()
+            .find(|p| p.step == step && p.status == StepStatus::Processing)
+        {
+            Some(progress) if progress.detail.as_deref() != Some(detail) => {
+                progress.detail = Some(detail.to_owned());
+                true
+            }
+            _ => false,
         }
     }
 
@@ -74,10 +96,24 @@ impl Notebook {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepProgress {
     pub step: u8,
     pub status: StepStatus,
+    /// What the step is doing now, for people watching ("Pulling the image: 12.3 of 65.0
+    /// MiB."): set while the step is PROCESSING, gone once it completes, kept if it fails.
+    pub detail: Option<String>,
+}
+
+impl StepProgress {
+    /// The step's text on the wire: its description, then its detail if it has one.
+    pub fn description(&self) -> String {
+        let plain = step_description(self.step);
+        match &self.detail {
+            Some(detail) => format!("{plain} {detail}"),
+            None => plain.to_owned(),
+        }
+    }
 }
 
 pub fn step_description(step: u8) -> &'static str {

@@ -247,6 +247,8 @@ pub struct PlaceholderRuntime {
     /// Sandboxes "alive on this host".
     running: Mutex<HashSet<NotebookId>>,
     failures: Mutex<HashMap<NotebookId, (Step, String)>>,
+    /// What step 2 of a notebook's starts reports, in turn (as if pulling an image).
+    pull_details: Mutex<HashMap<NotebookId, Vec<String>>>,
     /// Sandboxes that end as soon as they are ready (once), with the reason.
     doomed: Mutex<HashMap<NotebookId, ExitReason>>,
     /// Notebooks whose image saves fail, with the reason.
@@ -266,6 +268,7 @@ impl Default for PlaceholderRuntime {
             state_dir: None,
             running: Mutex::default(),
             failures: Mutex::default(),
+            pull_details: Mutex::default(),
             doomed: Mutex::default(),
             commit_failures: Mutex::default(),
             commit_delay: Mutex::new(Duration::ZERO),
@@ -326,6 +329,16 @@ impl PlaceholderRuntime {
             .insert(notebook_id, (step, reason.to_owned()));
     }
 
+    /// Makes step 2 of the next starts of `notebook_id` report each of `details` in turn
+    /// through [`Progress::step_detail`], each for the step delay, before the step's own
+    /// delay: what the local runtime does while it pulls an image.
+    pub fn report_pull(&self, notebook_id: NotebookId, details: &[&str]) {
+        self.pull_details.lock().expect("poisoned").insert(
+            notebook_id,
+            details.iter().map(|d| (*d).to_owned()).collect(),
+        );
+    }
+
     /// Makes the next image saves of `notebook_id` fail with `reason` (a [`RuntimeError::Fatal`]).
     pub fn fail_commit(&self, notebook_id: NotebookId, reason: &str) {
         self.commit_failures
@@ -366,7 +379,25 @@ impl PlaceholderRuntime {
         }
     }
 
-    async fn run_step(&self, spec: &SandboxSpec, step: Step) -> Result<(), RuntimeError> {
+    async fn run_step(
+        &self,
+        spec: &SandboxSpec,
+        step: Step,
+        progress: &dyn Progress,
+    ) -> Result<(), RuntimeError> {
+        if step == Step::PrepareCompute {
+            let details = self
+                .pull_details
+                .lock()
+                .expect("poisoned")
+                .get(&spec.notebook_id)
+                .cloned()
+                .unwrap_or_default();
+            for detail in details {
+                progress.step_detail(step, &detail).await;
+                tokio::time::sleep(self.step_delay).await;
+            }
+        }
         if !self.step_delay.is_zero() {
             tokio::time::sleep(self.step_delay).await;
         }
@@ -436,7 +467,7 @@ impl Runtime for PlaceholderRuntime {
             if already {
                 Ok(())
             } else {
-                self.run_step(spec, step).await
+                self.run_step(spec, step, progress).await
             }
         })
         .await?;
@@ -603,6 +634,46 @@ mod tests {
         let error = runtime.ensure(&spec(id), &NoProgress).await.unwrap_err();
         assert_eq!(error.step, Step::PrepareCompute);
         assert_eq!(error.error.to_string(), "no capacity");
+    }
+
+    #[tokio::test]
+    async fn reported_pull_details_come_during_step_two() {
+        #[derive(Default)]
+        struct Heard(Mutex<Vec<String>>);
+        #[async_trait]
+        impl Progress for Heard {
+            async fn step_started(&self, step: Step) -> Result<(), Refused> {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("start {}", step.number()));
+                Ok(())
+            }
+            async fn step_done(&self, step: Step) -> Result<(), Refused> {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("done {}", step.number()));
+                Ok(())
+            }
+            async fn step_detail(&self, step: Step, detail: &str) {
+                self.0
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {detail}", step.number()));
+            }
+        }
+        let runtime = PlaceholderRuntime::new(Duration::ZERO);
+        let id = NotebookId::new_random();
+        runtime.report_pull(id, &["pulling", "unpacking"]);
+        let heard = Heard::default();
+        runtime.ensure(&spec(id), &heard).await.unwrap();
+        let heard = heard.0.into_inner().unwrap();
+        assert_eq!(
+            heard[2..6],
+            ["start 2", "2 pulling", "2 unpacking", "done 2"],
+            "{heard:?}"
+        );
     }
 
     #[tokio::test]

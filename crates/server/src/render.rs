@@ -1,7 +1,5 @@
 //! Domain records to wire JSON.
-use atelier_domain::{
-    EndpointService, Flavor, Image, Lease, Notebook, NotebookStatus, step_description,
-};
+use atelier_domain::{EndpointService, Flavor, Image, Lease, Notebook, NotebookStatus};
 use atelier_wire::{
     DomainRes, EndpointsRes, FlavorBilling, ImageResponse, JobProgress, LeaseResp, NotebookFlavor,
     NotebookResp, PoolRes, TmsTag, UserRes, VolumeRes,
@@ -158,8 +156,8 @@ pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookR
             .map(|p| JobProgress {
                 step: i32::from(p.step),
                 status: p.status.as_str().to_owned(),
-                description: step_description(p.step).to_owned(),
-                step_description: step_description(p.step).to_owned(),
+                description: p.description(),
+                step_description: p.description(),
                 notebook_id: id.clone(),
             })
             .collect(),

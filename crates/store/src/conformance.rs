@@ -140,6 +140,7 @@ async fn suite(store: &dyn Store) {
     assert_eq!(store.find_notebook(&nb.id).await.unwrap(), Some(nb.clone()));
     nb.status = NotebookStatus::Creating;
     nb.set_step(1, StepStatus::Processing);
+    nb.set_step_detail(1, "Pulling the image: 1.0 of 2.0 MiB.");
     let version = store
         .update_notebook(&nb, &[event(2, "PreparingStorage")])
         .await
@@ -240,4 +241,20 @@ async fn sqlite_file_passes_the_suite_and_persists() {
     suite(&SqliteStore::open(&path).await.unwrap()).await;
     let reopened = SqliteStore::open(&path).await.unwrap();
     assert_eq!(reopened.count_users().await.unwrap(), 1);
+}
+
+#[test]
+fn records_without_step_details_still_read_and_details_round_trip() {
+    use crate::record::NotebookRecord;
+    let mut nb = notebook(&ProjectId::new_random(), &user("u"), 1);
+    nb.set_step(2, StepStatus::Processing);
+    // Without a detail the body is what older servers wrote: no `step_details`.
+    let body = serde_json::to_value(NotebookRecord::from_domain(&nb)).unwrap();
+    assert!(body.get("step_details").is_none(), "{body}");
+    let back: NotebookRecord = serde_json::from_value(body).unwrap();
+    assert_eq!(back.into_domain(nb.version).unwrap(), nb);
+    nb.set_step_detail(2, "Unpacking the image (2.0 MiB pulled).");
+    let body = serde_json::to_string(&NotebookRecord::from_domain(&nb)).unwrap();
+    let back: NotebookRecord = serde_json::from_str(&body).unwrap();
+    assert_eq!(back.into_domain(nb.version).unwrap(), nb);
 }

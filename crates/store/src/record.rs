@@ -31,6 +31,10 @@ pub(crate) struct NotebookRecord {
     lease: LeaseRecord,
     token: Option<String>,
     action_progress: Vec<(u8, String)>,
+    /// What running steps are doing (step, text); added with image pull progress, absent
+    /// from older records and from records without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    step_details: Vec<(u8, String)>,
     stop_reason: Option<String>,
     has_run: bool,
     #[serde(default)]
@@ -130,6 +134,11 @@ impl NotebookRecord {
                 .iter()
                 .map(|p| (p.step, p.status.as_str().to_owned()))
                 .collect(),
+            step_details: nb
+                .action_progress
+                .iter()
+                .filter_map(|p| p.detail.clone().map(|detail| (p.step, detail)))
+                .collect(),
             stop_reason: nb.stop_reason.map(|r| r.as_str().to_owned()),
             has_run: nb.has_run,
             event_seq: nb.event_seq,
@@ -203,6 +212,11 @@ impl NotebookRecord {
                     Ok(StepProgress {
                         step,
                         status: parse::<StepStatus>(&status, "step status")?,
+                        detail: self
+                            .step_details
+                            .iter()
+                            .find(|(s, _)| *s == step)
+                            .map(|(_, detail)| detail.clone()),
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,

@@ -252,3 +252,71 @@ async fn a_sandbox_that_ends_right_after_it_is_ready_is_not_reported_running() {
     assert!(reason.contains("exited unexpectedly"), "{reason}");
     assert_eq!(app.runtime.running_count(), 0);
 }
+
+#[tokio::test]
+async fn step_two_shows_the_pull_while_it_runs_and_its_plain_text_once_done() {
+    let app = TestApp::builder()
+        .step_delay(Duration::from_millis(100))
+        .spawn()
+        .await;
+    let stopped = app.create_stopped("pull").await;
+    let id = id_of(&stopped).to_owned();
+    let pulling = "Pulling the image: 12.3 of 65.0 MiB.";
+    let unpacking = "Unpacking the image (65.0 MiB pulled).";
+    app.runtime
+        .report_pull(id.parse().expect("notebook id"), &[pulling, unpacking]);
+    let step_two = |notebook: &serde_json::Value| {
+        notebook["action_progress"]
+            .as_array()
+            .expect("action_progress")
+            .iter()
+            .find(|p| p["step"] == 2)
+            .expect("step 2")
+            .clone()
+    };
+
+    app.start(&id).await;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let running = loop {
+        let notebook = app.show_ok(&id).await;
+        let step = step_two(&notebook);
+        assert_eq!(step["description"], step["step_description"], "{step}");
+        if step["status"] == "PROCESSING" {
+            let text = step["description"]
+                .as_str()
+                .expect("description")
+                .to_owned();
+            if !seen.contains(&text) {
+                seen.push(text);
+            }
+        }
+        if notebook["status"] == "RUNNING" {
+            break notebook;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{notebook}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+
+    for detail in [pulling, unpacking] {
+        let shown = format!("Prepare the compute resource. {detail}");
+        assert!(seen.contains(&shown), "{shown:?} not among {seen:?}");
+    }
+    let done = step_two(&running);
+    assert_eq!(done["status"], "COMPLETED");
+    assert_eq!(done["description"], "Prepare the compute resource.");
+    assert_eq!(done["step_description"], "Prepare the compute resource.");
+    // The details are progress, not history: no event for each.
+    let (_, events) = json_of(
+        app.signed("GET", &format!("{}/events", app.notebook_path(&id)), None)
+            .await,
+    )
+    .await;
+    let pulled = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["reason"] == "PullingImage")
+        .count();
+    assert_eq!(pulled, 2, "one per start (create, start): {events}");
+}

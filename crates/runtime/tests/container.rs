@@ -85,9 +85,9 @@ fn config(data_dir: &Path) -> LocalConfig {
         registry: Default::default(),
         discard_root_at_stop: false,
         host_ca_certificates: true,
+        image_cache_bytes: 0,
         data_dir: data_dir.to_owned(),
         image_dir: image_dir(),
-        python: PathBuf::from("/usr/bin/python3"),
         jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
         ready_timeout: Duration::from_secs(60),
         stop_grace: Duration::from_secs(2),
@@ -365,5 +365,85 @@ async fn images_that_cannot_run_fail_their_step_with_the_reason() {
     assert!(!store.join("blobs/sha256").join(hex).exists());
     assert!(!store.join(format!("layers/sha256-{hex}")).exists());
     runtime.stop(id).await.unwrap();
+    runtime.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_cache_evicts_what_no_notebook_is_based_on() {
+    if !available("the_image_cache_evicts_what_no_notebook_is_based_on") {
+        return;
+    }
+    let registry = Registry::start().await;
+    let mut references = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        let reference = atelier_oci::testing::push(
+            &registry,
+            &format!("team/{name}:1"),
+            "amd64",
+            vec![atelier_oci::testing::layer(&[(
+                "etc/which",
+                &format!("{name}{}", "x".repeat(1000)),
+            )])],
+        )
+        .await;
+        references.push(reference);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let mut settings = config(&dir.path().join("data"));
+    settings.image_dir = dir.path().join("images");
+    // Smaller than any image: every pull evicts all it may.
+    settings.image_cache_bytes = 1;
+    let runtime = LocalRuntime::new(settings).unwrap();
+    let record = |digest: &str| {
+        dir.path().join(format!(
+            "images/oci/images/sha256-{}.json",
+            digest.strip_prefix("sha256:").unwrap()
+        ))
+    };
+    let pull = |reference: &str| {
+        let runtime = runtime.clone();
+        let reference = reference.to_owned();
+        async move {
+            runtime
+                .images()
+                .pull(&ImageRef::parse(&reference), &|_| {})
+                .await
+                .unwrap()
+                .digest
+                .unwrap()
+        }
+    };
+    let a = pull(&references[0]).await;
+    assert!(record(&a).exists());
+    // A notebook based on c (its start fails later: the image has no system) keeps c.
+    let based = NotebookId::new_random();
+    let error = runtime
+        .ensure(&spec(based, &references[2]), &Details::default())
+        .await
+        .unwrap_err();
+    assert_eq!(error.step, Step::Initialise, "{error:?}");
+    runtime.stop(based).await.unwrap();
+    let b = pull(&references[1]).await;
+    let c = runtime
+        .images()
+        .resolve(&ImageRef::parse(&references[2]), "amd64")
+        .await
+        .unwrap()
+        .digest
+        .unwrap();
+    assert!(!record(&a).exists(), "a was used least recently");
+    assert!(record(&b).exists(), "what was just pulled stays");
+    assert!(record(&c).exists(), "a notebook is based on c");
+    let d = pull(&references[3]).await;
+    assert!(!record(&b).exists() && record(&c).exists() && record(&d).exists());
+    // Once the notebook is deleted, c goes with the next pull.
+    runtime.delete(based).await.unwrap();
+    pull(&references[0]).await;
+    assert!(!record(&c).exists());
     runtime.shutdown().await;
 }

@@ -312,10 +312,8 @@ pub enum EgressConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalRuntimeConfig {
-    /// Where provisioned image environments live (default: DATA_DIR/images).
+    /// The image store (pulled, built and saved images; default: DATA_DIR/images).
     pub image_dir: Option<PathBuf>,
-    /// The interpreter the built-in image is made from.
-    pub python: PathBuf,
     /// What `pip install` puts into the built-in JupyterLab image.
     pub jupyter_packages: Vec<String>,
     /// How long JupyterLab may take to answer after its sandbox starts.
@@ -339,6 +337,10 @@ pub struct LocalRuntimeConfig {
     /// and `REQUESTS_CA_BUNDLE` name it), for networks whose way out passes a TLS-inspecting
     /// proxy. Default on.
     pub host_ca_certificates: bool,
+    /// The most the image store (pulled, built and saved images, under the image dir) may
+    /// take, in GiB; past it, the least recently used images no notebook of this server is
+    /// based on are evicted after a pull. 0: no limit. Default 100.
+    pub image_cache_gb: u64,
     /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
     /// directory without a limit). The spec shows EFS as a fixed 50 GB.
     pub efs_quota_gb: u64,
@@ -362,7 +364,6 @@ impl Default for LocalRuntimeConfig {
     fn default() -> Self {
         LocalRuntimeConfig {
             image_dir: None,
-            python: PathBuf::from("/usr/bin/python3"),
             jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(2),
@@ -370,6 +371,7 @@ impl Default for LocalRuntimeConfig {
             warm_pool: 1,
             discard_root_at_stop: false,
             host_ca_certificates: true,
+            image_cache_gb: 100,
             efs_quota_gb: 50,
             uid_first: 2_000_000_000,
             uid_count: 1_000_000,

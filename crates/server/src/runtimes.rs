@@ -43,12 +43,12 @@ fn local_config(
         registry: registry.oci(),
         discard_root_at_stop: config.discard_root_at_stop,
         host_ca_certificates: config.host_ca_certificates,
+        image_cache_bytes: config.image_cache_gb.saturating_mul(1 << 30),
         data_dir: data_dir.to_owned(),
         image_dir: config
             .image_dir
             .clone()
             .unwrap_or_else(|| data_dir.join("images")),
-        python: config.python.clone(),
         jupyter_packages: config.jupyter_packages.clone(),
         ready_timeout: config.ready_timeout,
         stop_grace: config.stop_grace,

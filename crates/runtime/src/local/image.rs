@@ -211,7 +211,40 @@ impl LocalRuntime {
         if let Err(error) = self.oci.touch(&pulled.resolved.digest) {
             tracing::warn!(%error, "cannot mark the image used");
         }
+        self.evict_images(&pulled.resolved.digest);
         Ok(pulled)
+    }
+
+    /// Keeps the image store within its size: evicts the least recently used images that
+    /// no notebook of this data dir is based on, no warm sandbox runs and that are neither
+    /// `keep` nor the built-in image (which takes minutes to build again).
+    fn evict_images(&self, keep: &str) {
+        let max = self.config.image_cache_bytes;
+        if max == 0 {
+            return;
+        }
+        let mut in_use: std::collections::HashSet<String> =
+            std::fs::read_dir(self.config.data_dir.join("roots"))
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                        .filter_map(|id| self.root_base(id))
+                        .collect()
+                })
+                .unwrap_or_default();
+        in_use.insert(keep.to_owned());
+        in_use.extend(self.warm_images());
+        if let Ok(Some(builtin)) = self.oci.local_image(&self.recipe().reference()) {
+            in_use.insert(builtin.digest);
+        }
+        match self.oci.evict(max, &in_use) {
+            Ok(evicted) if !evicted.is_empty() => {
+                tracing::info!(count = evicted.len(), "images evicted from the cache");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "cannot evict images from the cache"),
+        }
     }
 
     /// The prefix of a `local:///prefix` image, which must hold JupyterLab.

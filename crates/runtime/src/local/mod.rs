@@ -66,10 +66,9 @@ use image::KERNEL_CONFIG as BUILTIN_KERNEL_CONFIG;
 #[derive(Debug, Clone)]
 pub struct LocalConfig {
     pub data_dir: PathBuf,
-    /// Where provisioned image environments live (shared by data dirs in tests).
+    /// The image store (`oci/`) and the built-in image's build dir, which servers and tests
+    /// on one host may share.
     pub image_dir: PathBuf,
-    /// The interpreter new image environments are made from.
-    pub python: PathBuf,
     /// What `pip install` puts into the built-in JupyterLab image.
     pub jupyter_packages: Vec<String>,
     /// How long JupyterLab may take to answer `/api/status`.
@@ -94,6 +93,9 @@ pub struct LocalConfig {
     /// `/etc/ssl/certs/ca-certificates.crt` replaces the image's): needed where the way out
     /// passes a TLS-inspecting proxy whose CA only the host knows.
     pub host_ca_certificates: bool,
+    /// The most the image store may take on disk before the least recently used images
+    /// that no notebook here needs are evicted (0: no limit).
+    pub image_cache_bytes: u64,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s

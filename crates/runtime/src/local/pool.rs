@@ -445,6 +445,16 @@ impl LocalRuntime {
         Ok(())
     }
 
+    /// The manifest digests warm sandboxes run.
+    pub(super) fn warm_images(&self) -> Vec<String> {
+        self.pool
+            .lock()
+            .expect("poisoned")
+            .iter()
+            .filter_map(|w| w.key.image.strip_prefix("oci:").map(str::to_owned))
+            .collect()
+    }
+
     /// How many warm sandboxes are idle.
     pub fn warm_count(&self) -> usize {
         self.pool.lock().expect("poisoned").len()

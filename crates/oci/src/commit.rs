@@ -138,7 +138,7 @@ pub fn layer_from_upper_mapped(upper: &Path, owners: &OwnerMap) -> std::io::Resu
                 header.set_size(0);
                 builder.append_data(&mut header, &name, std::io::empty())?;
             } else {
-                builder.append_data(&mut header, &name, std::fs::File::open(&path)?)?;
+                builder.append_data(&mut header, &name, open_same_file(&path, &meta)?)?;
             }
             entries += 1;
             if kind.is_dir() {
@@ -163,6 +163,25 @@ pub fn layer_from_upper_mapped(upper: &Path, owners: &OwnerMap) -> std::io::Resu
     })
 }
 
+/// Opens the regular file `path` without following a symlink, and only if it is still the
+/// file `meta` describes: the upper directory is a notebook's, and whatever it swaps in
+/// while it is read must not make this reader (root) open a file of the host.
+fn open_same_file(path: &Path, meta: &std::fs::Metadata) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let opened = file.metadata()?;
+    if !opened.is_file() || opened.dev() != meta.dev() || opened.ino() != meta.ino() {
+        return Err(std::io::Error::other(format!(
+            "{} changed while it was being saved",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
 fn append_empty<W: Write>(
     builder: &mut tar::Builder<W>,
     name: &str,
@@ -176,4 +195,43 @@ fn append_empty<W: Write>(
     header.set_gid(0);
     header.set_mtime(u64::try_from(like.mtime()).unwrap_or(0));
     builder.append_data(&mut header, name, std::io::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_swapped_while_it_is_saved_is_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "mine").unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(open_same_file(&path, &meta).is_ok());
+        // Swapped for a symlink to a host file: not followed. (The listed file is kept
+        // elsewhere, so its inode number cannot be reused by the swapped-in file.)
+        std::fs::rename(&path, dir.path().join("kept")).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &path).unwrap();
+        assert!(open_same_file(&path, &meta).is_err());
+        // Swapped for another file: not the one that was listed.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "other").unwrap();
+        assert!(open_same_file(&path, &meta).is_err());
+    }
+
+    #[test]
+    fn owners_are_mapped_back_to_the_images() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        let me = nix::unistd::geteuid().as_raw();
+        let owners = OwnerMap {
+            uids: vec![(me, 1000)],
+            gids: vec![(nix::unistd::getegid().as_raw(), 100)],
+        };
+        let layer = layer_from_upper_mapped(dir.path(), &owners).unwrap();
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(layer.data.as_slice()));
+        let entry = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(entry.header().uid().unwrap(), 1000);
+        assert_eq!(entry.header().gid().unwrap(), 100);
+    }
 }

@@ -30,6 +30,17 @@ pub struct Cgroup {
     dirs: Vec<PathBuf>,
 }
 
+/// Whether a process is stopped (or gone, or a zombie: it runs no more either).
+fn is_stopped(pid: i32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    matches!(state, Some("T" | "t" | "Z" | "X") | None)
+}
+
 pub fn detect() -> Option<Hierarchy> {
     if Path::new(ROOT).join("cgroup.controllers").exists() {
         Some(Hierarchy::V2)
@@ -151,12 +162,30 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// Freezes (or thaws) every process of the cgroup, waiting up to a second for the kernel
-    /// to say it is frozen. Only cgroup v2 has a freezer here; on v1 nothing happens and
-    /// `false` is returned.
-    pub fn freeze(&self, frozen: bool) -> io::Result<bool> {
-        if self.hierarchy != Hierarchy::V2 {
-            return Ok(false);
+    /// Pauses (or resumes) every process of the cgroup. v2: its freezer, waiting up to a
+    /// second for the kernel to say it is frozen. v1 (no freezer controller here): SIGSTOP to
+    /// every member until a pass finds all of them stopped (a process forked meanwhile is
+    /// caught by the next pass), SIGCONT to resume. Fails if they cannot all be paused.
+    pub fn freeze(&self, frozen: bool) -> io::Result<()> {
+        if self.hierarchy == Hierarchy::V1 {
+            use nix::sys::signal::{Signal, kill};
+            let signal = if frozen {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            for _ in 0..200 {
+                let mut running = false;
+                for pid in self.pids() {
+                    let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
+                    running |= frozen && !is_stopped(pid);
+                }
+                if !running {
+                    return Ok(());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            return Err(io::Error::other("the sandbox's processes did not stop"));
         }
         let dir = &self.dirs[0];
         write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
@@ -166,11 +195,16 @@ impl Cgroup {
                 .lines()
                 .any(|line| line == want)
             {
-                return Ok(true);
+                return Ok(());
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Ok(true)
+        if frozen {
+            return Err(io::Error::other(
+                "the sandbox did not freeze within a second",
+            ));
+        }
+        Ok(())
     }
 
     pub fn exists(&self) -> bool {

@@ -139,6 +139,44 @@ impl Progress for Details {
     }
 }
 
+/// The processes of the notebook's cgroup (v1: its pids controller's; v2: its own).
+fn cgroup_pids(id: NotebookId) -> Vec<i32> {
+    [
+        format!("/sys/fs/cgroup/pids/atelier/{id}/cgroup.procs"),
+        format!("/sys/fs/cgroup/atelier/{id}/cgroup.procs"),
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .unwrap_or_default()
+    .lines()
+    .filter_map(|line| line.trim().parse().ok())
+    .collect()
+}
+
+/// [`in_sandbox`], in the notebook's cgroups too (as the processes JupyterLab starts are).
+fn in_sandbox_cgroup(data_dir: &Path, id: NotebookId, script: &str) -> (i32, String) {
+    let join = format!(
+        "for procs in /sys/fs/cgroup/*/atelier/{id}/cgroup.procs \
+         /sys/fs/cgroup/atelier/{id}/cgroup.procs; do \
+         [ -e \"$procs\" ] && echo $$ > \"$procs\"; done; exec \"$@\""
+    );
+    let record = std::fs::read_to_string(data_dir.join(format!("run/{id}/pid"))).unwrap();
+    let init = record.split_whitespace().nth(2).unwrap().to_owned();
+    let output = std::process::Command::new("/bin/sh")
+        .args(["-c", &join, "join", "/usr/bin/nsenter"])
+        .args([
+            "-t", &init, "--user", "--mount", "--pid", "--ipc", "--uts", "--net", "--setuid",
+            "1000", "--setgid", "100", "--root", "--wd", "/bin/sh", "-c", script,
+        ])
+        .env_clear()
+        .env("PATH", "/opt/jupyterlab/bin:/usr/local/bin:/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
 /// Runs `script` with sh in the notebook's sandbox as ma-user (nsenter into its namespaces,
 /// the way SSH sessions enter it); returns (exit status, stdout + stderr).
 fn in_sandbox(data_dir: &Path, id: NotebookId, script: &str) -> (i32, String) {
@@ -228,14 +266,52 @@ async fn a_notebook_runs_a_registry_image_keeps_its_changes_and_is_saved_as_a_ne
     );
     assert_eq!((status, out.as_str()), (0, "dotfile\n42\n"));
 
-    // Saved as an image in the registry: a second notebook from it has the package, as
-    // ma-user's, and not the first one's work volume.
+    // Saved as an image in the registry while a process of the notebook keeps writing: the
+    // sandbox is paused while its changes are read (the reader is root on the host), and
+    // runs on afterwards. A second notebook from the image has the package, as ma-user's,
+    // and not the first one's work volume.
+    let (status, out) = in_sandbox_cgroup(
+        &data_dir,
+        first,
+        "nohup sh -c 'while :; do echo x >> /home/ma-user/work/tick; sleep 0.005; done' \
+         >/dev/null 2>&1 &",
+    );
+    assert_eq!(status, 0, "{out}");
+    let tick = data_dir.join(format!("volumes/{first}/tick"));
+    for _ in 0..500 {
+        if tick.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let saved = format!("{}/team/lab-saved:v1", registry.host);
-    let image = runtime
-        .images()
-        .commit(first, &ImageRef::parse(&saved))
-        .await
-        .unwrap();
+    let target = ImageRef::parse(&saved);
+    let saving = runtime.images().commit(first, &target);
+    let watching = async {
+        let mut paused = false;
+        for _ in 0..2000 {
+            paused |= cgroup_pids(first).iter().any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| s.rsplit(')').next().map(str::to_owned))
+                    .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            });
+            if paused {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        paused
+    };
+    let (image, paused) = tokio::join!(saving, watching);
+    let image = image.unwrap();
+    assert!(paused, "the sandbox was never paused during the save");
+    let before = std::fs::metadata(&tick).unwrap().len();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        std::fs::metadata(&tick).unwrap().len() > before,
+        "the notebook runs on after the save"
+    );
     assert!(image.digest.as_deref().unwrap().starts_with("sha256:"));
     assert!(
         image.size.unwrap() > builtin.size,

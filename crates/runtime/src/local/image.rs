@@ -379,19 +379,38 @@ impl ImageStore for LocalRuntime {
             RuntimeError::Fatal("the notebook has no uid on this host".to_owned())
         })?;
         let owners = Self::owner_map(ids);
-        let cgroup = self
-            .hierarchy
-            .map(|h| crate::cgroup::Cgroup::for_notebook(h, notebook_id))
-            .filter(|c| c.exists() && self.alive(notebook_id));
-        let frozen = match &cgroup {
-            Some(cgroup) => cgroup.freeze(true).unwrap_or_else(|error| {
-                tracing::warn!(notebook_id = %notebook_id, %error, "cannot freeze the sandbox while saving it");
-                false
-            }),
-            None => false,
+        // A running sandbox is paused while its upper directory is read: the reader is root
+        // on the host, and a notebook swapping a file for a symlink under it would have it
+        // read a host file into the image.
+        let cgroup = if self.alive(notebook_id) {
+            let cgroup = self
+                .hierarchy
+                .map(|h| crate::cgroup::Cgroup::for_notebook(h, notebook_id))
+                .filter(crate::cgroup::Cgroup::exists)
+                .ok_or_else(|| {
+                    RuntimeError::Fatal(
+                        "a running notebook without a cgroup cannot be paused to be saved"
+                            .to_owned(),
+                    )
+                })?;
+            let paused = tokio::task::spawn_blocking({
+                let cgroup = cgroup.clone();
+                move || cgroup.freeze(true)
+            })
+            .await
+            .map_err(|e| step_error("pausing the notebook", e))?;
+            if let Err(error) = paused {
+                let _ = cgroup.freeze(false);
+                return Err(RuntimeError::Transient(format!(
+                    "cannot pause the notebook to save it: {error}"
+                )));
+            }
+            Some(cgroup)
+        } else {
+            None
         };
         // Thawed however the save ends, a dropped future (a shutdown) included.
-        let thaw = Thaw(cgroup.clone().filter(|_| frozen));
+        let thaw = Thaw(cgroup);
         let saved = match target {
             ImageRef::Builtin(name) => {
                 self.oci

@@ -170,7 +170,8 @@ enum ImageCommand {
     /// The images notebooks can use.
     List,
     /// Build the built-in JupyterLab image (Debian packages and PyPI, once per host) now, so
-    /// that the first start does not wait.
+    /// that the first start does not wait (`image build` is the same).
+    #[command(alias = "build")]
     Pull,
 }
 

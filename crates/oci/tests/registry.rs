@@ -537,3 +537,56 @@ async fn an_image_built_here_is_saved_with_a_notebooks_changes_and_pulled_elsewh
     );
     assert!(pulled.layers[1].join("opt/pkg/__init__.py").is_file());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_that_disappears_mid_pull_fails_the_pull_and_leaves_nothing_behind() {
+    if !available("a_registry_that_disappears_mid_pull_fails_the_pull_and_leaves_nothing_behind") {
+        return;
+    }
+    let registry = Registry::start().await;
+    // Incompressible, so the download takes many reads: the registry goes after the first.
+    let mut noise = String::with_capacity(24 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while noise.len() < (24 << 20) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        noise.push_str(&format!("{x:016x}"));
+    }
+    let reference = push(
+        &registry,
+        "team/big:1",
+        "amd64",
+        vec![layer(&[("data/noise", &noise)])],
+    )
+    .await;
+    let root = tempfile::tempdir().unwrap();
+    let images = store(root.path());
+    let resolved = images.resolve(&reference, "amd64").await.unwrap();
+    let registry = Mutex::new(Some(registry));
+    let seen = Mutex::new(0u64);
+    let outcome = images
+        .pull(&resolved, &|done, _| {
+            *seen.lock().unwrap() = done;
+            // Dropping the registry kills its process.
+            if done > 0 {
+                drop(registry.lock().unwrap().take());
+            }
+        })
+        .await;
+    let error = outcome.unwrap_err();
+    assert!(
+        *seen.lock().unwrap() < resolved.size,
+        "the pull was cut short"
+    );
+    assert!(error.is_transient(), "{error:?}");
+    assert!(
+        leftovers(root.path()).is_empty(),
+        "{:?}",
+        leftovers(root.path())
+    );
+    let hex = resolved.layers[0].digest.strip_prefix("sha256:").unwrap();
+    assert!(!root.path().join("blobs/sha256").join(hex).exists());
+    assert!(!root.path().join(format!("layers/sha256-{hex}")).exists());
+    assert!(images.images().unwrap().is_empty());
+}

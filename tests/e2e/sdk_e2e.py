@@ -76,9 +76,10 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 class Server:
-    def __init__(self, binary: str, data_dir: Path):
+    def __init__(self, binary: str, data_dir: Path, config: Path | None = None):
         self.binary = binary
         self.data_dir = data_dir
+        self.config = config
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.lines: list[str] = []
@@ -99,6 +100,8 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         cmd = [self.binary, "serve", "--data-dir", str(self.data_dir),
                "--api-listen", "127.0.0.1:0", "--gateway-listen", "127.0.0.1:0"]
+        if self.config is not None:
+            cmd += ["--config", str(self.config)]
         log("starting: %s" % " ".join(cmd))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, start_new_session=True)

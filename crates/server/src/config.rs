@@ -467,6 +467,7 @@ const ENV_KEYS: &[&str] = &[
     "auth",
     "runtime",
     "ssh",
+    "registry",
 ];
 
 impl Config {

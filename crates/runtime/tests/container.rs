@@ -86,6 +86,7 @@ fn config(data_dir: &Path) -> LocalConfig {
         discard_root_at_stop: false,
         host_ca_certificates: true,
         image_cache_bytes: 0,
+        root_quota_gb: 20,
         data_dir: data_dir.to_owned(),
         image_dir: image_dir(),
         jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
@@ -216,6 +217,7 @@ async fn a_notebook_runs_a_registry_image_keeps_its_changes_and_is_saved_as_a_ne
     // An image store of its own: the image is really pulled from the registry.
     let mut settings = config(&data_dir);
     settings.image_dir = dir.path().join("images");
+    settings.root_quota_gb = 1;
     let runtime = LocalRuntime::new(settings).unwrap();
     let data_dir = std::fs::canonicalize(&data_dir).unwrap();
     let first = NotebookId::new_random();
@@ -250,6 +252,20 @@ async fn a_notebook_runs_a_registry_image_keeps_its_changes_and_is_saved_as_a_ne
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
         ["1000", "100", "bookworm", "1000:100", "1000:100", "42"],
+        "{out}"
+    );
+
+    // What a notebook writes outside its work dir is bounded (root_quota_gb), on a
+    // filesystem of its own: the host's disk is not the limit.
+    let (status, out) = in_sandbox(
+        &data_dir,
+        first,
+        "fallocate -l 100M /opt/jupyterlab/fits && rm /opt/jupyterlab/fits && echo fits; \
+         fallocate -l 2G /opt/jupyterlab/too-big 2>&1; rm -f /opt/jupyterlab/too-big",
+    );
+    assert_eq!(status, 0, "{out}");
+    assert!(
+        out.starts_with("fits\n") && out.contains("No space left on device"),
         "{out}"
     );
 

@@ -51,6 +51,7 @@ fn config(data_dir: &Path) -> LocalConfig {
         discard_root_at_stop: false,
         host_ca_certificates: true,
         image_cache_bytes: 0,
+        root_quota_gb: 20,
         data_dir: data_dir.to_owned(),
         image_dir,
         jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],

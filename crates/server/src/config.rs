@@ -341,6 +341,11 @@ pub struct LocalRuntimeConfig {
     /// take, in GiB; past it, the least recently used images no notebook of this server is
     /// based on are evicted after a pull. 0: no limit. Default 100.
     pub image_cache_gb: u64,
+    /// The most a notebook may write outside its work dir (pip installs into the image's
+    /// environment, files under /opt, ...), in GiB: its root's changes live in a sparse ext4
+    /// image of this size, so that no notebook can fill the host's disk through its root.
+    /// 0: no limit. Default 20.
+    pub root_quota_gb: u64,
     /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
     /// directory without a limit). The spec shows EFS as a fixed 50 GB.
     pub efs_quota_gb: u64,
@@ -372,6 +377,7 @@ impl Default for LocalRuntimeConfig {
             discard_root_at_stop: false,
             host_ca_certificates: true,
             image_cache_gb: 100,
+            root_quota_gb: 20,
             efs_quota_gb: 50,
             uid_first: 2_000_000_000,
             uid_count: 1_000_000,

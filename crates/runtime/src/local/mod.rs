@@ -96,6 +96,9 @@ pub struct LocalConfig {
     /// The most the image store may take on disk before the least recently used images
     /// that no notebook here needs are evicted (0: no limit).
     pub image_cache_bytes: u64,
+    /// The most a notebook may write outside its work dir (its root's upper directory, an
+    /// ext4 image of this size), in GiB; 0: no limit (a directory of the data dir).
+    pub root_quota_gb: u64,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s

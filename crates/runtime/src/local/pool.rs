@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use tokio::sync::watch;
 
 use super::image::Prepared;
-use super::rootfs::{OverlayDirs, Root, reown, unmount_overlay};
+use super::rootfs::{OverlayDirs, Root, unmount_overlay};
 use super::sys::{HostIds, idmapped_bind, mapping_userns};
 use super::{
     Ended, Layout, LocalRuntime, PidRecord, Sandbox, run, set_mode, signal_all, step_error,
@@ -159,11 +159,15 @@ impl LocalRuntime {
             Prepared::Prefix(prefix) => Ok(Root::Prefix(prefix.clone())),
             Prepared::Image(image) => {
                 let dirs = OverlayDirs::under(&dir);
-                self.mount_overlay(&dirs, &image.layers, ids)
-                    .map(|()| Root::Image {
-                        merged: dirs.merged,
-                        env: super::image::image_env(&image.resolved),
-                    })
+                match self.mount_root_fs(&dirs, ids).await {
+                    Ok(()) => self
+                        .mount_overlay(&dirs, &image.layers, ids)
+                        .map(|()| Root::Image {
+                            merged: dirs.merged,
+                            env: super::image::image_env(&image.resolved),
+                        }),
+                    Err(error) => Err(error),
+                }
             }
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::named(h, &slot));
@@ -302,9 +306,9 @@ impl LocalRuntime {
         let root = OverlayDirs::under(&dir);
         unmount_overlay(&root).await;
         if let (Some(id), Some(uid)) = (owner, uid)
-            && root.upper.is_dir()
+            && (root.image.exists() || root.upper.is_dir())
             && !self.config.discard_root_at_stop
-            && let Err(error) = self.hand_over_changes(id, &root.upper, uid)
+            && let Err(error) = self.hand_over_changes(id, &root, uid)
         {
             tracing::error!(notebook_id = %id, %error, "cannot keep the changes of a warm sandbox");
         }
@@ -420,28 +424,30 @@ impl LocalRuntime {
 
     /// Moves a claimed warm sandbox's upper directory to the notebook's root dir, its files
     /// given from the slot's uid to the notebook's.
+    /// The files keep the slot's uid until the notebook's next start gives them its own.
     fn hand_over_changes(
         &self,
         id: NotebookId,
-        upper: &Path,
+        slot: &OverlayDirs,
         slot_uid: u32,
     ) -> Result<(), RuntimeError> {
-        let notebook = self
-            .uids
-            .of_notebook(id)
-            .ok_or_else(|| step_error("warm sandbox", "the notebook has no uid"))?;
         let target = OverlayDirs::under(&self.root_dir(id));
+        let base = self.root_base(id);
+        self.discard_root(id)?;
+        if let Some(base) = base {
+            self.record_base(id, &base)?;
+        }
         std::fs::create_dir_all(&target.fs)?;
         set_mode(&target.fs, 0o700)?;
-        if target.upper.exists() {
-            std::fs::remove_dir_all(&target.upper)?;
+        if slot.image.exists() {
+            std::fs::rename(&slot.image, &target.image)?;
+        } else {
+            std::fs::rename(&slot.upper, &target.upper)?;
         }
-        std::fs::rename(upper, &target.upper)?;
-        let slot = HostIds {
-            uid: slot_uid,
-            gid: slot_uid,
-        };
-        reown(&target.upper, slot, notebook)?;
+        if slot.empty.exists() {
+            std::fs::write(&target.empty, "")?;
+        }
+        std::fs::write(&target.owner, format!("{slot_uid}\n"))?;
         Ok(())
     }
 

@@ -143,31 +143,46 @@ pub(super) fn write_mount_points(dir: &Path, ca_bundle: bool) -> std::io::Result
     Ok(())
 }
 
-/// Where an overlay root's pieces are: `fs/` (root only) with `upper/`, `work/` and the
-/// layers' temporary mount points `lower/`, and the mount point `merged/`.
+/// Where an overlay root's pieces are: `fs/` (root only; with `root_quota_gb`, the
+/// mounted ext4 image `fs.ext4` of that size, so that a notebook cannot fill the host's
+/// disk through its root) with `upper/`, `work/` and the layers' temporary mount points
+/// `lower/`; the mount point `merged/`; and beside them, written only by the server, `owner`
+/// (the host uid the upper's files are stored as) and `empty` (present when the upper was
+/// found empty as it was unmounted).
 #[derive(Debug, Clone)]
 pub(super) struct OverlayDirs {
+    pub image: PathBuf,
     pub fs: PathBuf,
     pub upper: PathBuf,
     pub work: PathBuf,
     pub lower: PathBuf,
     pub merged: PathBuf,
+    pub owner: PathBuf,
+    pub empty: PathBuf,
 }
 
 impl OverlayDirs {
     pub(super) fn under(dir: &Path) -> OverlayDirs {
         let fs = dir.join("fs");
         OverlayDirs {
+            image: dir.join("fs.ext4"),
             upper: fs.join("upper"),
             work: fs.join("work"),
             lower: fs.join("lower"),
             merged: dir.join("merged"),
+            owner: dir.join("owner"),
+            empty: dir.join("empty"),
             fs,
         }
     }
+
+    fn upper_is_empty(&self) -> bool {
+        std::fs::read_dir(&self.upper).map_or(true, |mut entries| entries.next().is_none())
+    }
 }
 
-/// Unmounts an overlay root (lazily: a process still inside keeps its view).
+/// Unmounts an overlay root (lazily: a process still inside keeps its view), then the
+/// filesystem of its upper directory, noting whether that was empty.
 pub(super) async fn unmount_overlay(dirs: &OverlayDirs) {
     for _ in 0..3 {
         if !is_mounted(&dirs.merged) {
@@ -182,6 +197,16 @@ pub(super) async fn unmount_overlay(dirs: &OverlayDirs) {
             if is_mounted(&entry.path()) {
                 let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
             }
+        }
+    }
+    if is_mounted(&dirs.fs) {
+        if dirs.upper_is_empty() {
+            let _ = std::fs::write(&dirs.empty, "");
+        } else {
+            let _ = std::fs::remove_file(&dirs.empty);
+        }
+        if let Err(error) = run("umount", &["-l", &dirs.fs.to_string_lossy()]).await {
+            tracing::warn!(%error, "could not unmount a root's upper filesystem");
         }
     }
 }
@@ -220,9 +245,43 @@ impl LocalRuntime {
         self.root_dir(id).join("fs/upper")
     }
 
+    /// Mounts the filesystem of a root's upper directory: with `root_quota_gb`, its ext4
+    /// image of that size (made at the first mount); else a directory of the data dir. Files
+    /// stored as another host uid (a warm sandbox's, handed over) become `ids`'s first.
+    pub(super) async fn mount_root_fs(
+        &self,
+        dirs: &OverlayDirs,
+        ids: HostIds,
+    ) -> Result<(), RuntimeError> {
+        std::fs::create_dir_all(&dirs.fs)?;
+        let gb = self.config.root_quota_gb;
+        if gb > 0 && !is_mounted(&dirs.fs) {
+            if !dirs.image.exists() {
+                super::storage::make_ext4(&dirs.image, gb * 1024 * 1024 * 1024, 0, 0).await?;
+            }
+            super::storage::mount_image(&dirs.image, &dirs.fs).await?;
+        }
+        set_mode(&dirs.fs, 0o700)?;
+        let _ = std::fs::remove_file(&dirs.empty);
+        let owner = std::fs::read_to_string(&dirs.owner)
+            .ok()
+            .and_then(|o| o.trim().parse::<u32>().ok());
+        if let Some(owner) = owner.filter(|o| *o != ids.uid)
+            && dirs.upper.is_dir()
+        {
+            let from = HostIds {
+                uid: owner,
+                gid: owner,
+            };
+            reown(&dirs.upper, from, ids)?;
+        }
+        std::fs::write(&dirs.owner, format!("{}\n", ids.uid))?;
+        Ok(())
+    }
+
     /// The manifest digest the notebook's upper directory was made on, if it has one.
     pub(super) fn root_base(&self, id: NotebookId) -> Option<String> {
-        let text = std::fs::read_to_string(self.root_dir(id).join("fs/base")).ok()?;
+        let text = std::fs::read_to_string(self.root_dir(id).join("base")).ok()?;
         let digest = text.trim();
         (digest.starts_with("sha256:") && digest.len() == 71).then(|| digest.to_owned())
     }
@@ -254,23 +313,22 @@ impl LocalRuntime {
         }
         let dirs = OverlayDirs::under(&self.root_dir(id));
         self.record_base(id, digest)?;
+        self.mount_root_fs(&dirs, ids).await?;
         self.mount_overlay(&dirs, layers, ids)?;
         Ok(dirs.merged)
     }
 
     /// Records the image the notebook's changes are made on.
     pub(super) fn record_base(&self, id: NotebookId, digest: &str) -> Result<(), RuntimeError> {
-        let fs = self.root_dir(id).join("fs");
-        for (path, mode) in [(self.root_dir(id), 0o711), (fs.clone(), 0o700)] {
-            std::fs::create_dir_all(&path)?;
-            set_mode(&path, mode)?;
-        }
-        std::fs::write(fs.join("base"), format!("{digest}\n"))?;
+        let dir = self.root_dir(id);
+        std::fs::create_dir_all(&dir)?;
+        set_mode(&dir, 0o711)?;
+        std::fs::write(dir.join("base"), format!("{digest}\n"))?;
         Ok(())
     }
 
     /// Mounts an overlay of `layers` (bottom first), idmapped for `ids`, and the layer of
-    /// mount points, under `dirs.upper`, at `dirs.merged`.
+    /// mount points, under `dirs.upper` (its filesystem mounted already), at `dirs.merged`.
     pub(super) fn mount_overlay(
         &self,
         dirs: &OverlayDirs,
@@ -326,21 +384,40 @@ impl LocalRuntime {
 
     /// Throws the notebook's changes outside the work dir away (unmounted first).
     pub(super) fn discard_root(&self, id: NotebookId) -> Result<(), RuntimeError> {
-        let fs = self.root_dir(id).join("fs");
-        for name in ["upper", "work", "base"] {
-            let path = fs.join(name);
+        let dirs = OverlayDirs::under(&self.root_dir(id));
+        if is_mounted(&dirs.fs) {
+            return Err(step_error(
+                "root filesystem",
+                "still mounted; stop the notebook",
+            ));
+        }
+        for path in [&dirs.upper, &dirs.work] {
             if path.is_dir() {
-                std::fs::remove_dir_all(&path)?;
-            } else if path.exists() {
-                std::fs::remove_file(&path)?;
+                std::fs::remove_dir_all(path)?;
+            }
+        }
+        for path in [
+            &dirs.image,
+            &dirs.owner,
+            &dirs.empty,
+            &self.root_dir(id).join("base"),
+        ] {
+            if path.exists() {
+                std::fs::remove_file(path)?;
             }
         }
         Ok(())
     }
 
-    /// Whether the notebook has changes outside its work dir.
+    /// Whether the notebook has (or may have) changes outside its work dir: its upper
+    /// directory is not empty, or, unmounted in its image, was not found empty at the last
+    /// unmount (a host that went down unmounts nothing: then it may have some).
     pub(super) fn root_changed(&self, id: NotebookId) -> bool {
-        std::fs::read_dir(self.upper_dir(id)).is_ok_and(|mut entries| entries.next().is_some())
+        let dirs = OverlayDirs::under(&self.root_dir(id));
+        if is_mounted(&dirs.fs) || !dirs.image.exists() {
+            return !dirs.upper_is_empty();
+        }
+        !dirs.empty.exists()
     }
 
     /// The upper directory of the notebook's running sandbox and the host ids its files are

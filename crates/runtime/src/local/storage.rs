@@ -13,8 +13,39 @@ use super::sys::HostIds;
 use super::{LocalRuntime, file_len, filesystem_len, is_mounted, run};
 use crate::{RuntimeError, SandboxSpec};
 
+/// Makes `image` a sparse ext4 filesystem of `bytes` whose root belongs to `uid:gid`
+/// (through `{image}.partial`, so that a half-made image is never taken for one).
+pub(super) async fn make_ext4(
+    image: &Path,
+    bytes: u64,
+    uid: u32,
+    gid: u32,
+) -> Result<(), RuntimeError> {
+    let partial = image.with_extension("partial");
+    let file = std::fs::File::create(&partial)?;
+    file.set_len(bytes)?;
+    drop(file);
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-m",
+            "0",
+            "-J",
+            "size=16",
+            "-E",
+            &format!("root_owner={uid}:{gid},lazy_itable_init=1,lazy_journal_init=1"),
+            &partial.to_string_lossy(),
+        ],
+    )
+    .await?;
+    std::fs::rename(&partial, image)?;
+    Ok(())
+}
+
 /// Loop-mounts the ext4 image `image` on `dir`, `nosuid,nodev`.
-async fn mount_image(image: &Path, dir: &Path) -> Result<(), RuntimeError> {
+pub(super) async fn mount_image(image: &Path, dir: &Path) -> Result<(), RuntimeError> {
     run(
         "mount",
         &[

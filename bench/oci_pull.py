@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Pull and unpack throughput of the OCI image store against `skopeo copy` + `umoci unpack`.
 
-An OCI image is made from the built-in JupyterLab environment (IMAGE_DIR/jupyterlab, split
-into LAYERS layers of about equal size) with umoci, pushed with skopeo to Debian's
+An OCI image is made from the built-in JupyterLab environment (/opt/jupyterlab of the built-in
+image's unpacked top layer in IMAGE_DIR/oci, or the older IMAGE_DIR/jupyterlab; split into
+LAYERS layers of about equal size) with umoci, pushed with skopeo to Debian's
 `docker-registry` on loopback (filesystem storage in a temp dir), then pulled RUNS times into
 an empty store by each side:
 
@@ -108,9 +109,25 @@ def build_image(work, source):
     return layout, total
 
 
+def builtin_venv():
+    """/opt/jupyterlab of the newest built-in image in the image store, unpacked."""
+    store = os.path.join(IMAGE_DIR, "oci")
+    found = []
+    for name in os.listdir(os.path.join(store, "images")) if os.path.isdir(store) else []:
+        path = os.path.join(store, "images", name)
+        with open(path) as f:
+            image = json.load(f)
+        if image.get("reference", "").startswith("atelier.local/builtin/jupyterlab:"):
+            top = image["layers"][-1]["digest"].replace(":", "-")
+            found.append((os.path.getmtime(path), os.path.join(store, "layers", top, "opt/jupyterlab")))
+    if found:
+        return max(found)[1]
+    return os.path.join(IMAGE_DIR, "jupyterlab")
+
+
 def main():
     missing = [tool for tool in TOOLS if not shutil.which(tool)]
-    source = os.path.join(IMAGE_DIR, "jupyterlab")
+    source = os.environ.get("SOURCE") or builtin_venv()
     if missing or not os.path.isdir(source):
         print(f"oci_pull: skipped ({', '.join(missing) or source + ' is missing'}; apt-get install docker-registry skopeo umoci)")
         return

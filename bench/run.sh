@@ -11,6 +11,10 @@
 #   sandbox.py  idle memory of a running notebook (RSS, PSS), and of its network helper
 #   oci_pull.py pull + unpack of a JupyterLab OCI image from a loopback registry, against
 #               skopeo copy + umoci unpack of the same image
+#   images.py   a custom image in a loopback registry: start from it cold (empty image dir,
+#               so pulled and unpacked), cold from the cache (beside the built-in image) and
+#               warm; save a notebook with installed packages as an image (create-image) against
+#               buildah commit + skopeo copy of the same files
 #   control.py  boot and idle RSS with 10,000 notebooks, lease-expiry lateness with 1,000
 #               leases due at once, RSS with 100 running notebooks
 # Environment: ATELIER_BIN, LOADGEN (prebuilt binaries), IMAGE_DIR (provisioned images).
@@ -36,3 +40,5 @@ echo
 python3 "$here/control.py" "${smoke[@]}"
 echo
 python3 "$here/oci_pull.py" "${smoke[@]}"
+echo
+python3 "$here/images.py" "${smoke[@]}"

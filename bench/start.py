@@ -12,6 +12,7 @@ usage: bench/start.py [--smoke]      env: ATELIER_BIN, IMAGE_DIR, RUNS, TEN
 """
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ BIN = os.environ.get("ATELIER_BIN") or os.path.join(REPO, "target/release/atelie
 IMAGE_DIR = os.environ.get("IMAGE_DIR") or os.path.join(REPO, "target/atelier-images")
 RUNS = int(os.environ.get("RUNS", "1" if SMOKE else "5"))
 TEN = int(os.environ.get("TEN", "2" if SMOKE else "10"))
+BUILTIN_IMAGE = "e1a07296-22a8-4f05-8bc8-e936c8e54090"
 
 
 def request(method, url, token=None, body=None, timeout=30):
@@ -71,14 +73,21 @@ def notebook_get(server, nb_id, path, token=None, body=None, timeout=30):
 
 
 class Server:
-    def __init__(self, warm_pool=0):
+    def __init__(self, warm_pool=0, image_dir=None, env=None, config=None):
+        """`config`: TOML for `--config` (e.g. `[registry]`, which no variable sets)."""
         self.tmp = tempfile.mkdtemp(prefix="atelier-bench-")
         os.chmod(self.tmp, 0o711)  # the notebooks' uids pass through it to their volumes
         env = dict(os.environ, ATELIER_LOG="warn", ATELIER_RUNTIME__KIND="local",
-                   ATELIER_RUNTIME__IMAGE_DIR=IMAGE_DIR, XDG_CONFIG_HOME=self.tmp + "/xdg",
-                   ATELIER_RUNTIME__WARM_POOL=str(warm_pool))
+                   ATELIER_RUNTIME__IMAGE_DIR=image_dir or IMAGE_DIR,
+                   XDG_CONFIG_HOME=self.tmp + "/xdg",
+                   ATELIER_RUNTIME__WARM_POOL=str(warm_pool), **(env or {}))
+        args = []
+        if config:
+            with open(self.tmp + "/config.toml", "w") as f:
+                f.write(config)
+            args = ["--config", self.tmp + "/config.toml"]
         self.process = subprocess.Popen(
-            [BIN, "serve", "--data-dir", self.tmp + "/data", "--api-listen", "127.0.0.1:0",
+            [BIN, "serve", *args, "--data-dir", self.tmp + "/data", "--api-listen", "127.0.0.1:0",
              "--gateway-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
         self.api = self.gateway = None
@@ -108,13 +117,13 @@ class Server:
             time.sleep(0.005)
         raise RuntimeError(f"{nb_id} did not reach {wanted}")
 
-    def create(self, name):
-        body = {"name": name, "flavor": "modelarts.vm.cpu.2u",
-                "image_id": "e1a07296-22a8-4f05-8bc8-e936c8e54090",
+    def create(self, name, image_id=BUILTIN_IMAGE, full=False):
+        """Creates (and so starts) a notebook; its id, or with `full` the whole answer."""
+        body = {"name": name, "flavor": "modelarts.vm.cpu.2u", "image_id": image_id,
                 "volume": {"category": "EFS", "ownership": "MANAGED"}, "duration": -1}
         status, nb = request("POST", self.base, self.token, body)
-        assert status == 200, status
-        return nb["id"]
+        assert status == 200, (status, nb)
+        return nb if full else nb["id"]
 
     def start_to_ready(self, nb_id, poll=0.002):
         """Seconds from POST start to the first 200 on /api/status through the gateway.
@@ -166,6 +175,7 @@ class Server:
             time.sleep(0.1)
         self.process.terminate()
         self.process.wait(timeout=20)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def summary(name, values):

@@ -63,6 +63,16 @@ pub enum ControlError {
     ImageConflict(String),
     #[error("a notebook has at most {max} tags")]
     TooManyTags { max: usize },
+    #[error("the storage mount does not exist")]
+    StorageNotFound,
+    /// A bucket or share the notebook's project was not granted (or that does not exist:
+    /// the answer is the same).
+    #[error("no permission to mount {0}")]
+    StorageNotGranted(String),
+    #[error("{0} is already mounted")]
+    MountPathInUse(String),
+    #[error("a notebook has at most {max} storage mounts")]
+    TooManyMounts { max: usize },
     #[error("all SSH ports {first}-{last} are taken")]
     SshPortsExhausted { first: u16, last: u16 },
 

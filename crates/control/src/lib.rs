@@ -14,5 +14,6 @@ pub mod operations;
 pub mod orchestrator;
 pub mod service;
 pub mod ssh;
+pub mod storage;
 
 pub use error::ControlError;

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 
 use atelier_domain::{
-    EndpointService, EndpointSpec, Feature, Image, ImageId, ImageType, Lease, LeaseRun, LeaseType,
-    Notebook, NotebookId, NotebookStatus, Operation, ProjectId, StopReason, Tag, UserId, Volume,
-    VolumeCategory,
+    DataVolume, EndpointService, EndpointSpec, Feature, Image, ImageId, ImageType, Lease, LeaseRun,
+    LeaseType, MountStatus, Notebook, NotebookId, NotebookStatus, Operation, ProjectId, StopReason,
+    Tag, UserId, Volume, VolumeCategory,
 };
 
 use crate::error::ControlError;
@@ -208,6 +208,7 @@ impl NotebookOperations {
             endpoints,
             hooks_json: new.hooks_json,
             tags: vec![],
+            data_volumes: vec![],
             lease: Lease::new(now, new.run),
             token: Some(uuid::Uuid::new_v4().to_string()),
             action_progress: vec![],
@@ -329,6 +330,58 @@ impl NotebookOperations {
     ) -> Result<Arc<Notebook>, ControlError> {
         self.service.get(project, id)?;
         self.orchestrator.request_stop(id, StopReason::User).await
+    }
+
+    /// Mounts `volume` (parsed and checked by the caller) into a RUNNING notebook: the
+    /// answer is the mount as `MOUNTING`; a task mounts it.
+    pub async fn attach_storage(
+        &self,
+        project: &ProjectId,
+        id: &NotebookId,
+        mut volume: DataVolume,
+    ) -> Result<DataVolume, ControlError> {
+        self.service.get(project, id)?;
+        volume.id = uuid::Uuid::new_v4().to_string();
+        volume.create_at = self.service.now_ms();
+        volume.status = MountStatus::Mounting;
+        volume.failure_reason = None;
+        self.orchestrator.request_attach(id, volume.clone()).await?;
+        Ok(volume)
+    }
+
+    /// The notebook's dynamic mounts, oldest first.
+    pub fn list_storage(
+        &self,
+        project: &ProjectId,
+        id: &NotebookId,
+    ) -> Result<Vec<DataVolume>, ControlError> {
+        Ok(self.service.get(project, id)?.data_volumes.clone())
+    }
+
+    pub fn show_storage(
+        &self,
+        project: &ProjectId,
+        id: &NotebookId,
+        storage_id: &str,
+    ) -> Result<DataVolume, ControlError> {
+        self.service
+            .get(project, id)?
+            .data_volumes
+            .iter()
+            .find(|v| v.id == storage_id)
+            .cloned()
+            .ok_or(ControlError::StorageNotFound)
+    }
+
+    /// Unmounts a mount (`UNMOUNTING` now; the record goes once it is unmounted).
+    pub async fn detach_storage(
+        &self,
+        project: &ProjectId,
+        id: &NotebookId,
+        storage_id: &str,
+    ) -> Result<DataVolume, ControlError> {
+        self.service.get(project, id)?;
+        self.orchestrator.request_detach(id, storage_id).await
     }
 
     /// Deletes a notebook and its storage (DELETING now; the record goes once the runtime has

@@ -24,6 +24,7 @@ use crate::gateway::NotebookGateway;
 use crate::metrics::ControlMetrics;
 use crate::service::NotebookService;
 use crate::ssh::SshService;
+use crate::storage::StorageGrants;
 
 #[derive(Default)]
 struct Slot {
@@ -43,6 +44,8 @@ pub struct Orchestrator {
     early_exits: Arc<Mutex<HashMap<NotebookId, String>>>,
     /// The image each requested save writes, until its task takes it.
     saves: Mutex<HashMap<NotebookId, ImageId>>,
+    /// What dynamic storage each project may mount.
+    storage: StorageGrants,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -74,12 +77,15 @@ fn step_name(step: Step) -> &'static str {
 }
 
 impl Orchestrator {
+    // The composition root builds it once, from these parts.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         service: Arc<NotebookService>,
         runtime: Arc<dyn Runtime>,
         gateway: Arc<dyn NotebookGateway>,
         ssh: Arc<SshService>,
         metrics: ControlMetrics,
+        storage: StorageGrants,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Orchestrator> {
@@ -92,6 +98,7 @@ impl Orchestrator {
             slots: Mutex::new(HashMap::new()),
             early_exits: Arc::default(),
             saves: Mutex::default(),
+            storage,
             tracker,
             shutdown,
         });
@@ -101,6 +108,29 @@ impl Orchestrator {
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.runtime
+    }
+
+    pub(crate) fn service(&self) -> &Arc<NotebookService> {
+        &self.service
+    }
+
+    pub(crate) fn storage_grants(&self) -> &StorageGrants {
+        &self.storage
+    }
+
+    pub(crate) fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// The lock every task working on the notebook holds.
+    pub(crate) fn exclusive(&self, id: NotebookId) -> Arc<tokio::sync::Mutex<()>> {
+        self.slots
+            .lock()
+            .expect("poisoned")
+            .entry(id)
+            .or_default()
+            .running
+            .clone()
     }
 
     /// Starts (or restarts) the work the notebook's current status calls for. Any task still
@@ -171,6 +201,11 @@ impl Orchestrator {
                 // kill included) arrives as an event.
                 if self.runtime.adopt(&self.sandbox_spec(&notebook)).await {
                     self.route(&notebook);
+                    // Mounts outlive the server like the sandbox; those it was changing,
+                    // or whose client died meanwhile, are brought back.
+                    if !notebook.data_volumes.is_empty() {
+                        self.spawn_storage(notebook.id, true);
+                    }
                     if let Err(error) = self.ssh.open(&notebook).await {
                         tracing::warn!(notebook_id = %notebook.id, %error, "SSH endpoint not reopened");
                     }
@@ -520,6 +555,14 @@ impl Orchestrator {
         }
         if !progress.routed.load(std::sync::atomic::Ordering::SeqCst) {
             self.route(&notebook);
+        }
+        // Dynamic storage is mounted again before the notebook counts as running; a mount
+        // that fails says so in its record and does not fail the start.
+        if !notebook.data_volumes.is_empty() {
+            tokio::select! {
+                () = token.cancelled() => return Ok(()),
+                () = self.converge_storage(id, true) => {}
+            }
         }
         let now = self.service.now_ms();
         self.service

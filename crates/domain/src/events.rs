@@ -321,6 +321,7 @@ mod tests {
             endpoints: vec![],
             hooks_json: None,
             tags: vec![],
+            data_volumes: vec![],
             lease: Lease::new(0, LeaseRun::default_timing()),
             token: None,
             action_progress: vec![],

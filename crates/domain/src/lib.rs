@@ -10,6 +10,7 @@ pub mod keypair;
 pub mod lease;
 pub mod notebook;
 pub mod state;
+pub mod storage;
 pub mod upstream;
 
 pub use catalogue::{BUILTIN_JUPYTERLAB_IMAGE_ID, Flavor, FlavorCategory, Image, ImageType};
@@ -23,6 +24,7 @@ pub use notebook::{
     UnknownValue, Volume, VolumeCategory, VolumeOwnership, step_description,
 };
 pub use state::{Admission, Event, NotebookStatus, Operation, TransitionError};
+pub use storage::{DataVolume, MountStatus, StorageCategory};
 pub use upstream::Upstream;
 
 /// Milliseconds since the Unix epoch, UTC: the only time unit on the ModelArts wire.

@@ -2,7 +2,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{EpochMillis, ImageId, Lease, NotebookId, NotebookStatus, ProjectId, UserId};
+use crate::{
+    DataVolume, EpochMillis, ImageId, Lease, NotebookId, NotebookStatus, ProjectId, UserId,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notebook {
@@ -24,6 +26,8 @@ pub struct Notebook {
     /// The `hooks` object exactly as the user sent it (JSON text); run by the runtime.
     pub hooks_json: Option<String>,
     pub tags: Vec<Tag>,
+    /// Dynamic storage mounted under `/data/` (re-mounted at every start).
+    pub data_volumes: Vec<DataVolume>,
     pub lease: Lease,
     /// The Jupyter access token; a new one on every start.
     pub token: Option<String>,

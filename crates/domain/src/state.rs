@@ -102,7 +102,7 @@ impl NotebookStatus {
                     return Err(Admission::NotRunning);
                 }
             }
-            Operation::CreateImage => {
+            Operation::CreateImage | Operation::AttachStorage | Operation::DetachStorage => {
                 if self == S::Running {
                     true
                 } else {
@@ -227,6 +227,9 @@ pub enum Operation {
     RenewLease,
     /// Save the notebook as an image (create-image).
     CreateImage,
+    /// Mount an object-store prefix or a share under `/data/` (dynamic storage).
+    AttachStorage,
+    DetachStorage,
     ShowLease,
     Show,
 }

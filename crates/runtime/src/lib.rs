@@ -44,6 +44,55 @@ pub struct SandboxSpec {
     pub origin: String,
 }
 
+/// One dynamic mount under `/data/{dir}/` of a running notebook (spec §1.4.11). The control
+/// plane resolves what the notebook asked for against the operator's grants; the runtime
+/// only carries it out, outside the sandbox, and never shows the credentials inside.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StorageMount {
+    /// One plain name (`[A-Za-z0-9_-]`, checked by the control plane and again here).
+    pub dir: String,
+    pub source: StorageSource,
+    pub read_only: bool,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum StorageSource {
+    /// A prefix of an S3-compatible bucket, through a FUSE client.
+    ObjectStore(ObjectStoreMount),
+    /// A directory of the host the operator exported (an NFS mount on the host, say).
+    Directory(PathBuf),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ObjectStoreMount {
+    /// `http(s)://host[:port]`.
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub bucket: String,
+    /// `dir/` or `dir/sub/`.
+    pub prefix: String,
+}
+
+/// Never prints the secret key.
+impl std::fmt::Debug for StorageMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match &self.source {
+            StorageSource::ObjectStore(store) => format!(
+                "{}/{}/{} (key {})",
+                store.endpoint, store.bucket, store.prefix, store.access_key_id
+            ),
+            StorageSource::Directory(path) => path.display().to_string(),
+        };
+        f.debug_struct("StorageMount")
+            .field("dir", &self.dir)
+            .field("source", &source)
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
 /// One of the four start steps of `action_progress`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Step {
@@ -224,6 +273,30 @@ pub trait Runtime: Send + Sync + 'static {
     fn volume_usage(&self, _notebook_id: NotebookId) -> Option<u64> {
         None
     }
+    /// Mounts `mount` at `/data/{dir}/` of the notebook: into its running sandbox, or ready
+    /// for the sandbox its next [`Runtime::ensure`] starts. It lasts until
+    /// [`Runtime::unmount_storage`], `stop` or `delete` (the control plane mounts again at
+    /// every start). Returns once the mount is usable, or with a reason a user can act on.
+    /// Idempotent.
+    async fn mount_storage(
+        &self,
+        _notebook_id: NotebookId,
+        _mount: &StorageMount,
+    ) -> Result<(), RuntimeError> {
+        Err(RuntimeError::Unsupported(format!(
+            "the {} runtime cannot mount storage",
+            self.name()
+        )))
+    }
+    /// Unmounts `/data/{dir}/` of the notebook (nothing in the store is touched).
+    /// Idempotent.
+    async fn unmount_storage(
+        &self,
+        _notebook_id: NotebookId,
+        _dir: &str,
+    ) -> Result<(), RuntimeError> {
+        Ok(())
+    }
     fn stats(&self) -> RuntimeStats {
         RuntimeStats::default()
     }
@@ -253,6 +326,9 @@ pub struct PlaceholderRuntime {
     doomed: Mutex<HashMap<NotebookId, ExitReason>>,
     /// Notebooks whose image saves fail, with the reason.
     commit_failures: Mutex<HashMap<NotebookId, String>>,
+    /// Storage "mounted" per notebook (dirs), and mounts that are to fail, with the reason.
+    mounts: Mutex<HashMap<NotebookId, std::collections::BTreeSet<String>>>,
+    mount_failures: Mutex<HashMap<NotebookId, String>>,
     /// How long an image save takes.
     commit_delay: Mutex<Duration>,
     /// What [`Runtime::endpoint`] names for running sandboxes (none by default: nothing
@@ -271,6 +347,8 @@ impl Default for PlaceholderRuntime {
             pull_details: Mutex::default(),
             doomed: Mutex::default(),
             commit_failures: Mutex::default(),
+            mounts: Mutex::default(),
+            mount_failures: Mutex::default(),
             commit_delay: Mutex::new(Duration::ZERO),
             endpoint: None,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
@@ -319,6 +397,24 @@ impl PlaceholderRuntime {
         self.state_dir
             .as_ref()
             .map(|dir| dir.join(format!("{notebook_id}.running")))
+    }
+
+    /// Makes the next storage mounts of `notebook_id` fail with `reason`.
+    pub fn fail_mounts(&self, notebook_id: NotebookId, reason: &str) {
+        self.mount_failures
+            .lock()
+            .expect("poisoned")
+            .insert(notebook_id, reason.to_owned());
+    }
+
+    /// The `/data/` dirs "mounted" for the notebook.
+    pub fn mounted(&self, notebook_id: NotebookId) -> Vec<String> {
+        self.mounts
+            .lock()
+            .expect("poisoned")
+            .get(&notebook_id)
+            .map(|dirs| dirs.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Makes `step` fail with `reason` on the next starts of `notebook_id`.
@@ -461,6 +557,41 @@ impl Runtime for PlaceholderRuntime {
         "placeholder"
     }
 
+    async fn mount_storage(
+        &self,
+        notebook_id: NotebookId,
+        mount: &StorageMount,
+    ) -> Result<(), RuntimeError> {
+        tokio::time::sleep(self.step_delay).await;
+        if let Some(reason) = self
+            .mount_failures
+            .lock()
+            .expect("poisoned")
+            .get(&notebook_id)
+        {
+            return Err(RuntimeError::Fatal(reason.clone()));
+        }
+        self.mounts
+            .lock()
+            .expect("poisoned")
+            .entry(notebook_id)
+            .or_default()
+            .insert(mount.dir.clone());
+        Ok(())
+    }
+
+    async fn unmount_storage(
+        &self,
+        notebook_id: NotebookId,
+        dir: &str,
+    ) -> Result<(), RuntimeError> {
+        tokio::time::sleep(self.step_delay).await;
+        if let Some(dirs) = self.mounts.lock().expect("poisoned").get_mut(&notebook_id) {
+            dirs.remove(dir);
+        }
+        Ok(())
+    }
+
     async fn ensure(&self, spec: &SandboxSpec, progress: &dyn Progress) -> Result<(), EnsureError> {
         let already = self.is_running(spec.notebook_id);
         each_step(progress, |step| async move {
@@ -492,6 +623,8 @@ impl Runtime for PlaceholderRuntime {
             }
         }
         self.running.lock().expect("poisoned").remove(&notebook_id);
+        // A stopped sandbox has nothing mounted.
+        self.mounts.lock().expect("poisoned").remove(&notebook_id);
         Ok(())
     }
 

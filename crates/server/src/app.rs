@@ -135,6 +135,7 @@ impl App {
             routes,
             ssh.clone(),
             control_metrics,
+            config.storage.grants(),
             tracker.clone(),
             shutdown.clone(),
         );

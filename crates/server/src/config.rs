@@ -52,6 +52,150 @@ pub struct Config {
     /// Container registries: how the `swr_path` of registered images is reached.
     #[serde(default)]
     pub registry: RegistrySettings,
+    /// Dynamic storage: what notebooks of which projects may mount under `/data/`.
+    #[serde(default)]
+    pub storage: StorageSettings,
+}
+
+/// `[storage]`: the object stores and shares notebooks may mount (`POST …/storage`). A
+/// notebook names only a bucket and prefix (`obs://bucket/dir/`) or a share's id; where
+/// that is and the credentials are the operator's, here, and never reach the notebook.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    /// `[[storage.object_stores]]`: S3-compatible stores (Garage, MinIO, Ceph RGW, OBS…).
+    #[serde(default)]
+    pub object_stores: Vec<ObjectStoreSettings>,
+    /// `[[storage.shares]]`: host directories (an NFS export mounted on the host, say),
+    /// mounted with `category: EFS` and `efs_id`.
+    #[serde(default)]
+    pub shares: Vec<ShareSettings>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreSettings {
+    /// `http(s)://host[:port]`; buckets are addressed path-style.
+    pub endpoint: String,
+    /// The signing region (`garage` for Garage; default `us-east-1`).
+    #[serde(default)]
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Project ids allowed to mount from this store; `["*"]` (the default) is every project.
+    #[serde(default = "every_project")]
+    pub projects: Vec<String>,
+    /// Buckets they may mount; `["*"]` is every bucket the key reaches.
+    pub buckets: Vec<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareSettings {
+    /// The `efs_id` a mount request names.
+    pub id: String,
+    /// An absolute directory of this host.
+    pub path: PathBuf,
+    #[serde(default = "every_project")]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+fn every_project() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// Never printed: the secret keys.
+impl std::fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let stores: Vec<_> = self
+            .object_stores
+            .iter()
+            .map(|s| (&s.endpoint, &s.access_key_id, &s.projects, &s.buckets))
+            .collect();
+        f.debug_struct("StorageSettings")
+            .field("object_stores", &stores)
+            .field("shares", &self.shares)
+            .finish()
+    }
+}
+
+impl StorageSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        for store in &self.object_stores {
+            let scheme_ok =
+                store.endpoint.starts_with("http://") || store.endpoint.starts_with("https://");
+            if !scheme_ok
+                || store
+                    .endpoint
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == ',')
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.object_stores endpoint {:?} must be http(s)://host[:port]",
+                    store.endpoint
+                )));
+            }
+            if store.buckets.is_empty() || store.access_key_id.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.object_stores {}: buckets and access_key_id are required",
+                    store.endpoint
+                )));
+            }
+            if store
+                .region
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.object_stores {}: region {:?} is not a region name",
+                    store.endpoint, store.region
+                )));
+            }
+        }
+        for share in &self.shares {
+            if !share.path.is_absolute() || share.id.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.shares {:?}: id is required and path must be absolute",
+                    share.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// What the control plane grants.
+    pub fn grants(&self) -> atelier_control::storage::StorageGrants {
+        use atelier_control::storage::{ObjectStoreGrant, ShareGrant, StorageGrants};
+        StorageGrants {
+            object_stores: self
+                .object_stores
+                .iter()
+                .map(|s| ObjectStoreGrant {
+                    endpoint: s.endpoint.trim_end_matches('/').to_owned(),
+                    region: s.region.clone(),
+                    access_key_id: s.access_key_id.clone(),
+                    secret_access_key: s.secret_access_key.clone(),
+                    projects: s.projects.clone(),
+                    buckets: s.buckets.clone(),
+                    read_only: s.read_only,
+                })
+                .collect(),
+            shares: self
+                .shares
+                .iter()
+                .map(|s| ShareGrant {
+                    id: s.id.clone(),
+                    path: s.path.clone(),
+                    projects: s.projects.clone(),
+                    read_only: s.read_only,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `[registry]`: container registries images are registered from (issue 15).
@@ -438,6 +582,7 @@ impl Default for Config {
             ssh: SshConfig::default(),
             bootstrap: BootstrapConfig::default(),
             registry: RegistrySettings::default(),
+            storage: StorageSettings::default(),
         }
     }
 }
@@ -570,6 +715,7 @@ impl Config {
         self.flavor_catalogue()?;
         self.ssh.port_range()?;
         self.registry.check_push()?;
+        self.storage.check()?;
         Ok(())
     }
 
@@ -631,6 +777,9 @@ impl Config {
                 RegistryCredentials::Basic { password, .. } => *password = "<redacted>".into(),
                 RegistryCredentials::Token { token } => *token = "<redacted>".into(),
             }
+        }
+        for store in &mut shown.storage.object_stores {
+            store.secret_access_key = "<redacted>".to_owned();
         }
         toml_string(&shown)
     }

@@ -87,6 +87,14 @@ pub enum ApiError {
     Exhausted(String),
     #[error("The storage can only grow: '{0}' property value is incorrect.")]
     StorageShrink(String),
+    #[error("The param 'path' needs to end with /.")]
+    ObsPathNoSlash,
+    #[error("OBS path cannot be the bucket root")]
+    ObsBucketRoot,
+    #[error("'mount_path' property value is incorrect: {0}")]
+    MountRefused(String),
+    #[error("no permission to mount {0}")]
+    StorageNotGranted(String),
 
     // not found
     #[error("The instance does not exist.")]
@@ -110,7 +118,9 @@ impl ApiError {
         use ApiError as E;
         match self {
             E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            E::ProjectMismatch | E::NotAuthorized(_) => StatusCode::FORBIDDEN,
+            E::ProjectMismatch | E::NotAuthorized(_) | E::StorageNotGranted(_) => {
+                StatusCode::FORBIDDEN
+            }
             E::NotebookNotFound | E::ResourceNotFound(_) | E::RouteNotFound => {
                 StatusCode::NOT_FOUND
             }
@@ -130,7 +140,10 @@ impl ApiError {
             E::MalformedJson(_) => "ModelArts.6400",
             E::WrongType { .. } => "ModelArts.6332",
             E::MissingField(_) => "ModelArts.6335",
-            E::BadValue(_) | E::StorageShrink(_) => "ModelArts.6336",
+            E::BadValue(_) | E::StorageShrink(_) | E::MountRefused(_) => "ModelArts.6336",
+            E::ObsPathNoSlash => "ModelArts.6318",
+            E::ObsBucketRoot => "ModelArts.6358",
+            E::StorageNotGranted(_) => "ModelArts.6407",
             E::BadCharacter(_) => "ModelArts.6334",
             E::InvalidArgument(_) => "ModelArts.0101",
             E::UnsortableField(_) => "ModelArts.6303",
@@ -239,6 +252,11 @@ impl From<ControlError> for ApiError {
             C::EvsCapacity { min, max } => ApiError::EvsCapacity { min, max },
             C::TooManyTags { .. } => ApiError::BadValue("tags".to_owned()),
             C::ImageConflict(swr_path) => ApiError::ImageConflict(swr_path),
+            C::StorageNotFound => ApiError::ResourceNotFound("storage mount"),
+            C::StorageNotGranted(what) => ApiError::StorageNotGranted(what),
+            refused @ (C::MountPathInUse(_) | C::TooManyMounts { .. }) => {
+                ApiError::MountRefused(refused.to_string())
+            }
             exhausted @ C::SshPortsExhausted { .. } => ApiError::Exhausted(exhausted.to_string()),
             C::Runtime(RuntimeError::Capacity(what)) => ApiError::Exhausted(what),
             C::Runtime(RuntimeError::Image(what)) => ApiError::UnknownImage(what),

@@ -2,7 +2,7 @@
 use atelier_domain::{EndpointService, Flavor, Image, Lease, Notebook, NotebookStatus};
 use atelier_wire::{
     DomainRes, EndpointsRes, FlavorBilling, ImageResponse, JobProgress, LeaseResp, NotebookFlavor,
-    NotebookResp, PoolRes, TmsTag, UserRes, VolumeRes,
+    NotebookResp, PoolRes, TmsTag, UserRes, VolumeRes, VolumeResponse,
 };
 
 pub fn lease(lease: &Lease) -> LeaseResp {
@@ -148,7 +148,18 @@ pub fn notebook(notebook: &Notebook, context: &NotebookContext<'_>) -> NotebookR
             status: None,
             used_bytes: None,
         },
-        data_volumes: vec![],
+        data_volumes: notebook
+            .data_volumes
+            .iter()
+            .map(|v| VolumeResponse {
+                id: v.id.clone(),
+                category: v.category.as_str().to_owned(),
+                mount_path: v.mount_path.clone(),
+                url: v.uri.clone(),
+                status: v.status.as_str().to_owned(),
+                mount_type: MOUNT_TYPE.to_owned(),
+            })
+            .collect(),
         endpoints,
         action_progress: notebook
             .action_progress
@@ -208,5 +219,21 @@ pub fn event(event: &atelier_domain::NotebookEvent) -> atelier_wire::NotebookEve
         step: event.step,
         step_status: event.step_status.map(|s| s.as_str().to_owned()),
         terminal: event.is_terminal(),
+    }
+}
+
+/// How every mount made through the storage API is listed.
+pub const MOUNT_TYPE: &str = "DYNAMIC";
+
+pub fn data_volume(volume: &atelier_domain::DataVolume) -> atelier_wire::DataVolumesRes {
+    atelier_wire::DataVolumesRes {
+        id: volume.id.clone(),
+        category: volume.category.as_str().to_owned(),
+        mount_path: volume.mount_path.clone(),
+        uri: volume.uri.clone(),
+        status: volume.status.as_str().to_owned(),
+        failure_reason: volume.failure_reason.clone(),
+        efs_id: volume.efs_id.clone(),
+        mount_type: MOUNT_TYPE.to_owned(),
     }
 }

@@ -45,6 +45,17 @@ fn notebook(project: &ProjectId, owner: &User, create_at: i64) -> Notebook {
             key: "k".to_owned(),
             value: "v".to_owned(),
         }],
+        // Every field set, so a round trip shows none is lost.
+        data_volumes: vec![atelier_domain::DataVolume {
+            id: "5d1c1a4e-0000-4000-8000-000000000001".to_owned(),
+            category: atelier_domain::StorageCategory::Obsfs,
+            mount_path: "/data/in/".to_owned(),
+            uri: "obs://bucket/in/".to_owned(),
+            efs_id: Some("efs".to_owned()),
+            status: atelier_domain::MountStatus::MountFailed,
+            failure_reason: Some("why".to_owned()),
+            create_at,
+        }],
         lease: Lease::new(create_at, LeaseRun::default_timing()),
         token: Some("t".to_owned()),
         action_progress: vec![],

@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 
 use atelier_domain::{
-    EndpointService, EndpointSpec, Image, ImageType, Lease, LeaseRun, LeaseType, Notebook,
-    StepProgress, StepStatus, StopReason, Tag, Volume,
+    DataVolume, EndpointService, EndpointSpec, Image, ImageType, Lease, LeaseRun, LeaseType,
+    Notebook, StepProgress, StepStatus, StopReason, Tag, Volume,
 };
 
 use crate::StoreError;
@@ -28,6 +28,9 @@ pub(crate) struct NotebookRecord {
     endpoints: Vec<EndpointRecord>,
     hooks_json: Option<String>,
     tags: Vec<(String, String)>,
+    /// Dynamic storage mounts; absent from records written before they existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    data_volumes: Vec<DataVolumeRecord>,
     lease: LeaseRecord,
     token: Option<String>,
     action_progress: Vec<(u8, String)>,
@@ -41,6 +44,18 @@ pub(crate) struct NotebookRecord {
     event_seq: i64,
     create_at: i64,
     update_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DataVolumeRecord {
+    id: String,
+    category: String,
+    mount_path: String,
+    uri: String,
+    efs_id: Option<String>,
+    status: String,
+    failure_reason: Option<String>,
+    create_at: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +134,20 @@ impl NotebookRecord {
                 .iter()
                 .map(|t| (t.key.clone(), t.value.clone()))
                 .collect(),
+            data_volumes: nb
+                .data_volumes
+                .iter()
+                .map(|v| DataVolumeRecord {
+                    id: v.id.clone(),
+                    category: v.category.as_str().to_owned(),
+                    mount_path: v.mount_path.clone(),
+                    uri: v.uri.clone(),
+                    efs_id: v.efs_id.clone(),
+                    status: v.status.as_str().to_owned(),
+                    failure_reason: v.failure_reason.clone(),
+                    create_at: v.create_at,
+                })
+                .collect(),
             lease: LeaseRecord {
                 create_at: nb.lease.create_at,
                 duration: nb.lease.duration,
@@ -196,6 +225,22 @@ impl NotebookRecord {
                 .into_iter()
                 .map(|(key, value)| Tag { key, value })
                 .collect(),
+            data_volumes: self
+                .data_volumes
+                .into_iter()
+                .map(|v| {
+                    Ok(DataVolume {
+                        id: v.id,
+                        category: parse(&v.category, "storage category")?,
+                        mount_path: v.mount_path,
+                        uri: v.uri,
+                        efs_id: v.efs_id,
+                        status: parse(&v.status, "mount status")?,
+                        failure_reason: v.failure_reason,
+                        create_at: v.create_at,
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
             lease: Lease {
                 create_at: self.lease.create_at,
                 duration: self.lease.duration,

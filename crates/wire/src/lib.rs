@@ -6,11 +6,13 @@ pub mod error;
 pub mod image;
 pub mod keypair;
 pub mod notebook;
+pub mod storage;
 
 pub use error::ErrorBody;
 pub use image::*;
 pub use keypair::*;
 pub use notebook::*;
+pub use storage::*;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

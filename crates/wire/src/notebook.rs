@@ -17,7 +17,7 @@ pub struct NotebookResp {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<PoolRes>,
     pub volume: VolumeRes,
-    pub data_volumes: Vec<Value>,
+    pub data_volumes: Vec<crate::VolumeResponse>,
     pub endpoints: Vec<EndpointsRes>,
     pub action_progress: Vec<JobProgress>,
     pub fail_reason: String,

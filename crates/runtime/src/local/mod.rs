@@ -21,6 +21,7 @@
 //! a restart of the server and are adopted again from `run/{id}/pid`.
 pub mod build;
 mod image;
+mod mounts;
 pub mod network;
 mod pool;
 pub mod preflight;
@@ -51,7 +52,7 @@ use atelier_domain::{NotebookId, Upstream, VolumeCategory};
 use crate::cgroup::{self, Cgroup, Hierarchy, Limits};
 use crate::{
     EnsureError, ExitReason, ImageStore, Progress, Runtime, RuntimeError, RuntimeStats,
-    SandboxEvent, SandboxSpec, Step,
+    SandboxEvent, SandboxSpec, Step, StorageMount,
 };
 use image::Prepared;
 use network::{Egress, EgressPolicy};
@@ -270,6 +271,8 @@ struct Layout {
     work: PathBuf,
     /// Bound read-only at /run/atelier/ssh.
     ssh: PathBuf,
+    /// Bound at /data: the host side of dynamic storage (`mounts`).
+    data: PathBuf,
     hostname: String,
 }
 
@@ -581,6 +584,9 @@ impl LocalRuntime {
             "--bind".into(),
             layout.work.to_string_lossy().into_owned(),
             "/home/ma-user/work".into(),
+            "--bind".into(),
+            layout.data.to_string_lossy().into_owned(),
+            "/data".into(),
             "--uid".into(),
             rootfs::IMAGE_UID.to_string(),
             "--gid".into(),
@@ -725,6 +731,7 @@ impl LocalRuntime {
             run_dir: self.run_dir(id),
             work: self.volume_dir(id, spec.volume_category),
             ssh: self.ssh_dir(id),
+            data: self.prepare_data_tree(id)?,
             hostname: format!("notebook-{}", &id.to_string()[..8]),
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
@@ -977,6 +984,8 @@ impl LocalRuntime {
         }
         let _ = std::fs::remove_file(run_dir.join("pid"));
         let _ = std::fs::remove_file(self.socket_path(id));
+        // Its processes are gone, so are their open files (s3fs uploaded them on close).
+        self.unmount_all_dynamic(id).await;
         // A sandbox that came from the warm pool leaves its mount points and uid behind.
         if let Ok(record) = std::fs::read_to_string(run_dir.join("slot")) {
             let mut lines = record.lines();
@@ -1374,6 +1383,7 @@ impl Runtime for LocalRuntime {
 
     async fn delete(&self, notebook_id: NotebookId) -> Result<(), RuntimeError> {
         self.stop(notebook_id).await?;
+        self.remove_data_tree(notebook_id).await;
         for path in [
             self.config
                 .data_dir
@@ -1496,6 +1506,22 @@ impl Runtime for LocalRuntime {
             .find(|dir| is_mounted(dir))
             .and_then(|dir| nix::sys::statvfs::statvfs(&dir).ok())
             .map(|fs| (fs.blocks() - fs.blocks_free()) * fs.fragment_size())
+    }
+
+    async fn mount_storage(
+        &self,
+        notebook_id: NotebookId,
+        mount: &StorageMount,
+    ) -> Result<(), RuntimeError> {
+        self.mount_dynamic(notebook_id, mount).await
+    }
+
+    async fn unmount_storage(
+        &self,
+        notebook_id: NotebookId,
+        dir: &str,
+    ) -> Result<(), RuntimeError> {
+        self.unmount_dynamic(notebook_id, dir).await
     }
 
     fn stats(&self) -> RuntimeStats {

@@ -134,10 +134,10 @@ impl LocalRuntime {
             .for_slot(&slot)
             .map_err(|e| step_error("warm sandbox uid", e))?;
         let dir = self.pool_dir(&slot);
-        let (work, ssh) = (dir.join("work"), dir.join("ssh"));
+        let (work, ssh, data) = (dir.join("work"), dir.join("ssh"), dir.join("data"));
         std::fs::create_dir_all(&dir)?;
         set_mode(&dir, 0o711)?;
-        for point in [&work, &ssh] {
+        for point in [&work, &ssh, &data] {
             std::fs::create_dir_all(point)?;
             bind(point, point)?;
             nix::mount::mount(
@@ -153,6 +153,7 @@ impl LocalRuntime {
             run_dir: self.config.data_dir.join("run").join(&slot),
             work,
             ssh,
+            data,
             hostname: "notebook".to_owned(),
         };
         let root = match prepared {
@@ -242,6 +243,16 @@ impl LocalRuntime {
             idmapped_bind(&volume, &dir.join("work"), &userns)
                 .map_err(|e| step_error("idmapped volume", e))?;
             bind(&self.ssh_dir(id), &dir.join("ssh"))?;
+            // The notebook's /data tree; what is mounted in it later reaches the sandbox.
+            let data = self.prepare_data_tree(id)?;
+            nix::mount::mount(
+                Some(&data),
+                &dir.join("data"),
+                None::<&str>,
+                nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| step_error("bind /data", e))?;
             let run_dir = self.run_dir(id);
             if run_dir.exists() {
                 std::fs::remove_dir_all(&run_dir)?;
@@ -312,7 +323,7 @@ impl LocalRuntime {
         {
             tracing::error!(notebook_id = %id, %error, "cannot keep the changes of a warm sandbox");
         }
-        for point in [dir.join("work"), dir.join("ssh")] {
+        for point in [dir.join("work"), dir.join("ssh"), dir.join("data")] {
             // The self-bind, and a notebook's mount on top of it.
             for _ in 0..3 {
                 if !super::is_mounted(&point) {

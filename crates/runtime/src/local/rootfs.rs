@@ -110,6 +110,7 @@ pub(super) fn write_mount_points(dir: &Path, ca_bundle: bool) -> std::io::Result
         ("tmp", 0o1777, 0),
         ("proc", 0o555, 0),
         ("dev", 0o755, 0),
+        ("data", 0o755, 0),
     ] {
         let path = dir.join(path);
         std::fs::create_dir_all(&path)?;

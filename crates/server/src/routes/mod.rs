@@ -5,6 +5,7 @@ pub mod image;
 pub mod keypair;
 pub mod lease;
 pub mod notebook;
+pub mod storage;
 pub mod tag;
 
 use axum::Router;
@@ -62,6 +63,14 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(image::show_image, image::delete_image))
         .routes(routes!(keypair::create_keypair, keypair::list_keypairs))
         .routes(routes!(keypair::show_keypair, keypair::delete_keypair))
+        .routes(routes!(
+            storage::attach_dynamic_storage,
+            storage::list_dynamic_storages
+        ))
+        .routes(routes!(
+            storage::show_dynamic_storage,
+            storage::detach_dynamic_storage
+        ))
         .split_for_parts()
 }
 

@@ -550,6 +550,10 @@ async fn evs_grows_online_limits_follow_the_flavor_and_a_local_image_runs() {
     {
         return;
     }
+    // A Python environment of the host with JupyterLab, as `local://` images name.
+    let prefix = tokio::task::spawn_blocking(crate::support::local_prefix)
+        .await
+        .unwrap();
     let app = TestApp::builder().local().spawn().await;
     let created = app.create_notebook(&notebook_body("disk")).await;
     let id = id_of(&created).to_owned();
@@ -636,9 +640,7 @@ async fn evs_grows_online_limits_follow_the_flavor_and_a_local_image_runs() {
         .await;
     assert_eq!(shrink.status(), 400);
 
-    // A DEDICATED image naming an existing environment (here: the built-in one) runs too.
-    let prefix =
-        std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images/jupyterlab");
+    // A DEDICATED image naming a Python environment of the host runs too.
     let registered = app
         .signed(
             "POST",

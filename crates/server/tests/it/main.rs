@@ -17,6 +17,7 @@
 //! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
 //! | `containment`   | a hostile tenant's probes from inside a real sandbox        |
 //! | `ssh`           | `/keypairs[/{name}]`, SSH endpoints with real `ssh`/`sftp`  |
+//! | `storage`       | `/notebooks/{id}/storage[/{storage_id}]` (dynamic storage)   |
 // Tests read their switches from the environment and time real processes.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -36,4 +37,6 @@ mod openapi;
 mod registry;
 mod restart;
 mod ssh;
+mod storage;
+mod storage_local;
 mod tag;

@@ -22,6 +22,8 @@ use atelier_server::config::{
     BootstrapConfig, Config, LocalRuntimeConfig, PlaceholderRuntimeConfig, RuntimeConfig,
 };
 use atelier_server::{App, AppParts};
+
+pub mod garage;
 use atelier_store::Store;
 
 /// The project, access key and secret key the bootstrap creates (spec §5.3 test values).
@@ -59,6 +61,7 @@ pub struct TestAppBuilder {
     warm_pool: usize,
     efs_quota_gb: Option<u64>,
     registry: Option<atelier_server::config::RegistrySettings>,
+    storage: Option<atelier_server::config::StorageSettings>,
 }
 
 impl TestAppBuilder {
@@ -107,6 +110,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// What notebooks may mount under `/data/`.
+    pub fn storage(mut self, storage: atelier_server::config::StorageSettings) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
     pub fn efs_quota_gb(mut self, gb: u64) -> Self {
         self.efs_quota_gb = Some(gb);
         self
@@ -144,6 +153,9 @@ impl TestAppBuilder {
         config.flavors = self.flavors;
         if let Some(registry) = self.registry {
             config.registry = registry;
+        }
+        if let Some(storage) = self.storage {
+            config.storage = storage;
         }
         config.runtime = if self.local {
             let mut local = LocalRuntimeConfig {
@@ -324,6 +336,7 @@ impl TestApp {
             warm_pool: 0,
             efs_quota_gb: None,
             registry: None,
+            storage: None,
         }
     }
 
@@ -871,4 +884,37 @@ pub fn assert_request_id(response: &Response) {
         response.status(),
         response.url()
     );
+}
+
+/// A Python environment of the host with JupyterLab (what a `local://` image names): a venv
+/// of Debian's Python, made once per target dir (under a lock: test binaries run at once).
+pub fn local_prefix() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let prefix = dir.join("local-prefix");
+    let lock = std::fs::File::create(dir.join("local-prefix.lock")).expect("lock file");
+    lock.lock().expect("lock");
+    if !prefix.join("bin/jupyter-lab").exists() {
+        let _ = std::fs::remove_dir_all(&prefix);
+        let run = |program: &std::path::Path, args: &[&str]| {
+            let status = std::process::Command::new(program)
+                .args(args)
+                .status()
+                .expect("run");
+            assert!(status.success(), "{} {args:?}: {status}", program.display());
+        };
+        run(
+            std::path::Path::new("/usr/bin/python3"),
+            &["-m", "venv", &prefix.to_string_lossy()],
+        );
+        run(
+            &prefix.join("bin/pip"),
+            &[
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "jupyterlab==4.6.6",
+            ],
+        );
+    }
+    prefix
 }

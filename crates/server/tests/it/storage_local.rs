@@ -1,0 +1,304 @@
+//! Dynamic storage with real parts: Garage (a real S3-compatible server) on loopback, s3fs
+//! run by the local runtime, a real JupyterLab whose kernel reads and writes the bucket.
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use atelier_server::config::{ObjectStoreSettings, StorageSettings};
+
+use crate::local::{FIRST_START, Lab, local_runtime_available};
+use crate::support::garage::{Garage, garage_bin};
+use crate::support::{TestApp, id_of, json_of, notebook_body};
+
+/// Garage and s3fs are here (CI installs both); required where the local runtime is.
+fn storage_tools_available(test: &str) -> bool {
+    if !local_runtime_available(test) {
+        return false;
+    }
+    let s3fs = std::process::Command::new("s3fs")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut missing = Vec::new();
+    if !s3fs {
+        missing.push("s3fs");
+    }
+    if garage_bin().is_none() {
+        missing.push("garage (cargo install garage)");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let required = std::env::var("ATELIER_REQUIRE_LOCAL_RUNTIME").is_ok_and(|v| v == "1");
+    assert!(!required, "{test}: needs {}", missing.join(", "));
+    eprintln!("skipping {test}: needs {}", missing.join(", "));
+    false
+}
+
+fn store(garage: &Garage, secret: &str, endpoint: &str, bucket: &str) -> ObjectStoreSettings {
+    ObjectStoreSettings {
+        endpoint: endpoint.to_owned(),
+        region: "garage".to_owned(),
+        access_key_id: garage.access_key_id.clone(),
+        secret_access_key: secret.to_owned(),
+        projects: vec!["*".to_owned()],
+        buckets: vec![bucket.to_owned()],
+        read_only: false,
+    }
+}
+
+/// The S3 API, as any client of the bucket sees it.
+struct S3 {
+    bucket: rusty_s3::Bucket,
+    credentials: rusty_s3::Credentials,
+    client: reqwest::Client,
+}
+
+impl S3 {
+    fn new(garage: &Garage, bucket: &str) -> S3 {
+        S3 {
+            bucket: rusty_s3::Bucket::new(
+                garage.endpoint.parse().unwrap(),
+                rusty_s3::UrlStyle::Path,
+                bucket.to_owned(),
+                "garage".to_owned(),
+            )
+            .unwrap(),
+            credentials: rusty_s3::Credentials::new(
+                garage.access_key_id.clone(),
+                garage.secret_access_key.clone(),
+            ),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+        }
+    }
+
+    async fn put(&self, key: &str, body: &str) {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket
+            .put_object(Some(&self.credentials), key)
+            .sign(Duration::from_secs(600));
+        let response = self
+            .client
+            .put(url)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{response:?}");
+    }
+
+    async fn get(&self, key: &str) -> Option<String> {
+        use rusty_s3::S3Action;
+        let url = self
+            .bucket
+            .get_object(Some(&self.credentials), key)
+            .sign(Duration::from_secs(600));
+        let response = self.client.get(url).send().await.unwrap();
+        if response.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(response.status().is_success(), "{response:?}");
+        Some(response.text().await.unwrap())
+    }
+}
+
+fn storage_path(app: &TestApp, id: &str) -> String {
+    format!("{}/storage", app.notebook_path(id))
+}
+
+async fn attach(app: &TestApp, id: &str, mount_path: &str, uri: &str) -> String {
+    let body = json!({"category": "OBS", "mount_path": mount_path, "uri": uri}).to_string();
+    let (status, json) = json_of(
+        app.signed("POST", &storage_path(app, id), Some(&body))
+            .await,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["status"], "MOUNTING");
+    json["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until the mount leaves MOUNTING (or UNMOUNTING); `None` once it is gone.
+async fn settle(app: &TestApp, id: &str, storage_id: &str) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let path = format!("{}/{storage_id}", storage_path(app, id));
+        let (status, json) = json_of(app.signed("GET", &path, None).await).await;
+        if status == StatusCode::NOT_FOUND {
+            return None;
+        }
+        let busy = ["MOUNTING", "UNMOUNTING"].contains(&json["status"].as_str().unwrap_or(""));
+        if !busy {
+            return Some(json);
+        }
+        assert!(Instant::now() < deadline, "mount still busy: {json}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The notebook's s3fs daemons on this host.
+fn s3fs_of(app: &TestApp, id: &str) -> usize {
+    let needle = app
+        .data_dir
+        .join("dynamic")
+        .join(id)
+        .to_string_lossy()
+        .into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let text = String::from_utf8_lossy(cmdline);
+            text.starts_with("s3fs") && text.contains(&needle)
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_prefix_is_mounted_into_a_running_notebook_and_back_out() {
+    if !storage_tools_available("a_bucket_prefix_is_mounted_into_a_running_notebook_and_back_out") {
+        return;
+    }
+    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-data", "team-bad"]))
+        .await
+        .unwrap();
+    let s3 = S3::new(&garage, "team-data");
+    s3.put("in/hello.txt", "from the bucket").await;
+    s3.put("elsewhere/secret.txt", "not under the prefix").await;
+    let secret = garage.secret_access_key.clone();
+    let app = TestApp::builder()
+        .local()
+        .storage(StorageSettings {
+            object_stores: vec![
+                store(&garage, &secret, &garage.endpoint, "team-data"),
+                store(
+                    &garage,
+                    "0".repeat(64).as_str(),
+                    &garage.endpoint,
+                    "team-bad",
+                ),
+                store(&garage, &secret, "http://127.0.0.1:1", "team-far"),
+            ],
+            shares: vec![],
+        })
+        .spawn()
+        .await;
+    let created = app.create_notebook(&notebook_body("obs")).await;
+    let id = id_of(&created).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let lab = Lab::of(&app, &running).await;
+
+    let storage_id = attach(&app, &id, "/data/in/", "obs://team-data/in/").await;
+    let mounted = settle(&app, &id, &storage_id).await.unwrap();
+    assert_eq!(mounted["status"], "MOUNTED", "{mounted}");
+
+    // The kernel sees the prefix (and only it), as ma-user, and writes into the bucket.
+    let seen = lab
+        .execute(concat!(
+            "import os\n",
+            "print(open('/data/in/hello.txt').read(), sorted(os.listdir('/data/in')), ",
+            "os.stat('/data/in/hello.txt').st_uid, os.path.ismount('/data/in'))\n",
+            "with open('/data/in/from-kernel.txt', 'w') as f: f.write('written in the notebook')\n",
+        ))
+        .await;
+    assert_eq!(seen.trim(), "from the bucket ['hello.txt'] 1000 True");
+    assert_eq!(
+        s3.get("in/from-kernel.txt").await.as_deref(),
+        Some("written in the notebook"),
+        "closed files are in the bucket"
+    );
+
+    // A hostile tenant: /data itself is not theirs, the mount is nosuid,nodev, and the keys
+    // are nowhere in the sandbox.
+    let probes = lab
+        .execute(&concat!(
+            "import os, glob\n",
+            "try:\n    os.mkdir('/data/evil'); print('made')\nexcept OSError as e: print(type(e).__name__)\n",
+            "try:\n    os.rename('/data/in', '/data/moved'); print('moved')\nexcept OSError as e: print(type(e).__name__)\n",
+            "line = [l for l in open('/proc/self/mountinfo') if ' /data/in ' in l][0]\n",
+            "print('nosuid' in line and 'nodev' in line)\n",
+            "found = []\n",
+            "for p in glob.glob('/proc/*/environ') + glob.glob('/proc/*/cmdline'):\n",
+            "    try:\n        found.append(open(p, 'rb').read())\n    except OSError: pass\n",
+            "print(any(SECRET in blob for blob in found))\n",
+        ).replace("SECRET", &format!("b'{secret}'")))
+        .await;
+    assert_eq!(
+        probes.split_whitespace().collect::<Vec<_>>(),
+        vec!["PermissionError", "PermissionError", "True", "False"],
+        "{probes}"
+    );
+
+    // A wrong key and an unreachable endpoint fail with a reason, and change nothing else.
+    for (path, uri) in [
+        ("/data/bad/", "obs://team-bad/x/"),
+        ("/data/far/", "obs://team-far/x/"),
+    ] {
+        let failing = attach(&app, &id, path, uri).await;
+        let failed = settle(&app, &id, &failing).await.unwrap();
+        assert_eq!(failed["status"], "MOUNT_FAILED", "{failed}");
+        let reason = failed["failure_reason"].as_str().unwrap_or_default();
+        assert!(!reason.is_empty() && !reason.contains(&secret), "{failed}");
+        let path = format!("{}/{failing}", storage_path(&app, &id));
+        let (status, _) = json_of(app.signed("DELETE", &path, None).await).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(settle(&app, &id, &failing).await.is_none());
+    }
+    assert_eq!(
+        lab.execute("import os; print(sorted(os.listdir('/data')))")
+            .await
+            .trim(),
+        "['in']"
+    );
+
+    // A stop unmounts (nothing left running); a start mounts again before RUNNING.
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(60))
+        .await;
+    assert_eq!(s3fs_of(&app, &id), 0, "a stopped notebook keeps no s3fs");
+    app.start(&id).await;
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let volume = running["data_volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == storage_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(volume["status"], "MOUNTED", "{running}");
+    let lab = Lab::of(&app, &running).await;
+    assert_eq!(
+        lab.execute("print(open('/data/in/from-kernel.txt').read())")
+            .await
+            .trim(),
+        "written in the notebook"
+    );
+
+    // Detached: gone from the API, from the sandbox and from the host; the objects stay.
+    let path = format!("{}/{storage_id}", storage_path(&app, &id));
+    let (status, detached) = json_of(app.signed("DELETE", &path, None).await).await;
+    assert_eq!(status, StatusCode::OK, "{detached}");
+    assert_eq!(detached["status"], "UNMOUNTING");
+    assert!(settle(&app, &id, &storage_id).await.is_none());
+    assert_eq!(
+        lab.execute("import os; print(os.path.exists('/data/in'), os.listdir('/data'))")
+            .await
+            .trim(),
+        "False []"
+    );
+    assert_eq!(s3fs_of(&app, &id), 0);
+    assert_eq!(
+        s3.get("in/hello.txt").await.as_deref(),
+        Some("from the bucket")
+    );
+    let (status, _) = json_of(app.signed("DELETE", &app.notebook_path(&id), None).await).await;
+    assert_eq!(status, StatusCode::OK);
+    app.wait_gone(&id).await;
+    assert!(
+        !app.data_dir.join("dynamic").join(&id).exists(),
+        "a deleted notebook leaves no /data tree"
+    );
+}

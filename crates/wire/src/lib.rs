@@ -3,11 +3,13 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod feature;
 pub mod image;
 pub mod keypair;
 pub mod notebook;
 
 pub use error::ErrorBody;
+pub use feature::*;
 pub use image::*;
 pub use keypair::*;
 pub use notebook::*;

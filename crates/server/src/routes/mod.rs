@@ -1,5 +1,6 @@
 //! Every route of the API, listed once: the same list builds the router and `/openapi.json`.
 pub mod events;
+pub mod feature;
 pub mod flavor;
 pub mod image;
 pub mod keypair;
@@ -62,6 +63,7 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(image::show_image, image::delete_image))
         .routes(routes!(keypair::create_keypair, keypair::list_keypairs))
         .routes(routes!(keypair::show_keypair, keypair::delete_keypair))
+        .routes(routes!(feature::list_features))
         .split_for_parts()
 }
 

@@ -7,6 +7,7 @@
 //! | `events`        | `/notebooks/{id}/events`, `/notebooks/{id}/progress` (SSE)  |
 //! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |
 //! | `flavor`        | `/notebooks/flavors`, `/notebooks/{id}/flavors`             |
+//! | `feature`       | `/authoring/features/{feature}`                             |
 //! | `tag`           | `/notebooks/{id}/tags/{create,delete}`, `/notebooks/tags`   |
 //! | `image`         | `/images[/{id}]`, `/images/group`                           |
 //! | `registry`      | `POST /images` of container images in a real registry       |
@@ -26,6 +27,7 @@ mod auth;
 mod console;
 mod containment;
 mod events;
+mod feature;
 mod flavor;
 mod image;
 mod lease;

@@ -31,7 +31,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
     let document = openapi(&app).await;
     let paths = document["paths"].as_object().expect("paths");
 
-    // Spec §1.2 #1–#15, §1.3 #20 and #22–#26.
+    // Spec §1.2 #1–#15, §1.3 #20, #22–#26 and #30.
     let expected = [
         ("post", "/v1/{project_id}/notebooks"),
         ("get", "/v1/{project_id}/notebooks"),
@@ -60,6 +60,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
         ("get", "/v1/{project_id}/images/{id}"),
         ("delete", "/v1/{project_id}/images/{id}"),
         ("get", "/v1/{project_id}/images/group"),
+        ("get", "/v1/{project_id}/authoring/features/{feature}"),
     ];
     for (method, path) in expected {
         let item = paths

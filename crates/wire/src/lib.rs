@@ -4,12 +4,14 @@
 
 pub mod error;
 pub mod feature;
+pub mod iam;
 pub mod image;
 pub mod keypair;
 pub mod notebook;
 
 pub use error::ErrorBody;
 pub use feature::*;
+pub use iam::*;
 pub use image::*;
 pub use keypair::*;
 pub use notebook::*;

@@ -2,6 +2,7 @@
 pub mod events;
 pub mod feature;
 pub mod flavor;
+pub mod iam;
 pub mod image;
 pub mod keypair;
 pub mod lease;
@@ -37,7 +38,8 @@ impl MakeRequestId for HexRequestId {
     }
 }
 
-/// The ModelArts routes (authenticated) and their OpenAPI document.
+/// The ModelArts routes and the IAM project reads (all authenticated), and their OpenAPI
+/// document.
 pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(notebook::create_notebook, notebook::list_notebooks))
@@ -64,6 +66,8 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(keypair::create_keypair, keypair::list_keypairs))
         .routes(routes!(keypair::show_keypair, keypair::delete_keypair))
         .routes(routes!(feature::list_features))
+        .routes(routes!(iam::keystone_list_projects))
+        .routes(routes!(iam::keystone_list_auth_projects))
         .split_for_parts()
 }
 

@@ -31,7 +31,7 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
     let document = openapi(&app).await;
     let paths = document["paths"].as_object().expect("paths");
 
-    // Spec §1.2 #1–#15, §1.3 #20, #22–#26 and #30.
+    // Spec §1.2 #1–#15, §1.3 #20, #22–#26 and #30, and the IAM reads of §5.5.
     let expected = [
         ("post", "/v1/{project_id}/notebooks"),
         ("get", "/v1/{project_id}/notebooks"),
@@ -61,6 +61,8 @@ async fn the_openapi_document_lists_every_modelarts_operation_atelier_serves() {
         ("delete", "/v1/{project_id}/images/{id}"),
         ("get", "/v1/{project_id}/images/group"),
         ("get", "/v1/{project_id}/authoring/features/{feature}"),
+        ("get", "/v3/projects"),
+        ("get", "/v3/auth/projects"),
     ];
     for (method, path) in expected {
         let item = paths

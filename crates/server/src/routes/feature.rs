@@ -14,7 +14,7 @@ use crate::state::AppState;
 /// Show whether a feature is on for the caller's project, its quota and how much is used.
 #[utoipa::path(get, path = "/v1/{project_id}/authoring/features/{feature}", tag = "feature",
     params(("project_id" = String, Path),
-        ("feature" = String, Path, description = "`NOTEBOOK` (case-insensitive)")),
+        ("feature" = String, Path, description = "`NOTEBOOK` (case-insensitive)", example = "NOTEBOOK")),
     responses((status = 200, body = FeatureResp), (status = 404, body = ErrorBody)))]
 pub async fn list_features(
     State(state): State<AppState>,

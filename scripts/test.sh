@@ -51,6 +51,9 @@ export ATELIER_BIN="$repo/target/debug/atelier" PY_VENV="$venv"
 step "Huawei Cloud Python SDK end to end"
 "$venv/bin/python" tests/e2e/sdk_e2e.py
 
+step "Python SDK with a region and no project id: project discovery, features, UNSIGNED-PAYLOAD"
+"$venv/bin/python" tests/e2e/discovery_e2e.py
+
 step "container images with the Python SDK: save a notebook, run the image, register, delete"
 # Pushes to Debian's docker-registry on a loopback port; skopeo copies within it.
 "$venv/bin/python" tests/e2e/images_e2e.py

@@ -35,6 +35,10 @@ pub const HEADER_SDK_DATE: &str = "x-sdk-date";
 /// Optional header whose value replaces the body hash in the canonical request.
 pub const HEADER_CONTENT_SHA256: &str = "x-sdk-content-sha256";
 
+/// The `X-Sdk-Content-Sha256` value that leaves the body out of the signature (signers send it
+/// for bodies they do not hash, such as uploads).
+pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+
 /// `strftime`-style format of the `X-Sdk-Date` header.
 pub const SDK_DATE_FORMAT: &str = "%Y%m%dT%H%M%SZ";
 
@@ -66,6 +70,9 @@ pub enum SignatureError {
     /// A header listed in `SignedHeaders` is not present in the request (lower-case name).
     #[error("signed header `{0}` is missing from the request")]
     MissingSignedHeader(String),
+    /// `X-Sdk-Content-Sha256` is neither `UNSIGNED-PAYLOAD` nor the SHA-256 of the body.
+    #[error("X-Sdk-Content-Sha256 is not the hash of the body")]
+    ContentHashMismatch,
     /// The recomputed signature differs from the one presented.
     #[error("signature does not match")]
     SignatureMismatch,
@@ -325,10 +332,22 @@ fn write_header_line<S: Sink>(sink: &mut S, name: &str, value: &[u8]) {
     sink.put(b"\n");
 }
 
+/// Which body hash ends the canonical request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyHash {
+    /// The `X-Sdk-Content-Sha256` value when the header is present, else the body's SHA-256:
+    /// what every signer does for a non-empty body, and the Node.js SDK for an empty one.
+    Declared,
+    /// The body's SHA-256 whatever the header says: what the Python SDK core signs for an
+    /// empty body even when it sent `X-Sdk-Content-Sha256: UNSIGNED-PAYLOAD`.
+    Computed,
+}
+
 fn write_canonical_request<S: Sink, N: AsRef<str>>(
     sink: &mut S,
     req: &SignableRequest<'_>,
     signed_headers: &[N],
+    body_hash: BodyHash,
 ) -> Result<(), SignatureError> {
     // 1. method
     if req.method.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -381,15 +400,20 @@ fn write_canonical_request<S: Sink, N: AsRef<str>>(
     }
     sink.put(b"\n");
     // 6. body hash
-    match req.headers.get(HEADER_CONTENT_SHA256) {
-        Some(v) => sink.put(v.as_bytes().trim_ascii()),
-        None => {
-            let mut hex_buf = [0u8; 64];
-            hex_into(&Sha256::digest(req.body), &mut hex_buf);
-            sink.put(&hex_buf);
-        }
+    match body_hash {
+        BodyHash::Declared => match req.headers.get(HEADER_CONTENT_SHA256) {
+            Some(v) => sink.put(v.as_bytes().trim_ascii()),
+            None => put_body_sha256(sink, req.body),
+        },
+        BodyHash::Computed => put_body_sha256(sink, req.body),
     }
     Ok(())
+}
+
+fn put_body_sha256<S: Sink>(sink: &mut S, body: &[u8]) {
+    let mut hex_buf = [0u8; 64];
+    hex_into(&Sha256::digest(body), &mut hex_buf);
+    sink.put(&hex_buf);
 }
 
 fn hex_into(digest: &[u8], out: &mut [u8; 64]) {
@@ -430,7 +454,7 @@ pub fn canonical_request(
     signed_headers: &[String],
 ) -> Result<String, SignatureError> {
     let mut out = Vec::with_capacity(256 + req.path.len() + req.query.map_or(0, str::len));
-    write_canonical_request(&mut out, req, signed_headers)?;
+    write_canonical_request(&mut out, req, signed_headers, BodyHash::Declared)?;
     Ok(ascii_string(out))
 }
 
@@ -516,9 +540,10 @@ fn mac_over_request<N: AsRef<str>>(
     signed_headers: &[N],
     date_text: &str,
     secret_key: &[u8],
+    body_hash: BodyHash,
 ) -> Result<HmacSha256, SignatureError> {
     let mut hasher = Sha256::new();
-    write_canonical_request(&mut hasher, req, signed_headers)?;
+    write_canonical_request(&mut hasher, req, signed_headers, body_hash)?;
     let mut cr_hex = [0u8; 64];
     hex_into(&hasher.finalize(), &mut cr_hex);
 
@@ -537,6 +562,11 @@ fn mac_over_request<N: AsRef<str>>(
 /// `|now − date| <= max_skew`, every signed header present (`host` is looked up as the `Host`
 /// header), signature recomputed from the request as received and compared in constant time.
 ///
+/// The body hash is `X-Sdk-Content-Sha256` when present, which must then be either
+/// `UNSIGNED-PAYLOAD` or the body's own SHA-256 ([`SignatureError::ContentHashMismatch`]
+/// otherwise); with `UNSIGNED-PAYLOAD` and an empty body, a signature over the empty body's
+/// hash is accepted too (the Python SDK core's form; the Node.js SDK signs the literal).
+///
 /// The signed headers are used in the order they appear in `auth` (clients send them sorted).
 /// Looking up the secret key by `auth.access_key` is the caller's job.
 pub fn verify(
@@ -550,9 +580,40 @@ pub fn verify(
     if now.duration_since(date).abs() > max_skew {
         return Err(SignatureError::ClockSkew);
     }
-    mac_over_request(req, &auth.signed_headers, date_text, secret_key)?
-        .verify_slice(&auth.signature)
-        .map_err(|_| SignatureError::SignatureMismatch)
+    let declared = req
+        .headers
+        .get(HEADER_CONTENT_SHA256)
+        .map(|v| v.as_bytes().trim_ascii());
+    if let Some(declared) = declared
+        && declared != UNSIGNED_PAYLOAD.as_bytes()
+        && !declared.eq_ignore_ascii_case(sha256_hex(req.body).as_bytes())
+    {
+        // A declared hash stands in for the body only if it is the body's hash: otherwise a
+        // body could be swapped under a captured signature that covered another body's hash.
+        return Err(SignatureError::ContentHashMismatch);
+    }
+    let matches = |body_hash| -> Result<bool, SignatureError> {
+        Ok(
+            mac_over_request(req, &auth.signed_headers, date_text, secret_key, body_hash)?
+                .verify_slice(&auth.signature)
+                .is_ok(),
+        )
+    };
+    if matches(BodyHash::Declared)? {
+        return Ok(());
+    }
+    // `UNSIGNED-PAYLOAD` with an empty body: the Python SDK core signs the empty body's hash
+    // (its signer hashes the body before it looks at the header), the Node.js SDK signs the
+    // literal text (tried above). Both say the same thing: there is no body. Only an empty
+    // body gets the second try, and the hash tried is that of the body received, so this
+    // admits no request the plain (header-less) verification would refuse.
+    if declared == Some(UNSIGNED_PAYLOAD.as_bytes())
+        && req.body.is_empty()
+        && matches(BodyHash::Computed)?
+    {
+        return Ok(());
+    }
+    Err(SignatureError::SignatureMismatch)
 }
 
 /// Client side: signs `req` and returns the full `Authorization` header value. The
@@ -584,7 +645,7 @@ pub fn sign(
     names.dedup();
 
     let (date_text, _) = sdk_date(req.headers)?;
-    let tag = mac_over_request(req, &names, date_text, secret_key)?.finalize();
+    let tag = mac_over_request(req, &names, date_text, secret_key, BodyHash::Declared)?.finalize();
     let mut sig_hex = [0u8; 64];
     hex_into(&tag.into_bytes(), &mut sig_hex);
     let sig_hex = std::str::from_utf8(&sig_hex).unwrap_or_default();

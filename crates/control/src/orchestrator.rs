@@ -874,3 +874,167 @@ impl Progress for StartProgress<'_> {
         }
     }
 }
+
+/// What the control plane does with dynamic storage: it records each mount in the notebook,
+/// then a task (exclusive with the notebook's other operations) has the runtime mount or
+/// unmount it and records the outcome. Every start mounts them all again.
+impl Orchestrator {
+    /// Adds `volume` (`MOUNTING`) to a RUNNING notebook and mounts it in the background.
+    pub async fn request_attach(
+        self: &std::sync::Arc<Self>,
+        id: &atelier_domain::NotebookId,
+        volume: atelier_domain::DataVolume,
+    ) -> Result<std::sync::Arc<atelier_domain::Notebook>, ControlError> {
+        use atelier_domain::{MountStatus, Operation, storage::MAX_DATA_VOLUMES};
+        // Refused before anything is written: a bucket or share the project was not given.
+        let project = self
+            .service()
+            .get_any(id)
+            .ok_or(ControlError::NotebookNotFound)?
+            .project_id
+            .clone();
+        self.storage_grants().resolve(&project, &volume)?;
+        let (notebook, ()) = self
+            .service()
+            .mutate(id, |nb| {
+                nb.status
+                    .admit(Operation::AttachStorage)
+                    .map_err(|a| ControlError::not_admitted(a, nb.status, "status"))?;
+                if nb
+                    .data_volumes
+                    .iter()
+                    .any(|v| v.mount_path == volume.mount_path)
+                {
+                    return Err(ControlError::MountPathInUse(volume.mount_path.clone()));
+                }
+                if nb.data_volumes.len() >= MAX_DATA_VOLUMES {
+                    return Err(ControlError::TooManyMounts {
+                        max: MAX_DATA_VOLUMES,
+                    });
+                }
+                let mut volume = volume.clone();
+                volume.status = MountStatus::Mounting;
+                nb.data_volumes.push(volume);
+                Ok(())
+            })
+            .await?;
+        self.spawn_storage(*id, false);
+        Ok(notebook)
+    }
+
+    /// Marks a mount `UNMOUNTING` and unmounts it in the background (then it is gone).
+    pub async fn request_detach(
+        self: &std::sync::Arc<Self>,
+        id: &atelier_domain::NotebookId,
+        storage_id: &str,
+    ) -> Result<atelier_domain::DataVolume, ControlError> {
+        use atelier_domain::{MountStatus, Operation};
+        let (_, volume) = self
+            .service()
+            .mutate(id, |nb| {
+                let status = nb.status;
+                let volume = nb
+                    .data_volumes
+                    .iter_mut()
+                    .find(|v| v.id == storage_id)
+                    .ok_or(ControlError::StorageNotFound)?;
+                status
+                    .admit(Operation::DetachStorage)
+                    .map_err(|a| ControlError::not_admitted(a, status, "status"))?;
+                volume.status = MountStatus::Unmounting;
+                volume.failure_reason = None;
+                Ok(volume.clone())
+            })
+            .await?;
+        self.spawn_storage(*id, false);
+        Ok(volume)
+    }
+
+    /// Brings the notebook's mounts to what their records ask (see
+    /// [`Self::converge_storage`]), in a task that waits for the notebook's other operations.
+    pub(crate) fn spawn_storage(
+        self: &std::sync::Arc<Self>,
+        id: atelier_domain::NotebookId,
+        all: bool,
+    ) {
+        let this = self.clone();
+        let exclusive = self.exclusive(id);
+        self.tracker().spawn(async move {
+            let _held = exclusive.lock().await;
+            this.converge_storage(id, all).await;
+        });
+    }
+
+    /// Mounts what is `MOUNTING` (every mount, with `all`: a start) and unmounts what is
+    /// `UNMOUNTING` in a RUNNING (or starting) notebook, recording each outcome. In a
+    /// notebook that is not running, unmounting needs nothing: those records just go.
+    pub(crate) async fn converge_storage(&self, id: atelier_domain::NotebookId, all: bool) {
+        use atelier_domain::{MountStatus, NotebookStatus};
+        let Some(notebook) = self.service().get_any(&id) else {
+            return;
+        };
+        let live = matches!(
+            notebook.status,
+            NotebookStatus::Running | NotebookStatus::Starting | NotebookStatus::Creating
+        );
+        for volume in &notebook.data_volumes {
+            let unmounting = matches!(
+                volume.status,
+                MountStatus::Unmounting | MountStatus::UnmountFailed | MountStatus::Unmounted
+            );
+            let outcome = if unmounting {
+                if !live && volume.status != MountStatus::Unmounting {
+                    continue;
+                }
+                let result = if live {
+                    self.runtime().unmount_storage(id, volume.dir()).await
+                } else {
+                    Ok(())
+                };
+                match result {
+                    Ok(()) => None,
+                    Err(error) => Some((MountStatus::UnmountFailed, Some(error.to_string()))),
+                }
+            } else if live && (all || volume.status == MountStatus::Mounting) {
+                let result = match self.storage_grants().resolve(&notebook.project_id, volume) {
+                    Ok(mount) => self
+                        .runtime()
+                        .mount_storage(id, &mount)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    // The operator took the grant back since.
+                    Err(error) => Err(error.to_string()),
+                };
+                match result {
+                    Ok(()) => Some((MountStatus::Mounted, None)),
+                    Err(reason) => {
+                        tracing::warn!(notebook_id = %id, mount_path = %volume.mount_path, %reason, "mount failed");
+                        Some((MountStatus::MountFailed, Some(reason)))
+                    }
+                }
+            } else {
+                continue;
+            };
+            let storage_id = volume.id.clone();
+            let written = self
+                .service()
+                .mutate(&id, |nb| {
+                    match outcome.clone() {
+                        None => nb.data_volumes.retain(|v| v.id != storage_id),
+                        Some((status, reason)) => {
+                            if let Some(v) = nb.data_volumes.iter_mut().find(|v| v.id == storage_id)
+                            {
+                                v.status = status;
+                                v.failure_reason = reason;
+                            }
+                        }
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(error) = written {
+                tracing::error!(notebook_id = %id, %error, "could not record a mount's outcome");
+            }
+        }
+    }
+}

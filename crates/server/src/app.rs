@@ -160,6 +160,7 @@ impl App {
             lease_keeper,
             gateway,
             domain: Arc::new(domain),
+            region: Arc::from(config.auth.region.as_str()),
             ssh,
             shutdown: shutdown.clone(),
             metrics,

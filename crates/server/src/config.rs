@@ -386,6 +386,34 @@ pub struct AuthConfig {
     /// Lifetime of tokens made by `atelier token create`.
     #[serde(with = "humantime_serde")]
     pub token_lifetime: Duration,
+    /// The region id this server stands for. SDKs configured with a region and no project id
+    /// look their project up as `GET /v3/projects?name={region}`: the project named `default`
+    /// is called `{region}` there, every other project `{region}_{name}` (Huawei Cloud's names
+    /// for a region's main project and its sub-projects). 1-64 of `[a-z0-9-]`.
+    #[serde(default = "default_region")]
+    pub region: String,
+}
+
+fn default_region() -> String {
+    "local".to_owned()
+}
+
+impl AuthConfig {
+    fn check_region(&self) -> Result<(), ConfigError> {
+        let region = self.region.as_str();
+        let ok = !region.is_empty()
+            && region.len() <= 64
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(format!(
+                "auth.region {region:?} must be 1-64 characters of [a-z0-9-], e.g. eu-de"
+            )))
+        }
+    }
 }
 
 impl Default for AuthConfig {
@@ -394,6 +422,7 @@ impl Default for AuthConfig {
             max_clock_skew: Duration::from_secs(15 * 60),
             cache_ttl: Duration::from_secs(5),
             token_lifetime: Duration::from_secs(24 * 3600),
+            region: default_region(),
         }
     }
 }
@@ -716,6 +745,7 @@ impl Config {
         self.ssh.port_range()?;
         self.registry.check_push()?;
         self.storage.check()?;
+        self.auth.check_region()?;
         Ok(())
     }
 
@@ -870,6 +900,20 @@ max_image_mb = 10
 
     fn id() -> atelier_domain::NotebookId {
         "4f2c9a52-1b6e-4c3d-9e8f-0a1b2c3d4e5f".parse().unwrap()
+    }
+
+    #[test]
+    fn the_region_defaults_to_local_and_is_an_id() {
+        assert_eq!(load("").unwrap().auth.region, "local");
+        let config = load("[auth]\nregion = \"eu-de\"\n").unwrap();
+        assert_eq!(config.auth.region, "eu-de");
+        // `_` separates a sub-project's name from the region: never part of a region.
+        for bad in ["", "EU-DE", "eu_de", "eu de", &"a".repeat(65)] {
+            assert!(
+                load(&format!("[auth]\nregion = \"{bad}\"\n")).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

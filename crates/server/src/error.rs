@@ -101,6 +101,8 @@ pub enum ApiError {
     NotebookNotFound,
     #[error("The {0} does not exist.")]
     ResourceNotFound(&'static str),
+    #[error("The feature {0} does not exist; the only feature is NOTEBOOK.")]
+    FeatureNotFound(String),
     #[error("The requested URL was not found on this server.")]
     RouteNotFound,
     #[error("The method is not allowed for the requested URL.")]
@@ -121,9 +123,10 @@ impl ApiError {
             E::ProjectMismatch | E::NotAuthorized(_) | E::StorageNotGranted(_) => {
                 StatusCode::FORBIDDEN
             }
-            E::NotebookNotFound | E::ResourceNotFound(_) | E::RouteNotFound => {
-                StatusCode::NOT_FOUND
-            }
+            E::NotebookNotFound
+            | E::ResourceNotFound(_)
+            | E::FeatureNotFound(_)
+            | E::RouteNotFound => StatusCode::NOT_FOUND,
             E::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             E::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -171,7 +174,7 @@ impl ApiError {
             E::KeyPairExists(_) => "ModelArts.6301",
             E::Exhausted(_) => "ModelArts.6360",
             E::NotebookNotFound => "ModelArts.6309",
-            E::ResourceNotFound(_) | E::RouteNotFound => "ModelArts.6404",
+            E::ResourceNotFound(_) | E::FeatureNotFound(_) | E::RouteNotFound => "ModelArts.6404",
             E::MethodNotAllowed => "ModelArts.0101",
             E::PayloadTooLarge => "ModelArts.6400",
             E::Internal(_) => "ModelArts.0010",
@@ -381,6 +384,7 @@ mod tests {
             (ApiError::Exhausted("ports".into()), 400, "ModelArts.6360"),
             (ApiError::NotebookNotFound, 404, "ModelArts.6309"),
             (ApiError::ResourceNotFound("image"), 404, "ModelArts.6404"),
+            (ApiError::FeatureNotFound("X".into()), 404, "ModelArts.6404"),
             (ApiError::Internal("boom".into()), 500, "ModelArts.0010"),
         ];
         for (error, status, code) in table {

@@ -27,6 +27,15 @@ pub struct Caller {
     pub project_id: ProjectId,
 }
 
+/// A caller of the IAM reads (`/v3/…`), which name no project: the user, and the project its
+/// token is scoped to (`None` for an AK/SK signature, which may act in any of the user's
+/// projects).
+#[derive(Debug, Clone)]
+pub struct IamCaller {
+    pub user: Arc<User>,
+    pub token_project: Option<ProjectId>,
+}
+
 /// A credential or token with the user it belongs to.
 type Authenticated<T> = Option<(T, Arc<User>)>;
 type Cache<T> = RwLock<HashMap<String, Cached<Authenticated<T>>>>;
@@ -166,14 +175,14 @@ impl Identity {
         Ok((token, user))
     }
 
-    /// Authenticates a request to `/v1/{project_id}/…` whose body has been read.
-    pub async fn authenticate(
+    /// Who signed the request or whose token it carries, whatever its path: the user, and
+    /// the token's project for a token.
+    pub async fn authenticate_user(
         &self,
         parts: &axum::http::request::Parts,
         body: &[u8],
-        path_project: &str,
         now_ms: i64,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<IamCaller, ApiError> {
         let headers = &parts.headers;
         let authorization = header_str(headers, "authorization");
         let (user, token_project) = match authorization {
@@ -188,6 +197,46 @@ impl Identity {
                 None => return Err(ApiError::Unauthenticated("x-auth-token not found")),
             },
         };
+        Ok(IamCaller {
+            user,
+            token_project,
+        })
+    }
+
+    /// The projects `caller` may act in: its token's project, or every project its user is a
+    /// member of (read from the store, not the cache: this is a rare call).
+    pub async fn projects_of(&self, caller: &IamCaller) -> Result<Vec<Project>, ApiError> {
+        let members = self.store.project_members().await?;
+        let mut projects: Vec<Project> = self
+            .store
+            .list_projects()
+            .await?
+            .into_iter()
+            .filter(|project| members.contains(&(project.id.clone(), caller.user.id.clone())))
+            .filter(|project| {
+                caller
+                    .token_project
+                    .as_ref()
+                    .is_none_or(|scope| *scope == project.id)
+            })
+            .collect();
+        projects.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(projects)
+    }
+
+    /// Authenticates a request to `/v1/{project_id}/…` whose body has been read.
+    pub async fn authenticate(
+        &self,
+        parts: &axum::http::request::Parts,
+        body: &[u8],
+        path_project: &str,
+        now_ms: i64,
+    ) -> Result<Caller, ApiError> {
+        let headers = &parts.headers;
+        let IamCaller {
+            user,
+            token_project,
+        } = self.authenticate_user(parts, body, now_ms).await?;
         let project_id: ProjectId = path_project
             .parse()
             .map_err(|_| ApiError::ProjectMismatch)?;
@@ -267,22 +316,28 @@ pub async fn require_caller(
         Ok(bytes) => bytes,
         Err(_) => return ApiError::PayloadTooLarge.into_response(),
     };
-    let Some(project) = parts
-        .uri
-        .path()
-        .strip_prefix("/v1/")
-        .and_then(|rest| rest.split('/').next())
-    else {
-        return ApiError::RouteNotFound.into_response();
-    };
-    let project = project.to_owned();
     let now_ms = identity.clock.now_ms();
-    match identity
-        .authenticate(&parts, &bytes, &project, now_ms)
-        .await
-    {
-        Ok(caller) => {
-            parts.extensions.insert(caller);
+    let path = parts.uri.path();
+    let authenticated = if let Some(rest) = path.strip_prefix("/v1/") {
+        let project = rest.split('/').next().unwrap_or_default().to_owned();
+        identity
+            .authenticate(&parts, &bytes, &project, now_ms)
+            .await
+            .map(|caller| {
+                parts.extensions.insert(caller);
+            })
+    } else if path.starts_with("/v3/") {
+        identity
+            .authenticate_user(&parts, &bytes, now_ms)
+            .await
+            .map(|caller| {
+                parts.extensions.insert(caller);
+            })
+    } else {
+        Err(ApiError::RouteNotFound)
+    };
+    match authenticated {
+        Ok(()) => {
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await
         }

@@ -31,6 +31,9 @@ pub struct AppState {
     pub lease_keeper: Arc<LeaseKeeper>,
     pub gateway: Arc<Gateway>,
     pub domain: Arc<(String, String)>,
+    /// The region this server stands for (`auth.region`): the Keystone name of the main
+    /// project in project discovery (`/v3/projects?name={region}`).
+    pub region: Arc<str>,
     pub ssh: Arc<SshService>,
     /// Cancelled when the server stops: long-lived responses (progress streams) end with it.
     pub shutdown: CancellationToken,

@@ -3,12 +3,16 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod feature;
+pub mod iam;
 pub mod image;
 pub mod keypair;
 pub mod notebook;
 pub mod storage;
 
 pub use error::ErrorBody;
+pub use feature::*;
+pub use iam::*;
 pub use image::*;
 pub use keypair::*;
 pub use notebook::*;

@@ -1,6 +1,8 @@
 //! Every route of the API, listed once: the same list builds the router and `/openapi.json`.
 pub mod events;
+pub mod feature;
 pub mod flavor;
+pub mod iam;
 pub mod image;
 pub mod keypair;
 pub mod lease;
@@ -37,7 +39,8 @@ impl MakeRequestId for HexRequestId {
     }
 }
 
-/// The ModelArts routes (authenticated) and their OpenAPI document.
+/// The ModelArts routes and the IAM project reads (all authenticated), and their OpenAPI
+/// document.
 pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(notebook::create_notebook, notebook::list_notebooks))
@@ -71,6 +74,9 @@ pub fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             storage::show_dynamic_storage,
             storage::detach_dynamic_storage
         ))
+        .routes(routes!(feature::list_features))
+        .routes(routes!(iam::keystone_list_projects))
+        .routes(routes!(iam::keystone_list_auth_projects))
         .split_for_parts()
 }
 

@@ -348,3 +348,117 @@ async fn every_answer_carries_a_request_id_even_unauthenticated_ones() {
         second.headers()["x-request-id"]
     );
 }
+
+/// Signs `body` like the Python SDK, then adds `X-Sdk-Content-Sha256` (unsigned) as given.
+fn with_content_sha256(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    signed_body: &[u8],
+    content_sha256: &str,
+) -> HeaderMap {
+    let mut headers = app.sign_headers(
+        SdkStyle::Python,
+        method,
+        path,
+        signed_body,
+        ACCESS_KEY,
+        SECRET_KEY,
+        jiff::Timestamp::now(),
+    );
+    headers.insert(
+        "x-sdk-content-sha256",
+        HeaderValue::from_str(content_sha256).expect("header"),
+    );
+    headers
+}
+
+/// The Python SDK core signs the empty body's hash when it sends `X-Sdk-Content-Sha256:
+/// UNSIGNED-PAYLOAD` with no body (the Node.js SDK signs the literal; both are accepted).
+#[tokio::test]
+async fn unsigned_payload_with_an_empty_body_accepts_the_python_sdk_form() {
+    let app = TestApp::spawn().await;
+    let headers = with_content_sha256(&app, &Method::GET, &list_path(), b"", "UNSIGNED-PAYLOAD");
+    let response = app
+        .send_raw(Method::GET, &list_path(), headers, Vec::new())
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A signature over the empty body's hash never carries a body, `UNSIGNED-PAYLOAD` or not.
+#[tokio::test]
+async fn unsigned_payload_does_not_let_an_empty_body_signature_carry_a_body() {
+    let app = TestApp::spawn().await;
+    let headers = with_content_sha256(
+        &app,
+        &Method::POST,
+        &app.notebooks_path(),
+        b"",
+        "UNSIGNED-PAYLOAD",
+    );
+    let body = notebook_body("smuggled").to_string();
+    let response = app
+        .send_raw(
+            Method::POST,
+            &app.notebooks_path(),
+            headers,
+            body.into_bytes(),
+        )
+        .await;
+    expect_error(response, 401, "APIG.0301").await;
+    assert_eq!(app.notebook_count().await, 0);
+}
+
+/// A declared body hash must be the hash of the body sent: a captured signature over one
+/// body's hash does not carry another body.
+#[tokio::test]
+async fn a_declared_content_hash_that_is_not_the_bodys_is_401_and_creates_nothing() {
+    let app = TestApp::spawn().await;
+    let signed_body = notebook_body("signed").to_string();
+    let declared = atelier_auth::sha256_hex(signed_body.as_bytes());
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("host", HeaderValue::from_str(&app.host).expect("header"));
+    headers.insert(
+        "x-sdk-date",
+        HeaderValue::from_str(&atelier_auth::format_sdk_date(jiff::Timestamp::now()))
+            .expect("header"),
+    );
+    headers.insert(
+        "x-sdk-content-sha256",
+        HeaderValue::from_str(&declared).expect("header"),
+    );
+    let path = app.notebooks_path();
+    let authorization = atelier_auth::sign(
+        &atelier_auth::SignableRequest {
+            method: "POST",
+            path: &path,
+            query: None,
+            headers: &headers,
+            body: signed_body.as_bytes(),
+        },
+        ACCESS_KEY,
+        SECRET_KEY.as_bytes(),
+        &["content-type", "host", "x-sdk-content-sha256", "x-sdk-date"],
+    )
+    .expect("signed");
+    headers.insert(
+        "authorization",
+        HeaderValue::from_str(&authorization).expect("header"),
+    );
+
+    let swapped = notebook_body("swapped").to_string();
+    let response = app
+        .send_raw(Method::POST, &path, headers.clone(), swapped.into_bytes())
+        .await;
+    expect_error(response, 401, "APIG.0301").await;
+    assert_eq!(app.notebook_count().await, 0);
+
+    // The body it declared goes through.
+    let response = app
+        .send_raw(Method::POST, &path, headers, signed_body.into_bytes())
+        .await;
+    let (status, created) = json_of(response).await;
+    assert_eq!(status, StatusCode::OK, "{created}");
+    assert_eq!(app.notebook_count().await, 1);
+}

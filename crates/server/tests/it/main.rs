@@ -7,6 +7,8 @@
 //! | `events`        | `/notebooks/{id}/events`, `/notebooks/{id}/progress` (SSE)  |
 //! | `lease`         | `/notebooks/{id}/lease`, the lease keeper, restarts         |
 //! | `flavor`        | `/notebooks/flavors`, `/notebooks/{id}/flavors`             |
+//! | `feature`       | `/authoring/features/{feature}`                             |
+//! | `iam`           | `/v3/projects`, `/v3/auth/projects` (project discovery)     |
 //! | `tag`           | `/notebooks/{id}/tags/{create,delete}`, `/notebooks/tags`   |
 //! | `image`         | `/images[/{id}]`, `/images/group`                           |
 //! | `registry`      | `POST /images` of container images in a real registry       |
@@ -27,7 +29,9 @@ mod auth;
 mod console;
 mod containment;
 mod events;
+mod feature;
 mod flavor;
+mod iam;
 mod image;
 mod lease;
 mod local;

@@ -58,6 +58,9 @@ step "container images with the Python SDK: save a notebook, run the image, regi
 # Pushes to Debian's docker-registry on a loopback port; skopeo copies within it.
 "$venv/bin/python" tests/e2e/images_e2e.py
 
+step "dynamic storage with the Python SDK against a real Garage (s3fs mounts)"
+"$venv/bin/python" tests/e2e/storage_e2e.py
+
 step "web console in headless Chromium (Playwright)"
 # Screenshots land in test-output/ (the CI artifact).
 "$venv/bin/python" tests/e2e/console_e2e.py

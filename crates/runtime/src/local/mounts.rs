@@ -213,6 +213,9 @@ impl LocalRuntime {
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("AWS_ACCESS_KEY_ID", &store.access_key_id)
             .env("AWS_SECRET_ACCESS_KEY", &store.secret_access_key)
+            // The names older s3fs releases read.
+            .env("AWSACCESSKEYID", &store.access_key_id)
+            .env("AWSSECRETACCESSKEY", &store.secret_access_key)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

@@ -763,7 +763,7 @@ async fn warm_sandboxes(app: &TestApp) -> f64 {
     crate::metrics::sample(&text, "atelier_warm_pool_sandboxes").unwrap_or(-1.0)
 }
 
-async fn wait_warm(app: &TestApp, wanted: f64) {
+pub(crate) async fn wait_warm(app: &TestApp, wanted: f64) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     while warm_sandboxes(app).await != wanted {
         assert!(

@@ -302,3 +302,58 @@ async fn a_bucket_prefix_is_mounted_into_a_running_notebook_and_back_out() {
         "a deleted notebook leaves no /data tree"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notebook_started_from_the_warm_pool_gets_its_mounts_too() {
+    if !storage_tools_available("a_notebook_started_from_the_warm_pool_gets_its_mounts_too") {
+        return;
+    }
+    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-warm"]))
+        .await
+        .unwrap();
+    let s3 = S3::new(&garage, "team-warm");
+    s3.put("w/seed.txt", "seed").await;
+    let secret = garage.secret_access_key.clone();
+    let app = TestApp::builder()
+        .local()
+        .warm_pool(1)
+        .storage(StorageSettings {
+            object_stores: vec![store(&garage, &secret, &garage.endpoint, "team-warm")],
+            shares: vec![],
+        })
+        .spawn()
+        .await;
+    let created = app.create_notebook(&notebook_body("warm")).await;
+    let id = id_of(&created).to_owned();
+    app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let storage_id = attach(&app, &id, "/data/w/", "obs://team-warm/w/").await;
+    assert_eq!(
+        settle(&app, &id, &storage_id).await.unwrap()["status"],
+        "MOUNTED"
+    );
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(60))
+        .await;
+    // The pool has a warm sandbox by now: the next start claims it, a slot uid of its own.
+    crate::local::wait_warm(&app, 1.0).await;
+    app.start(&id).await;
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    assert_eq!(running["data_volumes"][0]["status"], "MOUNTED", "{running}");
+    assert!(
+        app.data_dir.join("run").join(&id).join("slot").exists(),
+        "the start claimed the warm sandbox"
+    );
+    let lab = Lab::of(&app, &running).await;
+    let seen = lab
+        .execute(concat!(
+            "import os\n",
+            "print(open('/data/w/seed.txt').read(), os.stat('/data/w/seed.txt').st_uid)\n",
+            "with open('/data/w/warm.txt', 'w') as f: f.write('from a warm sandbox')\n",
+        ))
+        .await;
+    assert_eq!(seen.trim(), "seed 1000");
+    assert_eq!(
+        s3.get("w/warm.txt").await.as_deref(),
+        Some("from a warm sandbox")
+    );
+}

@@ -99,13 +99,23 @@ admin_token = "{token}"
             let output = garage.cli(&["node", "id", "-q"], false);
             if let Some(id) = output.lines().next().and_then(|l| l.split('@').next())
                 && id.len() >= 16
+                && id.bytes().all(|b| b.is_ascii_hexdigit())
             {
                 break id.to_owned();
             }
             assert!(Instant::now() < deadline, "garage did not start: {output}");
             std::thread::sleep(Duration::from_millis(100));
         };
-        garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node], true);
+        // The key file comes before the RPC listener: the first command may be early.
+        loop {
+            let assign = ["layout", "assign", "-z", "dc1", "-c", "1G", &node];
+            let output = garage.cli(&assign, false);
+            if garage.cli(&["layout", "show"], false).contains("dc1") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "garage layout: {output}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         garage.cli(&["layout", "apply", "--version", "1"], true);
         let (key, secret) = (
             garage.access_key_id.clone(),

@@ -959,9 +959,14 @@ impl Orchestrator {
     ) {
         let this = self.clone();
         let exclusive = self.exclusive(id);
+        let shutdown = self.shutdown.clone();
         self.tracker().spawn(async move {
             let _held = exclusive.lock().await;
-            this.converge_storage(id, all).await;
+            // A shutdown leaves the records as they are: the next boot carries them out.
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = this.converge_storage(id, all) => {}
+            }
         });
     }
 

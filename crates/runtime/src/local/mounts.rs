@@ -371,8 +371,9 @@ pub(super) fn shared_bind(path: &Path) -> Result<(), RuntimeError> {
     .map_err(|e| step_error(&format!("share {}", path.display()), e))
 }
 
-/// Binds an operator's directory at `point`: idmapped so that its files' owner (the
-/// directory's own) is the sandbox's uid where the filesystem allows it, plainly otherwise.
+/// Binds an operator's directory at `point`, `nosuid,nodev` (read-only when granted so):
+/// idmapped so that its files' owner (the directory's own) is the sandbox's uid where the
+/// filesystem allows it (NFS does not: there the files keep their owners).
 async fn bind_directory(
     source: &Path,
     point: &Path,
@@ -389,26 +390,14 @@ async fn bind_directory(
         ));
     }
     let mapped = super::sys::id_mapping_userns(&[(meta.uid(), ids.uid)], &[(meta.gid(), ids.gid)])
-        .and_then(|userns| super::sys::idmapped_bind(source, point, &userns));
+        .and_then(|userns| {
+            super::sys::bind_with_attributes(source, point, Some(&userns), read_only)
+        });
     if mapped.is_err() {
-        nix::mount::mount(
-            Some(source),
-            point,
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| step_error(&format!("bind {}", source.display()), e))?;
+        super::sys::bind_with_attributes(source, point, None, read_only)
+            .map_err(|e| step_error(&format!("bind {}", source.display()), e))?;
     }
-    let mut flags = nix::mount::MsFlags::MS_BIND
-        | nix::mount::MsFlags::MS_REMOUNT
-        | nix::mount::MsFlags::MS_NOSUID
-        | nix::mount::MsFlags::MS_NODEV;
-    if read_only {
-        flags |= nix::mount::MsFlags::MS_RDONLY;
-    }
-    nix::mount::mount(None::<&str>, point, None::<&str>, flags, None::<&str>)
-        .map_err(|e| step_error(&format!("remount {}", point.display()), e))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ struct MountAttr {
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
@@ -130,6 +131,19 @@ fn c_path(path: &Path) -> io::Result<std::ffi::CString> {
 /// on disk shows as its outside ids, and what those outside ids write is stored as the
 /// inside ids: an idmapped bind mount (Linux 5.12+; ext4, xfs, btrfs, tmpfs 6.3+).
 pub fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> io::Result<()> {
+    bind_with_attributes(source, target, Some(userns), false)
+}
+
+/// Mounts `source` on `target`, `nosuid,nodev`, idmapped through `userns` when given, and
+/// read-only with `read_only`. The attributes are set before the mount is attached, so the
+/// copies that propagate into other mount namespaces have them too (a later remount would
+/// change only this namespace's).
+pub fn bind_with_attributes(
+    source: &Path,
+    target: &Path,
+    userns: Option<&OwnedFd>,
+    read_only: bool,
+) -> io::Result<()> {
     let source = c_path(source)?;
     let target = c_path(target)?;
     // SAFETY: open_tree with a valid C string; returns a new descriptor or -1.
@@ -146,11 +160,18 @@ pub fn idmapped_bind(source: &Path, target: &Path, userns: &OwnedFd) -> io::Resu
     }
     // SAFETY: a new descriptor this process owns.
     let tree = unsafe { OwnedFd::from_raw_fd(tree as RawFd) };
+    let mut attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    if userns.is_some() {
+        attr_set |= MOUNT_ATTR_IDMAP;
+    }
+    if read_only {
+        attr_set |= MOUNT_ATTR_RDONLY;
+    }
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        attr_set,
         attr_clr: 0,
         propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
+        userns_fd: userns.map_or(0, |u| u.as_raw_fd() as u64),
     };
     // SAFETY: mount_setattr on our descriptor with a properly sized struct.
     let set = unsafe {

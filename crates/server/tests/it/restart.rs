@@ -127,3 +127,57 @@ async fn a_create_interrupted_by_a_shutdown_resumes_after_the_restart() {
     let running = resumed.wait_status(&id, "RUNNING", SETTLE).await;
     assert!(running["url"].is_string(), "{running}");
 }
+
+#[tokio::test]
+async fn a_mount_interrupted_by_a_restart_is_carried_out_by_the_next_boot() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    // Every step and mount takes a while, so that the first server stops mid-mount.
+    let runtime = Arc::new(PlaceholderRuntime::new(Duration::from_millis(300)));
+    let storage = atelier_server::config::StorageSettings {
+        object_stores: vec![atelier_server::config::ObjectStoreSettings {
+            endpoint: "http://127.0.0.1:1".to_owned(),
+            region: String::new(),
+            access_key_id: "GKexample".to_owned(),
+            secret_access_key: "secret".to_owned(),
+            projects: vec!["*".to_owned()],
+            buckets: vec!["*".to_owned()],
+            read_only: false,
+        }],
+        shares: vec![],
+    };
+    let first = TestApp::builder()
+        .data_dir(data_dir.path())
+        .runtime(runtime.clone())
+        .storage(storage.clone())
+        .spawn()
+        .await;
+    let running = first.create_running("mounting").await;
+    let id = id_of(&running).to_owned();
+    let body = json!({"category": "OBSFS", "mount_path": "/data/in/", "uri": "obs://bucket/in/"});
+    let path = format!("{}/storage", first.notebook_path(&id));
+    let attached = first.signed("POST", &path, Some(&body.to_string())).await;
+    assert_eq!(attached.status(), 200);
+    first.shutdown().await;
+    assert!(
+        runtime.mounted(id.parse().unwrap()).is_empty(),
+        "cut off mid-mount"
+    );
+
+    let second = TestApp::builder()
+        .data_dir(data_dir.path())
+        .runtime(runtime.clone())
+        .storage(storage)
+        .spawn()
+        .await;
+    let deadline = std::time::Instant::now() + SETTLE;
+    loop {
+        let shown = second.show_ok(&id).await;
+        if shown["data_volumes"][0]["status"] == "MOUNTED" {
+            break;
+        }
+        assert_eq!(shown["data_volumes"][0]["status"], "MOUNTING", "{shown}");
+        assert!(std::time::Instant::now() < deadline, "{shown}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(runtime.mounted(id.parse().unwrap()), vec!["in"]);
+}

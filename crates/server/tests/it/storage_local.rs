@@ -357,3 +357,72 @@ async fn a_notebook_started_from_the_warm_pool_gets_its_mounts_too() {
         Some("from a warm sandbox")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_share_is_bound_in_as_the_notebooks_user() {
+    if !local_runtime_available("an_operators_share_is_bound_in_as_the_notebooks_user") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    // A team's share, owned on the host by a uid of its own.
+    let share = tempfile::tempdir().unwrap();
+    let owner = 4242;
+    std::fs::write(share.path().join("shared.txt"), "team data").unwrap();
+    for path in [share.path().to_path_buf(), share.path().join("shared.txt")] {
+        std::os::unix::fs::chown(&path, Some(owner), Some(owner)).unwrap();
+    }
+    let app = TestApp::builder()
+        .local()
+        .storage(StorageSettings {
+            object_stores: vec![],
+            shares: vec![
+                atelier_server::config::ShareSettings {
+                    id: "team-share".to_owned(),
+                    path: share.path().to_path_buf(),
+                    projects: vec!["*".to_owned()],
+                    read_only: false,
+                },
+                atelier_server::config::ShareSettings {
+                    id: "team-read".to_owned(),
+                    path: share.path().to_path_buf(),
+                    projects: vec!["*".to_owned()],
+                    read_only: true,
+                },
+            ],
+        })
+        .spawn()
+        .await;
+    let created = app.create_notebook(&notebook_body("share")).await;
+    let id = id_of(&created).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let lab = Lab::of(&app, &running).await;
+    for (dir, efs_id) in [("team", "team-share"), ("ro", "team-read")] {
+        let body = json!({"category": "EFS", "mount_path": format!("/data/{dir}/"),
+            "uri": format!("{efs_id}.sfsturbo.internal:/"), "efs_id": efs_id});
+        let (status, json) = json_of(
+            app.signed("POST", &storage_path(&app, &id), Some(&body.to_string()))
+                .await,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let mounted = settle(&app, &id, json["id"].as_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(mounted["status"], "MOUNTED", "{mounted}");
+    }
+    let seen = lab
+        .execute(concat!(
+            "import os\n",
+            "print(open('/data/team/shared.txt').read().replace(' ', '_'), os.stat('/data/team/shared.txt').st_uid)\n",
+            "with open('/data/team/mine.txt', 'w') as f: f.write('x')\n",
+            "try:\n    open('/data/ro/nope.txt', 'w'); print('wrote')\nexcept OSError as e: print(e.errno == 30)\n",
+        ))
+        .await;
+    assert_eq!(
+        seen.split_whitespace().collect::<Vec<_>>(),
+        ["team_data", "1000", "True"]
+    );
+    // What the notebook wrote belongs to the share's owner on the host.
+    let written = std::fs::metadata(share.path().join("mine.txt")).unwrap();
+    assert_eq!(written.uid(), owner);
+}

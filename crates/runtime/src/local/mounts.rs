@@ -195,8 +195,10 @@ impl LocalRuntime {
             "connect_timeout=5".to_owned(),
             "readwrite_timeout=30".to_owned(),
             "dbglevel=warn".to_owned(),
-            // Its scratch files (what is written before a close uploads it) in its own dir.
+            // Its scratch files (what is written before a close uploads it) in its own dir,
+            // and never the host's last 2 GiB: a tenant writing a huge file gets ENOSPC.
             format!("tmpdir={}", state.display()),
+            "ensure_diskfree=2048".to_owned(),
         ];
         if read_only {
             options.push("ro".to_owned());

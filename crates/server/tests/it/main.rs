@@ -17,6 +17,7 @@
 //! | `local`         | real JupyterLab in bubblewrap: `/{id}/…` on the gateway     |
 //! | `containment`   | a hostile tenant's probes from inside a real sandbox        |
 //! | `ssh`           | `/keypairs[/{name}]`, SSH endpoints with real `ssh`/`sftp`  |
+//! | `hooks`         | `hooks` of create/update: checks, and real hooks in sandboxes |
 // Tests read their switches from the environment and time real processes.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -27,6 +28,7 @@ mod console;
 mod containment;
 mod events;
 mod flavor;
+mod hooks;
 mod image;
 mod lease;
 mod local;

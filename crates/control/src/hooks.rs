@@ -9,8 +9,10 @@
 use base64ct::Encoding as _;
 use serde_json::{Map, Value, json};
 
+use atelier_domain::events::EventDraft;
 use atelier_domain::hooks::{MAX_INLINE_SCRIPT_BYTES, valid_script_path};
-use atelier_domain::{ContainerHooks, Hook, HookMode, HookPoint, HookScript};
+use atelier_domain::{ContainerHooks, EventLevel, Hook, HookMode, HookPoint, HookScript};
+use atelier_runtime::{HookActivity, HookReport};
 
 /// What is wrong with a `hooks` object, and where (`hooks.container_hooks.pre_start.type`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +161,39 @@ pub fn decode_stored(text: Option<&str>) -> ContainerHooks {
             tracing::warn!(%error, "stored hooks are not valid: none run");
             ContainerHooks::default()
         }
+    }
+}
+
+/// The notebook event a hook's report makes (reasons in `events::HOOK_REASONS`).
+pub fn event(report: &HookReport) -> EventDraft {
+    let hook = match (report.point, report.mode) {
+        (HookPoint::PostStart, HookMode::Async) => format!("{} hook (ASYNC)", report.point),
+        (point, _) => format!("{point} hook"),
+    };
+    let (level, reason, message) = match &report.what {
+        HookActivity::Started(script) => (
+            EventLevel::Normal,
+            "HookStarted",
+            format!("{hook} started: {script}"),
+        ),
+        HookActivity::Output(lines) => (
+            EventLevel::Normal,
+            "HookOutput",
+            format!("{hook} output:\n{lines}"),
+        ),
+        HookActivity::Succeeded { elapsed } => (
+            EventLevel::Normal,
+            "HookSucceeded",
+            format!("{hook} succeeded ({:.1} s)", elapsed.as_secs_f64()),
+        ),
+        HookActivity::Failed(why) => (EventLevel::Warning, "HookFailed", why.clone()),
+    };
+    EventDraft {
+        level,
+        reason,
+        message,
+        step: None,
+        step_status: None,
     }
 }
 

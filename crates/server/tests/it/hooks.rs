@@ -242,13 +242,44 @@ echo "wrote post.sh" >&2
     assert!(position("HookSucceeded") < position("NotebookHealthy"));
     // A notebook with a pre-start hook starts cold: the warm sandbox is still idle.
     assert_eq!(warm_sandboxes(&app).await, 1.0);
+
+    // One with a post-start hook only takes it, and the hook runs in the claimed sandbox
+    // (the slot's uid, the notebook's volume mounted in).
+    let script = "echo \"claimed as $(id -u)\"\nid -u > warm.txt\n";
+    let claimed = app
+        .create_notebook(&with_hooks(
+            "claimed",
+            json!({"container_hooks": {"post_start": {"script": b64(script), "type": "COMMAND", "mode": "BLOCK"}}}),
+        ))
+        .await;
+    let claimed_id = id_of(&claimed).to_owned();
+    let running = app.wait_status(&claimed_id, "RUNNING", FIRST_START).await;
+    assert_eq!(
+        warm_sandboxes(&app).await,
+        0.0,
+        "the warm sandbox was claimed"
+    );
+    let lab = Lab::of(&app, &running).await;
+    assert_eq!(
+        lab.read_file("warm.txt").await.as_deref().map(str::trim),
+        Some("1000"),
+        "the BLOCK post-start hook ended before RUNNING"
+    );
+    let lines = hook_lines(&events_of(&app, &claimed_id).await);
+    assert!(
+        lines.iter().any(|l| l.contains("claimed as 1000"))
+            && lines
+                .iter()
+                .any(|l| l.starts_with("HookSucceeded: post_start hook succeeded")),
+        "{lines:#?}"
+    );
     app.shutdown().await;
 }
 
 /// A pre-start hook that fails: the create fails at step 4 with the hook's exit status and
 /// its last lines in `fail_reason`; JupyterLab never answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_pre_start_hook_fails_the_create_with_its_status_and_output() {
+async fn a_failing_pre_start_hook_fails_the_create_or_start_with_its_status_and_output() {
     if !local_runtime_available(
         "a_failing_pre_start_hook_fails_the_create_with_its_status_and_output",
     ) {
@@ -285,6 +316,30 @@ async fn a_failing_pre_start_hook_fails_the_create_with_its_status_and_output() 
             .iter()
             .any(|l| l.starts_with("HookFailed: pre_start hook") && l.contains("exit status 3")),
         "{lines:#?}"
+    );
+
+    // Hooks set by an update apply at the next start, which fails the same way.
+    let plain = app.create_notebook(&notebook_body("updated")).await;
+    let id = id_of(&plain).to_owned();
+    app.wait_status(&id, "RUNNING", FIRST_START).await;
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(60))
+        .await;
+    let update = json!({"hooks": {"container_hooks": {"pre_start": {
+        "script": b64("echo 'no luck this time'\nexit 42\n"), "type": "COMMAND"}}}});
+    let (status, body) = json_of(
+        app.signed("PUT", &app.notebook_path(&id), Some(&update.to_string()))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    app.start(&id).await;
+    let failed = app.wait_status(&id, "START_FAILED", FIRST_START).await;
+    let reason = failed["fail_reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pre_start hook (inline script")
+            && reason.contains("exit status 42; last output: no luck this time"),
+        "{reason}"
     );
     app.shutdown().await;
 }

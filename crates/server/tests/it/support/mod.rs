@@ -154,15 +154,7 @@ impl TestAppBuilder {
         }
         config.runtime = if self.local {
             let mut local = LocalRuntimeConfig {
-                // Where `atelier image pull` put the built-in image, as for the runtime's
-                // own tests; else one build in the target dir, shared by the tests.
-                image_dir: Some(
-                    std::env::var_os("ATELIER_RUNTIME__IMAGE_DIR")
-                        .map(PathBuf::from)
-                        .unwrap_or_else(|| {
-                            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images")
-                        }),
-                ),
+                image_dir: Some(image_dir()),
                 ready_timeout: Duration::from_secs(60),
                 warm_pool: self.warm_pool,
                 ..LocalRuntimeConfig::default()
@@ -837,6 +829,15 @@ impl TestApp {
 }
 
 /// The minimal create body every client sends (spec §1.4.1).
+/// The image store of the local runtime's tests: where `atelier image pull` put the
+/// built-in image (`ATELIER_RUNTIME__IMAGE_DIR`, as for the runtime's own tests), else one
+/// in the target dir, built at the first start and shared by the tests.
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("ATELIER_RUNTIME__IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"))
+}
+
 pub fn notebook_body(name: &str) -> Value {
     json!({
         "name": name,

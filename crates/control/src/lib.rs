@@ -8,6 +8,7 @@ pub mod activity;
 pub mod clock;
 pub mod error;
 pub mod gateway;
+pub mod hooks;
 pub mod lease_keeper;
 pub mod metrics;
 pub mod operations;

@@ -15,8 +15,8 @@ use atelier_domain::{
     StopReason, step_description,
 };
 use atelier_runtime::{
-    EnsureError, ImageRef, Progress, Refused, Runtime, RuntimeError, SandboxEvent, SandboxSpec,
-    Step,
+    EnsureError, HookReport, ImageRef, Progress, Refused, Runtime, RuntimeError, SandboxEvent,
+    SandboxSpec, Step,
 };
 
 use crate::error::ControlError;
@@ -264,6 +264,16 @@ impl Orchestrator {
                 let (id, reason) = match event {
                     Ok(SandboxEvent::Exited { id, reason }) => (id, reason.to_string()),
                     Ok(SandboxEvent::Ready(_)) => continue,
+                    Ok(SandboxEvent::Hook { id, report }) => {
+                        // In order, before the next event of the runtime.
+                        let recorded = service
+                            .record_events(&id, vec![crate::hooks::event(&report)])
+                            .await;
+                        if let Err(error) = recorded {
+                            tracing::debug!(notebook_id = %id, %error, "hook event not recorded");
+                        }
+                        continue;
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::error!(missed, "sandbox events were missed");
                         continue;
@@ -470,6 +480,7 @@ impl Orchestrator {
             token: notebook.token.clone().unwrap_or_default(),
             base_path: self.gateway.base_path(&notebook.id),
             origin: self.gateway.origin(&notebook.id),
+            hooks: crate::hooks::decode_stored(notebook.hooks_json.as_deref()),
         }
     }
 
@@ -853,6 +864,19 @@ impl Progress for StartProgress<'_> {
         }
         Ok(())
     }
+    /// Recorded as the notebook's events as they come (the runtime reports a hook's output
+    /// in bounded chunks, at most one a second).
+    async fn hook(&self, report: &HookReport) {
+        let recorded = self
+            .orchestrator
+            .service
+            .record_events(&self.notebook.id, vec![crate::hooks::event(report)])
+            .await;
+        if let Err(error) = recorded {
+            tracing::debug!(notebook_id = %self.notebook.id, %error, "hook event not recorded");
+        }
+    }
+
     /// Shown after the step's description while it runs. A text the notebook already shows
     /// writes nothing; the runtime sends at most a few a second. A notebook that moved on
     /// keeps what it has: the step's end (or the start's) deals with that.

@@ -442,6 +442,30 @@ impl NotebookService {
         Ok(next)
     }
 
+    /// Adds events that no change of the record makes (what a hook did), after the
+    /// notebook's last, with its current status. Nothing else of the record changes.
+    pub async fn record_events(
+        &self,
+        id: &NotebookId,
+        drafts: Vec<events::EventDraft>,
+    ) -> Result<(), ControlError> {
+        let _guard = self.write_lock.lock().await;
+        let current = self.get_any(id).ok_or(ControlError::NotebookNotFound)?;
+        let mut next = (*current).clone();
+        let (events, last) = events::number(
+            next.id,
+            current.event_seq,
+            self.clock.now_ms().max(current.update_at),
+            next.status,
+            drafts,
+        );
+        next.event_seq = last;
+        next.version = self.store.update_notebook(&next, &events).await?;
+        self.index.write().expect("poisoned").insert(Arc::new(next));
+        self.publish(events);
+        Ok(())
+    }
+
     /// Removes a deleted notebook for good.
     pub async fn remove(&self, id: &NotebookId) -> Result<(), ControlError> {
         let _guard = self.write_lock.lock().await;

@@ -40,7 +40,9 @@ impl NotebookEvent {
     /// A status change into a status that is not an operation in progress: a progress
     /// stream ends with one of these.
     pub fn is_terminal(&self) -> bool {
-        self.step.is_none() && !self.status.is_transitional()
+        self.step.is_none()
+            && !self.status.is_transitional()
+            && !HOOK_REASONS.contains(&self.reason.as_str())
     }
 
     /// The first event of an operation (create, start, stop, delete).
@@ -52,6 +54,11 @@ impl NotebookEvent {
             ) || self.status == NotebookStatus::Stopping)
     }
 }
+
+/// The reasons of the events a custom hook's run makes: they tell what a hook did (a
+/// post-start hook in the background may still run after its start has ended) and never end
+/// an operation.
+pub const HOOK_REASONS: [&str; 4] = ["HookStarted", "HookOutput", "HookSucceeded", "HookFailed"];
 
 /// An event before it is numbered and timed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 
 pub mod catalogue;
 pub mod events;
+pub mod hooks;
 pub mod id;
 pub mod identity;
 pub mod keypair;
@@ -15,6 +16,7 @@ pub mod upstream;
 
 pub use catalogue::{BUILTIN_JUPYTERLAB_IMAGE_ID, Flavor, FlavorCategory, Image, ImageType};
 pub use events::{EventLevel, NotebookEvent};
+pub use hooks::{ContainerHooks, Hook, HookMode, HookPoint, HookScript};
 pub use id::{AccessKeyId, ImageId, InvalidId, NotebookId, ProjectId, UserId};
 pub use identity::{AccessToken, Credential, Project, User};
 pub use keypair::KeyPair;

@@ -6,20 +6,40 @@ The runtime binds JupyterLab's Unix socket itself, where the sandbox cannot reac
 passes the listening socket as descriptor ATELIER_LISTEN_FD. The notebook's settings (base
 path, allowed origin, token) come as one JSON line over the connected socket ATELIER_CLAIM_FD,
 never on a command line the host's `ps` shows. A warm sandbox (ATELIER_WARM=1) first imports
-everything, says "warm" and then blocks on that line until a start claims it.
+everything, says "warm" and then blocks on that line until a start claims it. With
+ATELIER_DEFER=1 (a notebook with a pre_start hook, which runs meanwhile) it reads that line
+before it imports anything of JupyterLab.
 
 Measured on the CI machine kind: stock `jupyter lab` answers /api/status after ~1.76 s
 (82 MiB); this launcher after ~0.39 s (59 MiB), with the UI, kernels and terminals intact.
 """
+import json
 import os
-import sys
-
 import socket
+import sys
 
 _CLAIM = os.environ.pop("ATELIER_CLAIM_FD", "")
 _LISTEN = os.environ.pop("ATELIER_LISTEN_FD", "")
 # Set in a warm sandbox: import everything now, then wait for the notebook to serve.
 _WARM = os.environ.pop("ATELIER_WARM", "") == "1"
+# Set when a pre_start hook runs first: load nothing of JupyterLab before the settings come
+# (the hook may install or configure what would be loaded).
+_DEFER = os.environ.pop("ATELIER_DEFER", "") == "1"
+
+
+def _read_claim():
+    """The notebook's settings: {"args": [...]} on one line (a warm sandbox first says it is
+    ready, then blocks here until a start claims it)."""
+    with socket.socket(fileno=int(_CLAIM)) as channel:
+        if _WARM:
+            channel.sendall(b"warm\n")
+        line = channel.makefile("rb").readline()
+    if not line:
+        sys.exit("the runtime closed the claim channel")
+    return json.loads(line)["args"]
+
+
+_CLAIMED = _read_claim() if _CLAIM and _DEFER and not _WARM else None
 
 # jsonschema imports optional "format" checkers at import time (jupyter_server ->
 # jupyter_events -> jsonschema); rfc3987_syntax alone builds 39 lark grammars (~1 s). Marked
@@ -61,9 +81,6 @@ if _LISTEN:
     _serverapp.unix_socket_in_use = lambda path: False
     _serverapp.bind_unix_socket = _inherited
 
-if _CLAIM:
-    import json
-
 if _CLAIM and _WARM:
     # What ServerApp.initialize imports, so that a claimed sandbox only initialises.
     for _module in ("jupyter_server.serverapp", "jupyter_server.services.kernels.kernelmanager",
@@ -76,15 +93,7 @@ if _CLAIM and _WARM:
             pass
 
 if _CLAIM:
-    # A warm sandbox tells the runtime it is ready, then blocks until a start claims it; either
-    # way the notebook's settings follow as {"args": [...]} on one line.
-    with socket.socket(fileno=int(_CLAIM)) as _channel:
-        if _WARM:
-            _channel.sendall(b"warm\n")
-        _line = _channel.makefile("rb").readline()
-    if not _line:
-        sys.exit("the runtime closed the claim channel")
-    sys.argv.extend(json.loads(_line)["args"])
+    sys.argv.extend(_CLAIMED if _CLAIMED is not None else _read_claim())
     if _WARM:
         # The claim mounted the notebook's volume over the work dir this process already sat
         # in: step onto the mount, or kernels (which inherit this directory) would write

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use atelier_domain::{NotebookId, Upstream, VolumeCategory};
+use atelier_domain::{ContainerHooks, HookMode, HookPoint, NotebookId, Upstream, VolumeCategory};
 
 /// Everything a runtime needs to know to start one notebook.
 #[derive(Debug, Clone)]
@@ -42,6 +42,8 @@ pub struct SandboxSpec {
     /// The notebook's web origin (`http://{id}.localhost:8081`): the only one JupyterLab
     /// accepts requests from.
     pub origin: String,
+    /// Scripts run in the sandbox as `ma-user` before JupyterLab starts and once it answers.
+    pub hooks: ContainerHooks,
 }
 
 /// One dynamic mount under `/data/{dir}/` of a running notebook (spec §1.4.11). The control
@@ -163,6 +165,31 @@ pub trait Progress: Send + Sync {
     async fn step_done(&self, step: Step) -> Result<(), Refused>;
     /// What the step is doing now, for people watching (bytes of an image pulled so far).
     async fn step_detail(&self, _step: Step, _detail: &str) {}
+    /// What a hook the start waits for did (started, output, how it ended), in order, for
+    /// the notebook's events. Hooks that run in the background report through
+    /// [`SandboxEvent::Hook`] instead.
+    async fn hook(&self, _report: &HookReport) {}
+}
+
+/// What a hook did, for the notebook's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HookReport {
+    pub point: HookPoint,
+    pub mode: HookMode,
+    pub what: HookActivity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HookActivity {
+    /// It started; the text names its script.
+    Started(String),
+    /// Lines it wrote (stdout and stderr together), a bounded chunk at a time.
+    Output(String),
+    /// It exited 0.
+    Succeeded { elapsed: Duration },
+    /// It failed: a non-zero exit status, a signal, the time limit, or it could not start;
+    /// the text says which, with the last lines of its output.
+    Failed(String),
 }
 
 /// A [`Progress`] that records nothing.
@@ -206,6 +233,8 @@ pub enum SandboxEvent {
     Ready(NotebookId),
     /// The sandbox ended without being stopped (never sent for [`Runtime::stop`]/`delete`).
     Exited { id: NotebookId, reason: ExitReason },
+    /// What a hook running in the background (`ASYNC` post-start) did.
+    Hook { id: NotebookId, report: HookReport },
 }
 
 /// What a runtime has (metrics).
@@ -329,6 +358,8 @@ pub struct PlaceholderRuntime {
     /// Storage "mounted" per notebook (dirs), and mounts that are to fail, with the reason.
     mounts: Mutex<HashMap<NotebookId, std::collections::BTreeSet<String>>>,
     mount_failures: Mutex<HashMap<NotebookId, String>>,
+    /// What "hooks" report at the next starts of a notebook.
+    hook_reports: Mutex<HashMap<NotebookId, Vec<HookReport>>>,
     /// How long an image save takes.
     commit_delay: Mutex<Duration>,
     /// What [`Runtime::endpoint`] names for running sandboxes (none by default: nothing
@@ -349,6 +380,7 @@ impl Default for PlaceholderRuntime {
             commit_failures: Mutex::default(),
             mounts: Mutex::default(),
             mount_failures: Mutex::default(),
+            hook_reports: Mutex::default(),
             commit_delay: Mutex::new(Duration::ZERO),
             endpoint: None,
             events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
@@ -435,6 +467,29 @@ impl PlaceholderRuntime {
         );
     }
 
+    /// Makes the next starts of `notebook_id` report `reports` as its hooks would: those
+    /// of an `ASYNC` post-start hook as [`SandboxEvent::Hook`] once it is ready, the others
+    /// through [`Progress::hook`] during step 4.
+    pub fn report_hooks(&self, notebook_id: NotebookId, reports: Vec<HookReport>) {
+        self.hook_reports
+            .lock()
+            .expect("poisoned")
+            .insert(notebook_id, reports);
+    }
+
+    fn hook_reports(&self, notebook_id: NotebookId, background: bool) -> Vec<HookReport> {
+        let reports = self.hook_reports.lock().expect("poisoned");
+        reports
+            .get(&notebook_id)
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                (r.point == HookPoint::PostStart && r.mode == HookMode::Async) == background
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Makes the next image saves of `notebook_id` fail with `reason` (a [`RuntimeError::Fatal`]).
     pub fn fail_commit(&self, notebook_id: NotebookId, reason: &str) {
         self.commit_failures
@@ -509,6 +564,9 @@ impl PlaceholderRuntime {
             return Err(RuntimeError::Fatal(reason));
         }
         if step == Step::Initialise {
+            for report in self.hook_reports(spec.notebook_id, false) {
+                progress.hook(&report).await;
+            }
             if let Some(marker) = self.marker(spec.notebook_id) {
                 std::fs::write(marker, b"")?;
             }
@@ -603,6 +661,14 @@ impl Runtime for PlaceholderRuntime {
         })
         .await?;
         let _ = self.events.send(SandboxEvent::Ready(spec.notebook_id));
+        if !already {
+            for report in self.hook_reports(spec.notebook_id, true) {
+                let _ = self.events.send(SandboxEvent::Hook {
+                    id: spec.notebook_id,
+                    report,
+                });
+            }
+        }
         let doomed = self
             .doomed
             .lock()
@@ -742,6 +808,7 @@ mod tests {
             token: String::new(),
             base_path: "/".to_owned(),
             origin: "http://localhost".to_owned(),
+            hooks: ContainerHooks::default(),
         }
     }
 

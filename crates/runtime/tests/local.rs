@@ -52,6 +52,7 @@ fn config(data_dir: &Path) -> LocalConfig {
         host_ca_certificates: true,
         image_cache_bytes: 0,
         root_quota_gb: 20,
+        hook_timeout: Duration::from_secs(300),
         data_dir: data_dir.to_owned(),
         image_dir,
         jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
@@ -84,6 +85,7 @@ fn spec(notebook_id: NotebookId) -> SandboxSpec {
         token: format!("token-{notebook_id}"),
         base_path: "/".to_owned(),
         origin: "http://localhost".to_owned(),
+        hooks: Default::default(),
     }
 }
 

@@ -432,6 +432,8 @@ impl Default for AuthConfig {
 /// silently ignored). [`crate::runtimes::build`] is the one place that turns it into a runtime.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
+// One value per server, read once at boot: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum RuntimeConfig {
     /// Bubblewrap sandboxes with JupyterLab on this host.
     Local(LocalRuntimeConfig),
@@ -495,6 +497,10 @@ pub struct LocalRuntimeConfig {
     /// Between SIGTERM and SIGKILL when a notebook stops.
     #[serde(with = "humantime_serde")]
     pub stop_grace: Duration,
+    /// How long a custom hook (`hooks` of a notebook) may run before it is killed; a
+    /// `pre_start` or `BLOCK` `post_start` hook killed so fails the start.
+    #[serde(with = "humantime_serde")]
+    pub hook_timeout: Duration,
     /// Most processes one notebook may run.
     pub pids_max: u64,
     /// Warm sandboxes kept ready per image and flavor once a notebook of that kind has
@@ -545,6 +551,7 @@ impl Default for LocalRuntimeConfig {
             jupyter_packages: vec!["jupyterlab==4.6.6".to_owned()],
             ready_timeout: Duration::from_secs(60),
             stop_grace: Duration::from_secs(2),
+            hook_timeout: Duration::from_secs(300),
             pids_max: 1024,
             warm_pool: 1,
             discard_root_at_stop: false,

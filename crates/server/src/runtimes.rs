@@ -45,6 +45,7 @@ fn local_config(
         host_ca_certificates: config.host_ca_certificates,
         image_cache_bytes: config.image_cache_gb.saturating_mul(1 << 30),
         root_quota_gb: config.root_quota_gb,
+        hook_timeout: config.hook_timeout,
         data_dir: data_dir.to_owned(),
         image_dir: config
             .image_dir

@@ -20,6 +20,7 @@
 //! uid each notebook has), `pool/{slot}/` (warm sandboxes' mount points). Sandboxes outlive
 //! a restart of the server and are adopted again from `run/{id}/pid`.
 pub mod build;
+mod hooks;
 mod image;
 mod mounts;
 pub mod network;
@@ -100,6 +101,9 @@ pub struct LocalConfig {
     /// The most a notebook may write outside its work dir (its root's upper directory, an
     /// ext4 image of this size), in GiB; 0: no limit (a directory of the data dir).
     pub root_quota_gb: u64,
+    /// How long a custom hook may run before it is killed (and, if the start waits for
+    /// it, fails the start).
+    pub hook_timeout: Duration,
 }
 
 /// Starts JupyterLab without the imports and checks a notebook does not need (~0.4 s
@@ -274,6 +278,8 @@ struct Layout {
     /// Bound at /data: the host side of dynamic storage (`mounts`).
     data: PathBuf,
     hostname: String,
+    /// JupyterLab loads nothing before its claim line (a `pre_start` hook runs first).
+    defer_jupyter: bool,
 }
 
 /// What JupyterLab learns of its notebook over the claim channel, as one JSON line: its base
@@ -481,6 +487,47 @@ impl LocalRuntime {
         open_procs_of(&cgroup)
     }
 
+    /// The environment of a notebook's processes (JupyterLab, its kernels, hooks): the
+    /// image's, then what every notebook has.
+    fn notebook_env(&self, root: &Root) -> Vec<(String, String)> {
+        let host_ca = matches!(root, Root::Image { .. })
+            && self.config.host_ca_certificates
+            && Path::new(HOST_CA_BUNDLE).is_file();
+        let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
+        // The image's environment, then what every notebook has (later settings win).
+        if let Root::Image { env: image_env, .. } = root {
+            env.extend(image_env.iter().filter_map(|entry| {
+                let (name, value) = entry.split_once('=')?;
+                let plain = !name.is_empty()
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                plain.then(|| (name.to_owned(), value.to_owned()))
+            }));
+        }
+        if host_ca {
+            // OpenSSL, Python's ssl and requests (pip) read these wherever the image keeps
+            // its own bundle.
+            for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
+                env.push((name.to_owned(), HOST_CA_BUNDLE.to_owned()));
+            }
+        }
+        // The work dir, also in container images (ModelArts has /home/ma-user): dotfiles,
+        // Jupyter's and IPython's state live on the volume, the image's root stays as the
+        // image made it until the user changes the system, and warm sandboxes can serve.
+        let home = "/home/ma-user/work";
+        env.extend(
+            [
+                ("TERM", "xterm-256color".to_owned()),
+                ("HOME", home.to_owned()),
+                ("USER", "ma-user".to_owned()),
+                ("SHELL", "/bin/bash".to_owned()),
+                ("PATH", root.path_env()),
+                ("JUPYTER_RUNTIME_DIR", "/tmp/jupyter-runtime".to_owned()),
+            ]
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
+        env
+    }
+
     fn bwrap_args(&self, layout: &Layout, root: &Root, warm: bool) -> Vec<String> {
         let shared = self.config.data_dir.join("sandbox");
         let shared = |name: &str| shared.join(name).to_string_lossy().into_owned();
@@ -609,38 +656,16 @@ impl LocalRuntime {
                 (FD_SECCOMP + index as i32).to_string(),
             ]);
         }
-        let mut env: Vec<(String, String)> = vec![("LANG".into(), "C.UTF-8".into())];
-        // The image's environment, then what every notebook has (later settings win).
-        if let Root::Image { env: image_env, .. } = root {
-            env.extend(image_env.iter().filter_map(|entry| {
-                let (name, value) = entry.split_once('=')?;
-                let plain = !name.is_empty()
-                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                plain.then(|| (name.to_owned(), value.to_owned()))
-            }));
-        }
-        if host_ca {
-            // OpenSSL, Python's ssl and requests (pip) read these wherever the image keeps
-            // its own bundle.
-            for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"] {
-                env.push((name.to_owned(), HOST_CA_BUNDLE.to_owned()));
-            }
-        }
-        // The work dir, also in container images (ModelArts has /home/ma-user): dotfiles,
-        // Jupyter's and IPython's state live on the volume, the image's root stays as the
-        // image made it until the user changes the system, and warm sandboxes can serve.
-        let home = "/home/ma-user/work";
+        let mut env = self.notebook_env(root);
         env.extend(
             [
-                ("TERM", "xterm-256color".to_owned()),
-                ("HOME", home.to_owned()),
-                ("USER", "ma-user".to_owned()),
-                ("SHELL", "/bin/bash".to_owned()),
-                ("PATH", root.path_env()),
-                ("JUPYTER_RUNTIME_DIR", "/tmp/jupyter-runtime".to_owned()),
                 ("ATELIER_LISTEN_FD", FD_LISTEN.to_string()),
                 ("ATELIER_CLAIM_FD", FD_CLAIM.to_string()),
                 ("ATELIER_WARM", if warm { "1" } else { "" }.to_owned()),
+                (
+                    "ATELIER_DEFER",
+                    if layout.defer_jupyter { "1" } else { "" }.to_owned(),
+                ),
             ]
             .map(|(name, value)| (name.to_owned(), value)),
         );
@@ -675,6 +700,7 @@ impl LocalRuntime {
         spec: &SandboxSpec,
         prepared: Prepared,
         limits: Limits,
+        progress: &dyn Progress,
     ) -> Result<(), RuntimeError> {
         let id = spec.notebook_id;
         // A sandbox already serving (adopted after a restart, or a retried step) is reused.
@@ -697,6 +723,8 @@ impl LocalRuntime {
                 vcpus: limits.vcpus,
                 memory_mib: limits.memory_mib,
             };
+            // A pre_start hook runs before JupyterLab loads anything: a cold start.
+            let claimable = claimable && spec.hooks.pre_start.is_none();
             let warm = if claimable {
                 self.take_warm(&key)
             } else {
@@ -705,8 +733,11 @@ impl LocalRuntime {
             // Whatever happens next, the pool refills in the background.
             self.refill(key.clone(), prepared.clone(), limits);
             if let Some(warm) = warm {
+                let env = self.notebook_env(warm.root());
                 match self.claim(warm, spec, ids).await {
-                    Ok(exited) => return self.wait_ready(spec, exited).await,
+                    Ok((exited, channel)) => {
+                        return self.serve(spec, env, exited, channel, progress).await;
+                    }
                     Err(error) => {
                         tracing::warn!(notebook_id = %id, %error, "warm sandbox unusable; starting cold");
                         self.kill_sandbox(id, Duration::ZERO).await;
@@ -733,24 +764,17 @@ impl LocalRuntime {
             ssh: self.ssh_dir(id),
             data: self.prepare_data_tree(id)?,
             hostname: format!("notebook-{}", &id.to_string()[..8]),
+            defer_jupyter: spec.hooks.pre_start.is_some(),
         };
         let cgroup = self.hierarchy.map(|h| Cgroup::for_notebook(h, id));
-        let (sandbox, mut channel) = self
+        let (sandbox, channel) = self
             .launch(&layout, &root, limits, cgroup, ids, false)
             .await?;
         let exited = sandbox.exited.clone();
         *sandbox.owner.lock().expect("poisoned") = Some(id);
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
-        // A sandbox that has ended already (an image that cannot run) is reported by
-        // `wait_ready`, with its reason.
-        if let Err(error) = std::io::Write::write_all(&mut channel, claim_line(spec).as_bytes())
-            && exited.borrow().is_none()
-            && !matches!(error.kind(), std::io::ErrorKind::BrokenPipe)
-        {
-            return Err(step_error("JupyterLab's settings", error));
-        }
-        drop(channel);
-        self.wait_ready(spec, exited).await
+        let env = self.notebook_env(&root);
+        self.serve(spec, env, exited, channel, progress).await
     }
 
     /// Starts bwrap with `layout` in its cgroup as `ids`, connects its network and
@@ -1328,7 +1352,7 @@ impl LocalRuntime {
                     memory_mib: spec.memory_mib,
                     pids_max: self.config.pids_max,
                 };
-                self.initialise(spec, prepared, limits).await
+                self.initialise(spec, prepared, limits, progress).await
             }
         }
     }

@@ -10,7 +10,7 @@
 //! notebook without changes outside its work dir (its first start, or every start when they
 //! are discarded at stop); at the stop, the slot's upper directory becomes the notebook's,
 //! its files given to the notebook's uid.
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,6 +48,13 @@ pub(super) struct Warm {
     ids: HostIds,
     /// Our end of the claim channel.
     channel: std::os::unix::net::UnixStream,
+}
+
+impl Warm {
+    /// What it runs on.
+    pub(super) fn root(&self) -> &Root {
+        &self.root
+    }
 }
 
 /// `slot` if it is a name the pool makes (`pool-{pid}-{n}`): a path is only derived from
@@ -155,6 +162,7 @@ impl LocalRuntime {
             ssh,
             data,
             hostname: "notebook".to_owned(),
+            defer_jupyter: false,
         };
         let root = match prepared {
             Prepared::Prefix(prefix) => Ok(Root::Prefix(prefix.clone())),
@@ -220,13 +228,14 @@ impl LocalRuntime {
     }
 
     /// Makes a warm sandbox the notebook's: its volume (idmapped) and SSH files mounted in,
-    /// its run dir and cgroup renamed after the notebook, then JupyterLab told its base URL.
+    /// its run dir and cgroup renamed after the notebook. Returns its claim channel, on
+    /// which the caller tells JupyterLab its settings (`LocalRuntime::serve`).
     pub(super) async fn claim(
         &self,
         warm: Warm,
         spec: &SandboxSpec,
         notebook: HostIds,
-    ) -> Result<watch::Receiver<Ended>, RuntimeError> {
+    ) -> Result<(watch::Receiver<Ended>, std::os::unix::net::UnixStream), RuntimeError> {
         let id = spec.notebook_id;
         let dir = self.pool_dir(&warm.slot);
         let volume = self.volume_dir(id, spec.volume_category);
@@ -269,7 +278,7 @@ impl LocalRuntime {
         let Warm {
             slot,
             sandbox,
-            mut channel,
+            channel,
             ids,
             ..
         } = warm;
@@ -295,11 +304,7 @@ impl LocalRuntime {
         let exited = sandbox.exited.clone();
         *sandbox.owner.lock().expect("poisoned") = Some(id);
         self.sandboxes.lock().expect("poisoned").insert(id, sandbox);
-        let claim = super::claim_line(spec);
-        channel
-            .write_all(claim.as_bytes())
-            .map_err(|e| step_error("warm sandbox claim", e))?;
-        Ok(exited)
+        Ok((exited, channel))
     }
 
     /// Unmounts and removes a warm sandbox's mount points and root (and its empty cgroup),

@@ -111,15 +111,18 @@ pub fn parse_endpoints(endpoints: &[EndpointsReq]) -> Result<Vec<EndpointSpec>, 
     Ok(parsed)
 }
 
+/// Checks `hooks` (spec §2.2.3) and gives the text the record keeps; `null` means none.
 fn hooks_json(hooks: Option<serde_json::Value>) -> Result<Option<String>, ApiError> {
-    match hooks {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(value @ serde_json::Value::Object(_)) => Ok(Some(value.to_string())),
-        Some(_) => Err(ApiError::WrongType {
-            field: "hooks".to_owned(),
-            expected: "object".to_owned(),
-        }),
-    }
+    use atelier_control::hooks::{self, HookError};
+    let parsed = hooks::parse(&hooks.unwrap_or_default()).map_err(|error| match error {
+        HookError::WrongType { field, expected } => ApiError::WrongType {
+            field,
+            expected: expected.to_owned(),
+        },
+        HookError::Missing(field) => ApiError::MissingField(field),
+        HookError::BadValue(field) => ApiError::BadValue(field),
+    })?;
+    Ok(parsed.map(|hooks| hooks::encode(&hooks)))
 }
 
 fn workspace(value: Option<String>) -> Result<String, ApiError> {

@@ -758,7 +758,7 @@ async fn idle_culling_spares_traffic_and_busy_kernels_and_stops_the_idle() {
 }
 
 /// The idle warm sandboxes, from `/metrics`.
-async fn warm_sandboxes(app: &TestApp) -> f64 {
+pub(crate) async fn warm_sandboxes(app: &TestApp) -> f64 {
     let text = crate::metrics::scrape(app).await;
     crate::metrics::sample(&text, "atelier_warm_pool_sandboxes").unwrap_or(-1.0)
 }

@@ -20,6 +20,7 @@
 //! | `containment`   | a hostile tenant's probes from inside a real sandbox        |
 //! | `ssh`           | `/keypairs[/{name}]`, SSH endpoints with real `ssh`/`sftp`  |
 //! | `storage`       | `/notebooks/{id}/storage[/{storage_id}]` (dynamic storage)   |
+//! | `hooks`         | `hooks` of create/update: checks, and real hooks in sandboxes |
 // Tests read their switches from the environment and time real processes.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
@@ -31,6 +32,7 @@ mod containment;
 mod events;
 mod feature;
 mod flavor;
+mod hooks;
 mod iam;
 mod image;
 mod lease;

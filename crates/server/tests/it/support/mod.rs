@@ -60,6 +60,7 @@ pub struct TestAppBuilder {
     flavors: Option<Vec<atelier_server::config::FlavorConfig>>,
     warm_pool: usize,
     efs_quota_gb: Option<u64>,
+    hook_timeout: Option<Duration>,
     registry: Option<atelier_server::config::RegistrySettings>,
     storage: Option<atelier_server::config::StorageSettings>,
 }
@@ -116,6 +117,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// How long a custom hook may run (the local runtime; the default is 300 s).
+    pub fn hook_timeout(mut self, limit: Duration) -> Self {
+        self.hook_timeout = Some(limit);
+        self
+    }
+
     pub fn efs_quota_gb(mut self, gb: u64) -> Self {
         self.efs_quota_gb = Some(gb);
         self
@@ -159,13 +166,16 @@ impl TestAppBuilder {
         }
         config.runtime = if self.local {
             let mut local = LocalRuntimeConfig {
-                image_dir: Some(PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images")),
+                image_dir: Some(image_dir()),
                 ready_timeout: Duration::from_secs(60),
                 warm_pool: self.warm_pool,
                 ..LocalRuntimeConfig::default()
             };
             if let Some(gb) = self.efs_quota_gb {
                 local.efs_quota_gb = gb;
+            }
+            if let Some(limit) = self.hook_timeout {
+                local.hook_timeout = limit;
             }
             RuntimeConfig::Local(local)
         } else {
@@ -335,6 +345,7 @@ impl TestApp {
             flavors: None,
             warm_pool: 0,
             efs_quota_gb: None,
+            hook_timeout: None,
             registry: None,
             storage: None,
         }
@@ -831,6 +842,15 @@ impl TestApp {
 }
 
 /// The minimal create body every client sends (spec §1.4.1).
+/// The image store of the local runtime's tests: where `atelier image pull` put the
+/// built-in image (`ATELIER_RUNTIME__IMAGE_DIR`, as for the runtime's own tests), else one
+/// in the target dir, built at the first start and shared by the tests.
+pub fn image_dir() -> PathBuf {
+    std::env::var_os("ATELIER_RUNTIME__IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("atelier-images"))
+}
+
 pub fn notebook_body(name: &str) -> Value {
     json!({
         "name": name,

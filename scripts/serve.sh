@@ -14,6 +14,8 @@ command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 command -v nft >/dev/null || need+=(nftables)
 command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+# Dynamic storage: object-store prefixes are mounted into notebooks with s3fs.
+command -v s3fs >/dev/null || need+=(s3fs)
 if [ "${#need[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -52,7 +52,8 @@ step "Huawei Cloud Python SDK end to end"
 "$venv/bin/python" tests/e2e/sdk_e2e.py
 
 step "Python SDK with a region and no project id: project discovery, features, UNSIGNED-PAYLOAD"
-"$venv/bin/python" tests/e2e/discovery_e2e.py
+# It runs the placeholder runtime (the API contract only), which has no image dir.
+env -u ATELIER_RUNTIME__IMAGE_DIR "$venv/bin/python" tests/e2e/discovery_e2e.py
 
 step "container images with the Python SDK: save a notebook, run the image, register, delete"
 # Pushes to Debian's docker-registry on a loopback port; skopeo copies within it.

@@ -103,8 +103,11 @@ class Server:
         if self.config is not None:
             cmd += ["--config", str(self.config)]
         log("starting: %s" % " ".join(cmd))
+        # Its own config home: the first start writes the admin's CLI profile, and a test must
+        # never leave one (pointing at a dead ephemeral port) in the user's ~/.config.
+        env = dict(os.environ, XDG_CONFIG_HOME=str(self.data_dir / "xdg"))
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
         for stream, name in ((self.proc.stdout, "out"), (self.proc.stderr, "err")):
             threading.Thread(target=self._pump, args=(stream, name), daemon=True).start()
         deadline = time.monotonic() + timeout

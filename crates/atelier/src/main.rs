@@ -398,7 +398,8 @@ async fn serve(config: Config, json_logs: bool) -> anyhow::Result<()> {
     app.run(shutdown).await
 }
 
-/// The local admin's CLI profile, written on first start unless a `default` one exists.
+/// The local admin's CLI profile, written on first start as `default` unless that profile
+/// names another endpoint.
 fn write_profile(
     created: &atelier_server::identity::AdminCredentials,
     out: &mut impl Write,
@@ -412,15 +413,24 @@ fn write_profile(
         access_key: created.access_key.clone(),
         secret_key: created.secret_key.clone(),
     };
-    match atelier_client::profile::write_if_absent(&path, "default", &profile) {
-        Ok(true) => writeln!(
+    use atelier_client::profile::Written;
+    match atelier_client::profile::write_admin_profile(&path, "default", &profile) {
+        Ok(Written::Added) => writeln!(
             out,
             "  CLI profile `default` written to {} (try `atelier notebook list`)",
             path.display()
         )?,
-        Ok(false) => writeln!(
+        Ok(Written::Replaced) => writeln!(
             out,
-            "  {} already has a `default` profile; left as it is",
+            "  CLI profile `default` in {} replaced: it named this endpoint with the keys of an \
+             earlier data dir (try `atelier notebook list`)",
+            path.display()
+        )?,
+        Ok(Written::Kept) => writeln!(
+            out,
+            "  {} already has a `default` profile for another endpoint; left as it is (set \
+             ATELIER_ENDPOINT, ATELIER_PROJECT_ID, ATELIER_ACCESS_KEY and ATELIER_SECRET_KEY \
+             from the credentials above to use this server)",
             path.display()
         )?,
         Err(error) => writeln!(out, "  no CLI profile written: {error}")?,

@@ -36,15 +36,20 @@ fn serve_command(data_dir: &Path) -> Command {
 /// Starts `atelier serve` on port 0 and reads its stdout up to the gateway line.
 fn serve(data_dir: &Path, envs: &[(&str, &str)]) -> Server {
     let mut command = serve_command(data_dir);
-    command
-        .env("ATELIER_LOG", "warn")
-        // The CLI profile the first start writes goes to the test's dir, not ~/.config.
-        .env("XDG_CONFIG_HOME", data_dir.join("xdg"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    // The CLI profile the first start writes goes to the test's dir, not ~/.config.
+    command.env("XDG_CONFIG_HOME", data_dir.join("xdg"));
     for (key, value) in envs {
         command.env(key, value);
     }
+    spawn_server(command)
+}
+
+/// Spawns a prepared `atelier serve` and reads its stdout up to the gateway line.
+fn spawn_server(mut command: Command) -> Server {
+    command
+        .env("ATELIER_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut child = command.spawn().expect("atelier starts");
     let mut reader = BufReader::new(child.stdout.take().expect("stdout"));
     let (mut api, mut gateway, mut stdout) = (String::new(), String::new(), Vec::new());
@@ -149,6 +154,66 @@ fn first_start_bootstraps_identity_and_sigterm_stops_gracefully() {
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(after["access_key"], creds["access_key"]);
     assert!(terminate(again).success());
+}
+
+#[test]
+fn a_new_data_dir_on_the_same_endpoint_renews_the_default_profile_and_another_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let xdg = dir.path().join("xdg");
+    let profiles = || -> toml::Table {
+        toml::from_str(&std::fs::read_to_string(xdg.join("atelier/config.toml")).unwrap()).unwrap()
+    };
+    let access_key = |data: &str| -> String {
+        let creds: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(data).join("admin-credentials.json")).unwrap(),
+        )
+        .unwrap();
+        creds["access_key"].as_str().unwrap().to_owned()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let start = |data: &str, api: &str| {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "serve",
+                "--gateway-listen",
+                "127.0.0.1:0",
+                "--api-listen",
+                api,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path().join(data))
+            .env("XDG_CONFIG_HOME", &xdg);
+        let server = spawn_server(command);
+        let said = server.stdout.join("\n");
+        assert!(terminate(server).success());
+        said
+    };
+    let first = start("a", &format!("127.0.0.1:{port}"));
+    assert!(first.contains("CLI profile `default` written"), "{first}");
+    assert_eq!(
+        profiles()["default"]["access_key"].as_str(),
+        Some(access_key("a").as_str())
+    );
+    // The data dir was wiped and the server started again at the same address: the old keys
+    // cannot work there, so the profile follows the new ones.
+    let second = start("b", &format!("127.0.0.1:{port}"));
+    assert!(second.contains("replaced"), "{second}");
+    assert_eq!(
+        profiles()["default"]["access_key"].as_str(),
+        Some(access_key("b").as_str())
+    );
+    // A second server at another address does not take the user's default.
+    let third = start("c", "127.0.0.1:0");
+    assert!(third.contains("left as it is"), "{third}");
+    assert_eq!(
+        profiles()["default"]["access_key"].as_str(),
+        Some(access_key("b").as_str())
+    );
 }
 
 #[test]

@@ -110,17 +110,43 @@ pub fn load(path: Option<&Path>, name: &str) -> Result<Profile, ClientError> {
     Ok(profile)
 }
 
-/// Adds `profile` as `name` unless the file already has that profile. Returns whether it was
-/// written. The file is 0600: it holds a secret key.
-pub fn write_if_absent(path: &Path, name: &str, profile: &Profile) -> Result<bool, ClientError> {
+/// What [`write_admin_profile`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// There was no such profile; now there is.
+    Added,
+    /// The profile named the same endpoint: a server that has since started on a new data dir,
+    /// so its old keys cannot work there any more. Replaced.
+    Replaced,
+    /// The profile names another endpoint (another server); left as it was.
+    Kept,
+}
+
+/// Writes the profile of a freshly bootstrapped server as `name`: added when absent, replaced
+/// when the existing one names the same endpoint, kept when it names another one. The file is
+/// 0600: it holds a secret key.
+pub fn write_admin_profile(
+    path: &Path,
+    name: &str,
+    profile: &Profile,
+) -> Result<Written, ClientError> {
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    let mut all = read_all(path)?;
+    let outcome = match all.get(name) {
+        None => Written::Added,
+        Some(old) if old == profile => return Ok(Written::Kept),
+        Some(old) if same(&old.endpoint, &profile.endpoint) => Written::Replaced,
+        Some(_) => return Ok(Written::Kept),
+    };
+    all.insert(name.to_owned(), profile.clone());
+    write_all(path, &all)?;
+    Ok(outcome)
+}
+
+fn write_all(path: &Path, all: &BTreeMap<String, Profile>) -> Result<(), ClientError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut all = read_all(path)?;
-    if all.contains_key(name) {
-        return Ok(false);
-    }
-    all.insert(name.to_owned(), profile.clone());
-    let text = toml::to_string(&all).map_err(|e| ClientError::Config(e.to_string()))?;
+    let text = toml::to_string(all).map_err(|e| ClientError::Config(e.to_string()))?;
     let io =
         |e: std::io::Error| ClientError::Config(format!("cannot write {}: {e}", path.display()));
     if let Some(dir) = path.parent() {
@@ -136,7 +162,7 @@ pub fn write_if_absent(path: &Path, name: &str, profile: &Profile) -> Result<boo
         .map_err(io)?;
     file.write_all(text.as_bytes()).map_err(io)?;
     std::fs::rename(&partial, path).map_err(io)?;
-    Ok(true)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -153,17 +179,24 @@ mod tests {
     }
 
     #[test]
-    fn profiles_are_written_once_0600_and_read_back() {
+    fn admin_profiles_are_added_replaced_on_the_same_endpoint_and_kept_on_another() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("atelier/config.toml");
-        assert!(write_if_absent(&path, "default", &sample("http://a/")).unwrap());
-        assert!(!write_if_absent(&path, "default", &sample("http://b")).unwrap());
-        assert!(write_if_absent(&path, "other", &sample("http://c")).unwrap());
+        let w = |name: &str, p: &Profile| write_admin_profile(&path, name, p).unwrap();
+        assert_eq!(w("default", &sample("http://a/")), Written::Added);
+        // Another server (another endpoint) does not take the user's default.
+        assert_eq!(w("default", &sample("http://b")), Written::Kept);
+        assert_eq!(w("other", &sample("http://c")), Written::Added);
+        // The same endpoint with new keys: that server was bootstrapped again.
+        let mut renewed = sample("http://a");
+        renewed.access_key = "ak2".to_owned();
+        assert_eq!(w("default", &renewed), Written::Replaced);
+        assert_eq!(w("default", &renewed), Written::Kept);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         let all = read_all(&path).unwrap();
-        assert_eq!(all["default"].endpoint, "http://a/");
+        assert_eq!(all["default"].access_key, "ak2");
         assert_eq!(all["other"].endpoint, "http://c");
         assert!(!format!("{:?}", all["default"]).contains("sk-secret"));
     }

@@ -520,6 +520,7 @@ impl Orchestrator {
             step_started: Mutex::new(started),
             refusal: Mutex::new(None),
             routed: std::sync::atomic::AtomicBool::new(false),
+            mounted: std::sync::atomic::AtomicBool::new(false),
         };
         let outcome = tokio::select! {
             () = token.cancelled() => return Ok(()),
@@ -567,9 +568,12 @@ impl Orchestrator {
         if !progress.routed.load(std::sync::atomic::Ordering::SeqCst) {
             self.route(&notebook);
         }
-        // Dynamic storage is mounted again before the notebook counts as running; a mount
-        // that fails says so in its record and does not fail the start.
-        if !notebook.data_volumes.is_empty() {
+        // Dynamic storage is mounted again before the notebook counts as running (by the
+        // runtime's call in the middle of the start, where it makes one); a mount that fails
+        // says so in its record and does not fail the start.
+        if !notebook.data_volumes.is_empty()
+            && !progress.mounted.load(std::sync::atomic::Ordering::SeqCst)
+        {
             tokio::select! {
                 () = token.cancelled() => return Ok(()),
                 () = self.converge_storage(id, true) => {}
@@ -789,6 +793,9 @@ struct StartProgress<'a> {
     refusal: Mutex<Option<Refusal>>,
     /// Whether the gateway got its route at step 3 (otherwise it gets it once ready).
     routed: std::sync::atomic::AtomicBool,
+    /// Whether the notebook's dynamic storage was mounted during the start (otherwise it is
+    /// once the runtime is done).
+    mounted: std::sync::atomic::AtomicBool,
 }
 
 impl StartProgress<'_> {
@@ -864,6 +871,19 @@ impl Progress for StartProgress<'_> {
         }
         Ok(())
     }
+    /// Mounts the notebook's dynamic storage (again), before its hooks run and its
+    /// JupyterLab answers.
+    async fn sandbox_running(&self) {
+        if self.notebook.data_volumes.is_empty() {
+            return;
+        }
+        self.orchestrator
+            .converge_storage(self.notebook.id, true)
+            .await;
+        self.mounted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Recorded as the notebook's events as they come (the runtime reports a hook's output
     /// in bounded chunks, at most one a second).
     async fn hook(&self, report: &HookReport) {

@@ -169,6 +169,11 @@ pub trait Progress: Send + Sync {
     /// the notebook's events. Hooks that run in the background report through
     /// [`SandboxEvent::Hook`] instead.
     async fn hook(&self, _report: &HookReport) {}
+    /// The notebook's sandbox runs, and neither its `pre_start` hook nor JupyterLab's
+    /// readiness has been waited for: the moment to mount its dynamic storage, so that the
+    /// hooks and the first kernel see `/data`. A runtime that never calls this leaves the
+    /// mounting to after [`Runtime::ensure`].
+    async fn sandbox_running(&self) {}
 }
 
 /// What a hook did, for the notebook's events.

@@ -1,6 +1,6 @@
 //! Custom hooks (spec §2.2.3) in a local sandbox, and the end of every start they sit in:
-//! the `pre_start` hook, then JupyterLab's settings on its claim channel, readiness, then the
-//! `post_start` hook.
+//! the notebook's dynamic storage and its `pre_start` hook, then JupyterLab's settings on its
+//! claim channel, readiness, then the `post_start` hook.
 //!
 //! A hook enters the running sandbox exactly as an SSH session does (`ssh.rs`): its
 //! `nsenter` child joins the notebook's cgroup and loads the sandbox's seccomp filter with
@@ -194,6 +194,8 @@ impl LocalRuntime {
     ) -> Result<(), RuntimeError> {
         let id = spec.notebook_id;
         if let Some(hook) = &spec.hooks.pre_start {
+            // Its dynamic storage first: the hook may read from /data.
+            progress.sandbox_running().await;
             // Always waited for: JupyterLab starts only once it has succeeded.
             self.run_hook(
                 id,
@@ -217,6 +219,10 @@ impl LocalRuntime {
             return Err(step_error("JupyterLab's settings", error));
         }
         drop(channel);
+        if spec.hooks.pre_start.is_none() {
+            // Mounted while JupyterLab loads, before it answers and before a post_start hook.
+            progress.sandbox_running().await;
+        }
         self.wait_ready(spec, exited.clone()).await?;
         let Some(hook) = spec.hooks.post_start.clone() else {
             return Ok(());

@@ -9,18 +9,18 @@ use serde_json::{Value, json};
 use crate::local::{FIRST_START, Lab, local_runtime_available, wait_warm, warm_sandboxes};
 use crate::support::{TestApp, expect_error, id_of, json_of, notebook_body};
 
-fn b64(text: &str) -> String {
+pub(crate) fn b64(text: &str) -> String {
     use base64ct::Encoding as _;
     base64ct::Base64::encode_string(text.as_bytes())
 }
 
-fn with_hooks(name: &str, hooks: Value) -> Value {
+pub(crate) fn with_hooks(name: &str, hooks: Value) -> Value {
     let mut body = notebook_body(name);
     body["hooks"] = hooks;
     body
 }
 
-async fn events_of(app: &TestApp, id: &str) -> Vec<Value> {
+pub(crate) async fn events_of(app: &TestApp, id: &str) -> Vec<Value> {
     let (status, body) = json_of(
         app.signed("GET", &format!("{}/events", app.notebook_path(id)), None)
             .await,
@@ -31,7 +31,7 @@ async fn events_of(app: &TestApp, id: &str) -> Vec<Value> {
 }
 
 /// The events a hook made, as `reason: message` lines.
-fn hook_lines(events: &[Value]) -> Vec<String> {
+pub(crate) fn hook_lines(events: &[Value]) -> Vec<String> {
     events
         .iter()
         .filter(|e| e["reason"].as_str().is_some_and(|r| r.starts_with("Hook")))

@@ -426,3 +426,66 @@ async fn an_operators_share_is_bound_in_as_the_notebooks_user() {
     let written = std::fs::metadata(share.path().join("mine.txt")).unwrap();
     assert_eq!(written.uid(), owner);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hooks_of_a_start_see_its_dynamic_storage() {
+    use crate::hooks::{b64, events_of, hook_lines, with_hooks};
+    if !storage_tools_available("the_hooks_of_a_start_see_its_dynamic_storage") {
+        return;
+    }
+    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-hooks"]))
+        .await
+        .unwrap();
+    let s3 = S3::new(&garage, "team-hooks");
+    s3.put("h/requirements.txt", "numpy==2.0").await;
+    let secret = garage.secret_access_key.clone();
+    let app = TestApp::builder()
+        .local()
+        .storage(StorageSettings {
+            object_stores: vec![store(&garage, &secret, &garage.endpoint, "team-hooks")],
+            shares: vec![],
+        })
+        .spawn()
+        .await;
+    // What ModelArts users do with a pre_start hook: read something from the bucket.
+    let read = |point: &str| {
+        json!({"script": b64(&format!("echo {point}: $(cat /data/h/requirements.txt 2>&1)")),
+               "type": "COMMAND", "mode": "BLOCK"})
+    };
+    let created = app
+        .create_notebook(&with_hooks(
+            "hooked-obs",
+            json!({"container_hooks": {"pre_start": read("pre"), "post_start": read("post")}}),
+        ))
+        .await;
+    let id = id_of(&created).to_owned();
+    app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let storage_id = attach(&app, &id, "/data/h/", "obs://team-hooks/h/").await;
+    assert_eq!(
+        settle(&app, &id, &storage_id).await.unwrap()["status"],
+        "MOUNTED"
+    );
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(60))
+        .await;
+    app.start(&id).await;
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    assert_eq!(running["data_volumes"][0]["status"], "MOUNTED", "{running}");
+    let events = events_of(&app, &id).await;
+    let restart = events
+        .iter()
+        .rposition(|e| e["reason"] == "StartRequested")
+        .unwrap();
+    let outputs: Vec<String> = hook_lines(&events[restart..])
+        .into_iter()
+        .filter(|l| l.starts_with("HookOutput"))
+        .collect();
+    assert_eq!(
+        outputs,
+        [
+            "HookOutput: pre_start hook output:\npre: numpy==2.0",
+            "HookOutput: post_start hook output:\npost: numpy==2.0",
+        ],
+        "{events:#?}"
+    );
+}

@@ -1015,8 +1015,10 @@ impl Orchestrator {
     }
 
     /// Mounts what is `MOUNTING` (every mount, with `all`: a start) and unmounts what is
-    /// `UNMOUNTING` in a RUNNING (or starting) notebook, recording each outcome. In a
-    /// notebook that is not running, unmounting needs nothing: those records just go.
+    /// `UNMOUNTING` in a RUNNING (or starting) notebook, all at once (an endpoint that does
+    /// not answer holds up a start by its own timeout, not by the sum of them), then records
+    /// every outcome in one write. In a notebook that is not running, unmounting needs
+    /// nothing: those records just go.
     pub(crate) async fn converge_storage(&self, id: atelier_domain::NotebookId, all: bool) {
         use atelier_domain::{MountStatus, NotebookStatus};
         let Some(notebook) = self.service().get_any(&id) else {
@@ -1026,26 +1028,35 @@ impl Orchestrator {
             notebook.status,
             NotebookStatus::Running | NotebookStatus::Starting | NotebookStatus::Creating
         );
-        for volume in &notebook.data_volumes {
+        let project = &notebook.project_id;
+        let work = notebook.data_volumes.iter().filter_map(|volume| {
             let unmounting = matches!(
                 volume.status,
                 MountStatus::Unmounting | MountStatus::UnmountFailed | MountStatus::Unmounted
             );
-            let outcome = if unmounting {
+            let storage_id = volume.id.clone();
+            if unmounting {
                 if !live && volume.status != MountStatus::Unmounting {
-                    continue;
+                    return None;
                 }
-                let result = if live {
-                    self.runtime().unmount_storage(id, volume.dir()).await
-                } else {
-                    Ok(())
-                };
-                match result {
-                    Ok(()) => None,
-                    Err(error) => Some((MountStatus::UnmountFailed, Some(error.to_string()))),
-                }
-            } else if live && (all || volume.status == MountStatus::Mounting) {
-                let result = match self.storage_grants().resolve(&notebook.project_id, volume) {
+                return Some(futures_util::future::Either::Left(async move {
+                    let result = if live {
+                        self.runtime().unmount_storage(id, volume.dir()).await
+                    } else {
+                        Ok(())
+                    };
+                    let outcome = match result {
+                        Ok(()) => None,
+                        Err(error) => Some((MountStatus::UnmountFailed, Some(error.to_string()))),
+                    };
+                    (storage_id, outcome)
+                }));
+            }
+            if !(live && (all || volume.status == MountStatus::Mounting)) {
+                return None;
+            }
+            Some(futures_util::future::Either::Right(async move {
+                let result = match self.storage_grants().resolve(project, volume) {
                     Ok(mount) => self
                         .runtime()
                         .mount_storage(id, &mount)
@@ -1054,36 +1065,41 @@ impl Orchestrator {
                     // The operator took the grant back since.
                     Err(error) => Err(error.to_string()),
                 };
-                match result {
-                    Ok(()) => Some((MountStatus::Mounted, None)),
+                let outcome = match result {
+                    Ok(()) => (MountStatus::Mounted, None),
                     Err(reason) => {
                         tracing::warn!(notebook_id = %id, mount_path = %volume.mount_path, %reason, "mount failed");
-                        Some((MountStatus::MountFailed, Some(reason)))
+                        (MountStatus::MountFailed, Some(reason))
                     }
-                }
-            } else {
-                continue;
-            };
-            let storage_id = volume.id.clone();
-            let written = self
-                .service()
-                .mutate(&id, |nb| {
-                    match outcome.clone() {
-                        None => nb.data_volumes.retain(|v| v.id != storage_id),
+                };
+                (storage_id, Some(outcome))
+            }))
+        });
+        let outcomes = futures_util::future::join_all(work).await;
+        if outcomes.is_empty() {
+            return;
+        }
+        let written = self
+            .service()
+            .mutate(&id, |nb| {
+                for (storage_id, outcome) in &outcomes {
+                    match outcome {
+                        None => nb.data_volumes.retain(|v| &v.id != storage_id),
                         Some((status, reason)) => {
-                            if let Some(v) = nb.data_volumes.iter_mut().find(|v| v.id == storage_id)
+                            if let Some(v) =
+                                nb.data_volumes.iter_mut().find(|v| &v.id == storage_id)
                             {
-                                v.status = status;
-                                v.failure_reason = reason;
+                                v.status = *status;
+                                v.failure_reason = reason.clone();
                             }
                         }
                     }
-                    Ok(())
-                })
-                .await;
-            if let Err(error) = written {
-                tracing::error!(notebook_id = %id, %error, "could not record a mount's outcome");
-            }
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(error) = written {
+            tracing::error!(notebook_id = %id, %error, "could not record the mounts' outcomes");
         }
     }
 }

@@ -80,6 +80,9 @@ impl LocalRuntime {
 
     /// Makes the notebook's `/data` tree (root's; a shared mount point), idempotently.
     pub(super) fn prepare_data_tree(&self, id: NotebookId) -> Result<PathBuf, RuntimeError> {
+        // Mounts are made concurrently: the tree must be bound onto itself once, not twice.
+        static PREPARING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one_at_a_time = PREPARING.lock().unwrap_or_else(|e| e.into_inner());
         let top = self.config.data_dir.join("dynamic");
         std::fs::create_dir_all(&top)?;
         set_mode(&top, 0o711)?;
@@ -348,8 +351,35 @@ impl LocalRuntime {
             }
             let _ = run("umount", &["-l", &tree.to_string_lossy()]).await;
         }
-        let _ = std::fs::remove_dir_all(self.dynamic_dir(id));
+        if let Err(left) = remove_unless_mounted(&self.dynamic_dir(id)) {
+            tracing::error!(notebook_id = %id, mounts = ?left, "the notebook's /data tree is kept: something is still mounted in it");
+        }
     }
+}
+
+/// Mount points at or below `dir`, as `/proc/self/mounts` names them.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let top = dir.to_string_lossy();
+    let below = format!("{}/", top.trim_end_matches('/'));
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(1))
+        .filter(|target| *target == top || target.starts_with(&below))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Removes `dir` and all in it, unless anything is still mounted there: a removal that walked
+/// into an object store's mount would delete the bucket's objects, into a share the
+/// operator's files. `Err` names what is mounted.
+fn remove_unless_mounted(dir: &Path) -> Result<(), Vec<String>> {
+    let left = mounts_below(dir);
+    if !left.is_empty() {
+        return Err(left);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
 }
 
 /// Binds `path` onto itself and makes it shared: mounts below it reach every sandbox that
@@ -412,6 +442,37 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "a b", "é"] {
             assert!(!plain_dir(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_tree_with_a_mount_left_in_it_is_not_removed() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (share, tree) = (dir.path().join("share"), dir.path().join("tree"));
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::write(share.join("keep.txt"), "the operator's").unwrap();
+        std::fs::create_dir_all(tree.join("data/in")).unwrap();
+        nix::mount::mount(
+            Some(&share),
+            &tree.join("data/in"),
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        let left = remove_unless_mounted(&tree).unwrap_err();
+        assert_eq!(left, [tree.join("data/in").to_string_lossy()]);
+        assert!(
+            share.join("keep.txt").exists(),
+            "nothing removed through the mount"
+        );
+        nix::mount::umount(&tree.join("data/in")).unwrap();
+        assert_eq!(remove_unless_mounted(&tree), Ok(()));
+        assert!(!tree.exists());
+        assert!(share.join("keep.txt").exists());
     }
 
     #[test]

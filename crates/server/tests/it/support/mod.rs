@@ -314,15 +314,19 @@ fn remove_sandboxes(data_dir: &Path) {
         }
         let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/atelier/{id}"));
     }
-    // Warm sandboxes' mount points (a self-bind and maybe a volume on top).
-    let pool = format!("{}/pool/", data_dir.display());
+    // Whatever is still mounted in the data dir, the deepest first: warm slots' self-binds,
+    // image roots (a loop-mounted upper fs and its overlay), /data trees and their s3fs
+    // mounts (s3fs daemons outlive their server by design; unmounted, they end). Left
+    // mounted, they would outlive the test's tempdir, and its removal would walk into them.
+    let inside = format!("{}/", data_dir.display());
     for _ in 0..3 {
         let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let points: Vec<&str> = mounts
+        let mut points: Vec<&str> = mounts
             .lines()
             .filter_map(|l| l.split(' ').nth(1))
-            .filter(|p| p.starts_with(&pool))
+            .filter(|p| p.starts_with(&inside))
             .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
         if points.is_empty() {
             break;
         }

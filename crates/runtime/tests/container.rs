@@ -541,3 +541,76 @@ async fn the_image_cache_evicts_what_no_notebook_is_based_on() {
     assert!(!record(&c).exists());
     runtime.shutdown().await;
 }
+
+/// Records what hooks the start waits for wrote.
+#[derive(Default)]
+struct HookOutput(Mutex<String>);
+
+#[async_trait]
+impl Progress for HookOutput {
+    async fn step_started(&self, _step: Step) -> Result<(), Refused> {
+        Ok(())
+    }
+    async fn step_done(&self, _step: Step) -> Result<(), Refused> {
+        Ok(())
+    }
+    async fn hook(&self, report: &atelier_runtime::HookReport) {
+        if let atelier_runtime::HookActivity::Output(text) = &report.what {
+            let mut all = self.0.lock().unwrap();
+            all.push_str(text);
+            all.push('\n');
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_images_environment_reaches_its_hooks_and_no_host_process() {
+    if !available("an_images_environment_reaches_its_hooks_and_no_host_process") {
+        return;
+    }
+    let (store, builtin) = builtin_image().await;
+    let registry = Registry::start().await;
+    // A hostile image: every process that gets its `Env` has its dynamic loader say which
+    // program it loads for (an `LD_PRELOAD` there would run the tenant's code in it).
+    let mut image = builtin.clone();
+    let env = image.config["config"]["Env"]
+        .as_array_mut()
+        .expect("the built-in image has an Env");
+    env.push(serde_json::json!("LD_DEBUG=files"));
+    env.push(serde_json::json!("ATELIER_MARK=it's from the image"));
+    let reference = format!("{}/tenant/loud:1", registry.host);
+    store.push(&image, &reference).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o711),
+    )
+    .unwrap();
+    let runtime = LocalRuntime::new(config(&dir.path().join("data"))).unwrap();
+    let id = NotebookId::new_random();
+    let mut spec = spec(id, &reference);
+    spec.hooks.pre_start = Some(atelier_domain::Hook {
+        script: atelier_domain::HookScript::Inline("echo \"mark=$ATELIER_MARK\"".to_owned()),
+        mode: atelier_domain::HookMode::Block,
+    });
+    // A pre_start hook enters the sandbox as soon as it is set up (with no network to
+    // attach here, nothing else waits for that).
+    let output = HookOutput::default();
+    runtime.ensure(&spec, &output).await.unwrap();
+    let output = output.0.lock().unwrap().clone();
+    assert!(
+        output.contains("mark=it's from the image"),
+        "the hook has the image's environment: {output}"
+    );
+    assert!(
+        output.contains("needed by /bin/sh"),
+        "the loader reports for the hook's own processes: {output}"
+    );
+    assert!(
+        !output.contains("needed by /usr/bin/nsenter"),
+        "the host's nsenter (root) got the image's environment: {output}"
+    );
+    runtime.stop(id).await.unwrap();
+    runtime.shutdown().await;
+}

@@ -77,6 +77,11 @@ impl Reports<'_> {
     }
 }
 
+/// `value` as one word for `sh`: in single quotes, each `'` as `'\''`.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
 /// The interpreter of an inline script: its `#!` line's (program and at most one
 /// argument, as the kernel reads it), else `/bin/sh`.
 fn interpreter(script: &str) -> Vec<String> {
@@ -421,10 +426,22 @@ impl LocalRuntime {
             .and_then(|g| g.trim().parse::<u32>().ok())
             .unwrap_or(1000)
             .to_string();
+        // nsenter is the host's, run as root: it gets no variable of the notebook's (an
+        // image's `Env` could name `LD_PRELOAD`). The wrapper, already in the sandbox as
+        // ma-user, exports them.
+        let mut wrapper = String::new();
+        for (name, value) in env {
+            let plain = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if plain && !value.contains('\0') {
+                wrapper.push_str(&format!("export {name}={}\n", shell_quote(value)));
+            }
+        }
+        wrapper.push_str(HOOK_WRAPPER);
         let mut command = Command::new("/usr/bin/nsenter");
         command
             .env_clear()
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .current_dir("/")
             .arg("-t")
             .arg(init.to_string())
@@ -443,7 +460,7 @@ impl LocalRuntime {
                 "--wd",
                 "/bin/sh",
                 "-c",
-                HOOK_WRAPPER,
+                &wrapper,
                 "atelier-hook",
             ]);
         let mut fds = Vec::new();
@@ -496,6 +513,20 @@ impl LocalRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_quoted_for_sh() {
+        let quoted = shell_quote("it's $HOME `id` \"x\"\nnext");
+        let output = std::process::Command::new("/bin/sh")
+            .args(["-c", &format!("printf %s {quoted}")])
+            .env_clear()
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            "it's $HOME `id` \"x\"\nnext"
+        );
+    }
 
     #[test]
     fn an_inline_script_runs_with_its_shebang_or_sh() {

@@ -872,14 +872,11 @@ impl LocalRuntime {
         };
         PidRecord { pid, start, init }.write(&run_dir.join("pid"))?;
         // bubblewrap reports its sandbox right after making the namespaces, while its first
-        // process still sets up loopback; the network is attached once that process has
-        // started the sandbox's command (setup over), or bubblewrap's netlink requests
-        // race nft's and slirp4netns's ("Failed RTM_NEWADDR").
-        let network = if self.config.egress == Egress::None {
-            Ok(())
-        } else {
-            wait_for_command(init).await
-        };
+        // process still sets up the id maps, the root and loopback. Nothing enters the
+        // sandbox before that process has started the sandbox's command (setup over): a
+        // hook's nsenter would find no gid map ("setgid failed") or the host's root, and the
+        // network's netlink requests would race bubblewrap's ("Failed RTM_NEWADDR").
+        let network = wait_for_command(init).await;
         let network = match (network, &self.config.egress) {
             (Err(error), _) => Err(error),
             (Ok(()), Egress::None) => Ok(()),

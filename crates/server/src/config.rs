@@ -163,6 +163,18 @@ impl StorageSettings {
                     share.id
                 )));
             }
+            // Checked again at every mount: the directory may not be there yet (an export
+            // mounted later) or change owner.
+            if let Ok(meta) = std::fs::metadata(&share.path)
+                && let Some(refusal) =
+                    atelier_runtime::local::root_owned_share(&meta, share.read_only)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "storage.shares {:?}: {} is {refusal}",
+                    share.id,
+                    share.path.display()
+                )));
+            }
         }
         Ok(())
     }
@@ -829,6 +841,30 @@ fn toml_string(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writable_share_owned_by_root_is_refused_at_boot() {
+        let dir = tempfile::tempdir().unwrap();
+        // Making it another user's needs root.
+        if std::os::unix::fs::chown(dir.path(), Some(0), Some(0)).is_err() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let share = |read_only: bool| {
+            format!(
+                "[[storage.shares]]\nid = \"team\"\npath = \"{}\"\nread_only = {read_only}\n",
+                dir.path().display()
+            )
+        };
+        let error = load(&share(false)).unwrap_err().to_string();
+        assert!(
+            error.contains("storage.shares \"team\"") && error.contains("chown"),
+            "{error}"
+        );
+        assert!(load(&share(true)).is_ok(), "read-only, it may stay root's");
+        std::os::unix::fs::chown(dir.path(), Some(4242), Some(4242)).unwrap();
+        assert!(load(&share(false)).is_ok());
+    }
 
     #[test]
     fn registry_credentials_are_read_and_never_printed() {

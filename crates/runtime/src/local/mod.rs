@@ -23,6 +23,7 @@ pub mod build;
 mod hooks;
 mod image;
 mod mounts;
+pub use mounts::root_owned_share;
 pub mod network;
 mod pool;
 pub mod preflight;

@@ -403,6 +403,21 @@ pub(super) fn shared_bind(path: &Path) -> Result<(), RuntimeError> {
     .map_err(|e| step_error(&format!("share {}", path.display()), e))
 }
 
+/// Why a writable share may not be bound: the notebook's uid and gid stand for the
+/// directory's owner and group, so an owner or group root would make what a tenant writes
+/// there (a setuid or setgid program included) root's on the host.
+pub fn root_owned_share(meta: &std::fs::Metadata, read_only: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    (!read_only && (meta.uid() == 0 || meta.gid() == 0)).then(|| {
+        format!(
+            "owned by {}:{}, and what notebooks write there would be root's on the host; give it \
+             an unprivileged owner and group of its own (chown), or grant it read_only",
+            meta.uid(),
+            meta.gid()
+        )
+    })
+}
+
 /// Binds an operator's directory at `point`, `nosuid,nodev` (read-only when granted so):
 /// idmapped so that its files' owner (the directory's own) is the sandbox's uid where the
 /// filesystem allows it (NFS does not: there the files keep their owners).
@@ -420,6 +435,12 @@ async fn bind_directory(
             &format!("share {}", source.display()),
             "not a directory",
         ));
+    }
+    if let Some(refusal) = root_owned_share(&meta, read_only) {
+        return Err(RuntimeError::Fatal(format!(
+            "share {}: {refusal}",
+            source.display()
+        )));
     }
     let mapped = super::sys::id_mapping_userns(&[(meta.uid(), ids.uid)], &[(meta.gid(), ids.gid)])
         .and_then(|userns| {
@@ -473,6 +494,36 @@ mod tests {
         assert_eq!(remove_unless_mounted(&tree), Ok(()));
         assert!(!tree.exists());
         assert!(share.join("keep.txt").exists());
+    }
+
+    #[tokio::test]
+    async fn a_writable_share_owned_by_root_is_refused() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (share, point) = (dir.path().join("share"), dir.path().join("point"));
+        std::fs::create_dir_all(&share).unwrap();
+        std::fs::create_dir_all(&point).unwrap();
+        let ids = HostIds {
+            uid: 2_000_999_000,
+            gid: 2_000_999_000,
+        };
+        let error = bind_directory(&share, &point, false, ids)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("owned by 0:0"), "{error}");
+        assert!(!is_mounted(&point));
+        // Owned by root but with group root only: refused too (setgid programs).
+        std::os::unix::fs::chown(&share, Some(4242), Some(0)).unwrap();
+        assert!(bind_directory(&share, &point, false, ids).await.is_err());
+        assert!(!is_mounted(&point));
+        // Read-only, nothing can be written or chmod-ed there: bound.
+        std::os::unix::fs::chown(&share, Some(0), Some(0)).unwrap();
+        bind_directory(&share, &point, true, ids).await.unwrap();
+        assert!(is_mounted(&point));
+        nix::mount::umount(&point).unwrap();
     }
 
     #[test]

@@ -351,8 +351,10 @@ impl LocalRuntime {
         }
         let _ = child.wait().await;
         // What is still in the pipe; a process the hook left running may hold it open: it
-        // does not hold us up, and what it writes later is read and dropped (closing the
-        // pipe would kill it with SIGPIPE).
+        // does not hold us up. What it writes later is not read (reading it for the
+        // notebook's life would spend the server's CPU at the tenant's will): the pipe is
+        // kept open, unread, until the sandbox ends, so such a writer blocks once it is full
+        // (closing it would kill the writer with SIGPIPE).
         if let Some(mut pipe) = output.take() {
             let drained = tokio::time::timeout(Duration::from_millis(200), async {
                 while let Ok(n) = pipe.read(&mut buffer).await {
@@ -364,9 +366,10 @@ impl LocalRuntime {
             })
             .await;
             if drained.is_err() {
+                let mut exited = exited.clone();
                 tokio::spawn(async move {
-                    let mut sink = vec![0u8; 8192];
-                    while matches!(pipe.read(&mut sink).await, Ok(n) if n > 0) {}
+                    let _ = exited.wait_for(|ended| ended.is_some()).await;
+                    drop(pipe);
                 });
             }
         }

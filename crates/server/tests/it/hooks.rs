@@ -162,6 +162,8 @@ cat > post.sh <<'EOF'
 #!/bin/sh
 echo "post-start says hi"
 id -u > post.txt
+# Left behind, writing to the hook's output for ever.
+(yes atelier-hook-writer &)
 EOF
 chmod +x post.sh
 echo "wrote post.sh" >&2
@@ -235,6 +237,41 @@ echo "wrote post.sh" >&2
             && joined.contains("post-start says hi"),
         "{joined}"
     );
+    // What the hook left writing to its output is not read any more: it is blocked on the
+    // full pipe, not spending the server's CPU (nor its own).
+    let writer = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c == b"yes\0atelier-hook-writer\0")
+        })
+        .expect("the hook's background writer runs")
+        .path();
+    let cpu_ticks = || {
+        let stat = std::fs::read_to_string(writer.join("stat")).unwrap();
+        let fields: Vec<u64> = stat
+            .rsplit_once(") ")
+            .unwrap()
+            .1
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .map(|f| f.parse().unwrap())
+            .collect();
+        fields[0] + fields[1]
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = cpu_ticks();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        cpu_ticks() <= before + 1,
+        "the writer ran on: {before} → {}",
+        cpu_ticks()
+    );
+    // `pipe_write`, or `anon_pipe_write` on newer kernels.
+    let wchan = std::fs::read_to_string(writer.join("wchan")).unwrap();
+    assert!(wchan.ends_with("pipe_write"), "{wchan}");
     // The pre-start hook's events come within step 4, before JupyterLab answered.
     let events = events_of(&app, &id).await;
     let position = |reason: &str| events.iter().position(|e| e["reason"] == reason).unwrap();

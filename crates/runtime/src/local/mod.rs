@@ -345,11 +345,46 @@ async fn filesystem_len(image: &Path) -> Result<u64, RuntimeError> {
 }
 
 fn is_mounted(mount_point: &Path) -> bool {
-    let target = mount_point.to_string_lossy();
+    mount_points().iter().any(|p| p == mount_point)
+}
+
+/// Every mount point of this mount namespace, as `/proc/self/mounts` lists them (with its
+/// octal escapes, `\040` for a space, decoded).
+fn mount_points() -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mounts")
         .unwrap_or_default()
         .lines()
-        .any(|line| line.split(' ').nth(1) == Some(target.as_ref()))
+        .filter_map(|line| line.split(' ').nth(1))
+        .map(unescape_mount_field)
+        .collect()
+}
+
+/// A field of `/proc/self/mounts`: the kernel writes space, tab, newline and backslash as
+/// `\ooo`.
+fn unescape_mount_field(field: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|digits| {
+            digits
+                .iter()
+                .all(|d| (b'0'..=b'7').contains(d))
+                .then(|| digits.iter().fold(0u32, |n, d| n * 8 + u32::from(d - b'0')))
+        });
+        match octal {
+            Some(value) if bytes[i] == b'\\' && value <= 0xff => {
+                out.push(value as u8);
+                i += 4;
+            }
+            _ => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// The identity files every sandbox sees (`/etc/passwd`, `/etc/group`).
@@ -1565,6 +1600,16 @@ impl Runtime for LocalRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_unescaped() {
+        assert_eq!(
+            unescape_mount_field(r"/srv/a\040b\011c\134d\012"),
+            Path::new("/srv/a b\tc\\d\n")
+        );
+        assert_eq!(unescape_mount_field(r"/x\09"), Path::new(r"/x\09"));
+        assert_eq!(unescape_mount_field(r"/end\"), Path::new(r"/end\"));
+    }
 
     #[test]
     fn kernel_settings_are_written_once_and_rewritten_when_they_differ() {

@@ -357,16 +357,12 @@ impl LocalRuntime {
     }
 }
 
-/// Mount points at or below `dir`, as `/proc/self/mounts` names them.
+/// Mount points at or below `dir`.
 fn mounts_below(dir: &Path) -> Vec<String> {
-    let top = dir.to_string_lossy();
-    let below = format!("{}/", top.trim_end_matches('/'));
-    std::fs::read_to_string("/proc/self/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| line.split(' ').nth(1))
-        .filter(|target| *target == top || target.starts_with(&below))
-        .map(str::to_owned)
+    super::mount_points()
+        .into_iter()
+        .filter(|point| point.starts_with(dir))
+        .map(|point| point.to_string_lossy().into_owned())
         .collect()
 }
 
@@ -472,7 +468,8 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let (share, tree) = (dir.path().join("share"), dir.path().join("tree"));
+        // A space in the path: /proc/self/mounts writes it as \040.
+        let (share, tree) = (dir.path().join("share"), dir.path().join("a tree"));
         std::fs::create_dir_all(&share).unwrap();
         std::fs::write(share.join("keep.txt"), "the operator's").unwrap();
         std::fs::create_dir_all(tree.join("data/in")).unwrap();

@@ -61,6 +61,7 @@ fn config(data_dir: &Path) -> LocalConfig {
         pids_max: 1024,
         warm_pool: 0,
         efs_quota_gb: 0,
+        storage_scratch_gb: 0,
         uids: UidRange {
             first: 2_000_000_000,
             count: 1_000_000,

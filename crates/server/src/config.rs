@@ -540,6 +540,11 @@ pub struct LocalRuntimeConfig {
     /// The size of an EFS work volume's filesystem, which no notebook can exceed (0: a plain
     /// directory without a limit). The spec shows EFS as a fixed 50 GB.
     pub efs_quota_gb: u64,
+    /// The scratch space of a notebook's object-store mounts, in GiB: s3fs keeps what is
+    /// written there until a close uploads it, in a sparse ext4 image of this size, so that
+    /// no notebook can fill the host's disk through `/data`. A file written to a bucket must
+    /// fit in it until it is closed. 0: the data dir's filesystem (down to its last 2 GiB).
+    pub storage_scratch_gb: u64,
     /// The first host uid of the range notebooks run as (one uid per notebook and per warm
     /// sandbox; never an account of the host).
     pub uid_first: u32,
@@ -571,6 +576,7 @@ impl Default for LocalRuntimeConfig {
             image_cache_gb: 100,
             root_quota_gb: 20,
             efs_quota_gb: 50,
+            storage_scratch_gb: 10,
             uid_first: 2_000_000_000,
             uid_count: 1_000_000,
             uid_registry: PathBuf::from("/var/lib/atelier/uids"),

@@ -57,6 +57,7 @@ fn local_config(
         pids_max: config.pids_max,
         warm_pool: config.warm_pool,
         efs_quota_gb: config.efs_quota_gb,
+        storage_scratch_gb: config.storage_scratch_gb,
         uids: UidRange {
             first: config.uid_first,
             count: config.uid_count,

@@ -83,6 +83,10 @@ pub struct LocalConfig {
     pub warm_pool: usize,
     /// The size of an EFS volume's filesystem (0: a plain directory without a limit).
     pub efs_quota_gb: u64,
+    /// The size of the scratch filesystem a notebook's object-store mounts buffer what is
+    /// written in (until a close uploads it): no notebook can fill the host's disk through
+    /// s3fs (0: the data dir's filesystem, down to its last 2 GiB).
+    pub storage_scratch_gb: u64,
     /// The host uids notebooks run as.
     pub uids: UidRange,
     pub egress: Egress,

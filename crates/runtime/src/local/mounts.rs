@@ -16,7 +16,9 @@
 //! process wrote is in the bucket once it closed it (or exited). A directory the operator
 //! exported is bound in instead (idmapped to the sandbox's uid where the filesystem allows).
 //!
-//! `dynamic/{id}/state` (0700) keeps each daemon's pid record and log.
+//! `dynamic/{id}/state` (0700) keeps each daemon's pid record and log, and `state/scratch`,
+//! the loop-mounted filesystem of `storage_scratch_gb` the daemons buffer writes in: what a
+//! notebook writes to a bucket takes at most that much of the host's disk.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -157,8 +159,18 @@ impl LocalRuntime {
         };
         if outcome.is_err() {
             let _ = std::fs::remove_dir(&point);
+            return outcome;
         }
-        outcome
+        // The sandbox ended (or was stopped) while this mounted: the stop's own unmounting
+        // (which follows the sandbox's removal) may have run before the mount was there, and
+        // nothing else would end this s3fs, keys and all.
+        if !self.alive(id) {
+            self.unmount_dynamic(id, &mount.dir).await?;
+            return Err(RuntimeError::Fatal(
+                "the notebook stopped while this was being mounted".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     async fn mount_object_store(
@@ -176,6 +188,7 @@ impl LocalRuntime {
             .unwrap_or_default();
         let log = state.join(format!("{dir}.log"));
         let pid_file = state.join(format!("{dir}.pid"));
+        let scratch = self.prepare_scratch(id).await?;
         let log_file = std::fs::File::create(&log)?;
         let region = if store.region.is_empty() {
             "us-east-1"
@@ -198,10 +211,15 @@ impl LocalRuntime {
             "connect_timeout=5".to_owned(),
             "readwrite_timeout=30".to_owned(),
             "dbglevel=warn".to_owned(),
-            // Its scratch files (what is written before a close uploads it) in its own dir,
-            // and never the host's last 2 GiB: a tenant writing a huge file gets ENOSPC.
-            format!("tmpdir={}", state.display()),
-            "ensure_diskfree=2048".to_owned(),
+            // Its scratch files (what is written before a close uploads it) on the notebook's
+            // scratch filesystem, less a margin; or, without one, never in the host's last
+            // 2 GiB. A tenant writing a file past that gets an I/O error.
+            format!("tmpdir={}", scratch.display()),
+            if self.config.storage_scratch_gb == 0 {
+                "ensure_diskfree=2048".to_owned()
+            } else {
+                "ensure_diskfree=64".to_owned()
+            },
         ];
         if read_only {
             options.push("ro".to_owned());
@@ -327,18 +345,52 @@ impl LocalRuntime {
         Ok(())
     }
 
-    /// Unmounts everything under the notebook's `/data` (its sandbox is gone).
+    /// Unmounts everything under the notebook's `/data` (its sandbox is gone), then its
+    /// scratch filesystem.
     pub(super) async fn unmount_all_dynamic(&self, id: NotebookId) {
         let tree = self.data_tree(id);
-        let Ok(entries) = std::fs::read_dir(&tree) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if let Err(error) = self.unmount_dynamic(id, &name).await {
-                tracing::warn!(notebook_id = %id, %error, dir = %name, "could not unmount storage");
+        if let Ok(entries) = std::fs::read_dir(&tree) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if let Err(error) = self.unmount_dynamic(id, &name).await {
+                    tracing::warn!(notebook_id = %id, %error, dir = %name, "could not unmount storage");
+                }
             }
         }
+        let scratch = self.state_dir(id).join("scratch");
+        if is_mounted(&scratch) {
+            let target = scratch.to_string_lossy().into_owned();
+            // An s3fs kept alive by an open file still holds its scratch files: detached.
+            if run("umount", &[&target]).await.is_err() && is_mounted(&scratch) {
+                let _ = run("umount", &["-l", &target]).await;
+            }
+        }
+        // Buffers only: made anew at the next mount.
+        let _ = std::fs::remove_file(self.state_dir(id).join("scratch.ext4"));
+    }
+
+    /// Where the notebook's s3fs daemons keep what is written before a close uploads it: a
+    /// loop-mounted sparse ext4 image of `storage_scratch_gb` (root's, 0700), made and
+    /// mounted by the first object-store mount; without a size, the state dir.
+    async fn prepare_scratch(&self, id: NotebookId) -> Result<PathBuf, RuntimeError> {
+        static PREPARING: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+        let state = self.state_dir(id);
+        let gb = self.config.storage_scratch_gb;
+        if gb == 0 {
+            return Ok(state);
+        }
+        let _one_at_a_time = PREPARING.get_or_init(Default::default).lock().await;
+        let scratch = state.join("scratch");
+        if is_mounted(&scratch) {
+            return Ok(scratch);
+        }
+        std::fs::create_dir_all(&scratch)?;
+        let image = state.join("scratch.ext4");
+        let _ = std::fs::remove_file(&image);
+        super::storage::make_ext4(&image, gb * 1024 * 1024 * 1024, 0, 0).await?;
+        super::storage::mount_image(&image, &scratch).await?;
+        set_mode(&scratch, 0o700)?;
+        Ok(scratch)
     }
 
     /// Removes the notebook's `/data` tree (its notebook is deleted).

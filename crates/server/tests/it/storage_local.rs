@@ -489,3 +489,72 @@ async fn the_hooks_of_a_start_see_its_dynamic_storage() {
         "{events:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_notebook_writes_to_a_bucket_is_buffered_in_its_own_scratch_space() {
+    if !storage_tools_available(
+        "what_a_notebook_writes_to_a_bucket_is_buffered_in_its_own_scratch_space",
+    ) {
+        return;
+    }
+    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-big"]))
+        .await
+        .unwrap();
+    let s3 = S3::new(&garage, "team-big");
+    let secret = garage.secret_access_key.clone();
+    let app = TestApp::builder()
+        .local()
+        .storage_scratch_gb(1)
+        .storage(StorageSettings {
+            object_stores: vec![store(&garage, &secret, &garage.endpoint, "team-big")],
+            shares: vec![],
+        })
+        .spawn()
+        .await;
+    let created = app.create_notebook(&notebook_body("big")).await;
+    let id = id_of(&created).to_owned();
+    let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
+    let storage_id = attach(&app, &id, "/data/big/", "obs://team-big/b/").await;
+    assert_eq!(
+        settle(&app, &id, &storage_id).await.unwrap()["status"],
+        "MOUNTED"
+    );
+    let state = app.data_dir.join("dynamic").join(&id).join("state");
+    // A hostile tenant writes 1.5 GiB into one open file: s3fs buffers it until the close,
+    // in the notebook's 1 GiB scratch filesystem, and refuses what does not fit.
+    let lab = Lab::of(&app, &running).await;
+    let written = lab
+        .execute(concat!(
+            "chunk = b'x' * (8 << 20)\n",
+            "n = 0\n",
+            "try:\n",
+            "    with open('/data/big/huge.bin', 'wb') as f:\n",
+            "        while n < (1536 << 20):\n",
+            "            f.write(chunk); f.flush(); n += len(chunk)\n",
+            "    print('wrote', n)\n",
+            "except OSError as e:\n",
+            "    print('refused', n >> 20, e.errno)\n",
+        ))
+        .await;
+    let words: Vec<&str> = written.split_whitespace().collect();
+    assert_eq!(words.first(), Some(&"refused"), "{written}");
+    let mib: u64 = words[1].parse().unwrap();
+    assert!((512..1024).contains(&mib), "{written}");
+    // It went to the scratch image (sparse, 1 GiB at most), not to the host's free space.
+    let scratch = std::fs::metadata(state.join("scratch.ext4")).unwrap();
+    assert_eq!(scratch.len(), 1 << 30);
+    // A small file still goes through, and the notebook's stop takes the scratch away.
+    lab.execute("open('/data/big/small.txt', 'w').write('fits')\n")
+        .await;
+    assert_eq!(s3.get("b/small.txt").await.as_deref(), Some("fits"));
+    app.stop(&id).await;
+    app.wait_status(&id, "STOPPED", Duration::from_secs(60))
+        .await;
+    assert!(!state.join("scratch.ext4").exists());
+    assert!(
+        !std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .contains(&state.join("scratch").to_string_lossy().into_owned()),
+        "the scratch filesystem is unmounted"
+    );
+}

@@ -60,6 +60,7 @@ pub struct TestAppBuilder {
     flavors: Option<Vec<atelier_server::config::FlavorConfig>>,
     warm_pool: usize,
     efs_quota_gb: Option<u64>,
+    storage_scratch_gb: Option<u64>,
     hook_timeout: Option<Duration>,
     registry: Option<atelier_server::config::RegistrySettings>,
     storage: Option<atelier_server::config::StorageSettings>,
@@ -128,6 +129,11 @@ impl TestAppBuilder {
         self
     }
 
+    pub fn storage_scratch_gb(mut self, gb: u64) -> Self {
+        self.storage_scratch_gb = Some(gb);
+        self
+    }
+
     pub fn flavors(mut self, flavors: Vec<atelier_server::config::FlavorConfig>) -> Self {
         self.flavors = Some(flavors);
         self
@@ -173,6 +179,9 @@ impl TestAppBuilder {
             };
             if let Some(gb) = self.efs_quota_gb {
                 local.efs_quota_gb = gb;
+            }
+            if let Some(gb) = self.storage_scratch_gb {
+                local.storage_scratch_gb = gb;
             }
             if let Some(limit) = self.hook_timeout {
                 local.hook_timeout = limit;
@@ -349,6 +358,7 @@ impl TestApp {
             flavors: None,
             warm_pool: 0,
             efs_quota_gb: None,
+            storage_scratch_gb: None,
             hook_timeout: None,
             registry: None,
             storage: None,

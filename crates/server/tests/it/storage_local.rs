@@ -104,6 +104,24 @@ impl S3 {
     }
 }
 
+/// A Garage with one bucket, the S3 API on it, and a `[storage]` granting it to every project.
+async fn one_bucket(bucket: &'static str) -> (Garage, S3, StorageSettings) {
+    let garage = tokio::task::spawn_blocking(move || Garage::start(&[bucket]))
+        .await
+        .unwrap();
+    let s3 = S3::new(&garage, bucket);
+    let storage = StorageSettings {
+        object_stores: vec![store(
+            &garage,
+            &garage.secret_access_key,
+            &garage.endpoint,
+            bucket,
+        )],
+        shares: vec![],
+    };
+    (garage, s3, storage)
+}
+
 fn storage_path(app: &TestApp, id: &str) -> String {
     format!("{}/storage", app.notebook_path(id))
 }
@@ -308,19 +326,12 @@ async fn a_notebook_started_from_the_warm_pool_gets_its_mounts_too() {
     if !storage_tools_available("a_notebook_started_from_the_warm_pool_gets_its_mounts_too") {
         return;
     }
-    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-warm"]))
-        .await
-        .unwrap();
-    let s3 = S3::new(&garage, "team-warm");
+    let (_garage, s3, storage) = one_bucket("team-warm").await;
     s3.put("w/seed.txt", "seed").await;
-    let secret = garage.secret_access_key.clone();
     let app = TestApp::builder()
         .local()
         .warm_pool(1)
-        .storage(StorageSettings {
-            object_stores: vec![store(&garage, &secret, &garage.endpoint, "team-warm")],
-            shares: vec![],
-        })
+        .storage(storage)
         .spawn()
         .await;
     let created = app.create_notebook(&notebook_body("warm")).await;
@@ -433,20 +444,9 @@ async fn the_hooks_of_a_start_see_its_dynamic_storage() {
     if !storage_tools_available("the_hooks_of_a_start_see_its_dynamic_storage") {
         return;
     }
-    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-hooks"]))
-        .await
-        .unwrap();
-    let s3 = S3::new(&garage, "team-hooks");
+    let (_garage, s3, storage) = one_bucket("team-hooks").await;
     s3.put("h/requirements.txt", "numpy==2.0").await;
-    let secret = garage.secret_access_key.clone();
-    let app = TestApp::builder()
-        .local()
-        .storage(StorageSettings {
-            object_stores: vec![store(&garage, &secret, &garage.endpoint, "team-hooks")],
-            shares: vec![],
-        })
-        .spawn()
-        .await;
+    let app = TestApp::builder().local().storage(storage).spawn().await;
     // What ModelArts users do with a pre_start hook: read something from the bucket.
     let read = |point: &str| {
         json!({"script": b64(&format!("echo {point}: $(cat /data/h/requirements.txt 2>&1)")),
@@ -497,18 +497,11 @@ async fn what_a_notebook_writes_to_a_bucket_is_buffered_in_its_own_scratch_space
     ) {
         return;
     }
-    let garage = tokio::task::spawn_blocking(|| Garage::start(&["team-big"]))
-        .await
-        .unwrap();
-    let s3 = S3::new(&garage, "team-big");
-    let secret = garage.secret_access_key.clone();
+    let (_garage, s3, storage) = one_bucket("team-big").await;
     let app = TestApp::builder()
         .local()
         .storage_scratch_gb(1)
-        .storage(StorageSettings {
-            object_stores: vec![store(&garage, &secret, &garage.endpoint, "team-big")],
-            shares: vec![],
-        })
+        .storage(storage)
         .spawn()
         .await;
     let created = app.create_notebook(&notebook_body("big")).await;

@@ -7,6 +7,10 @@ use atelier_domain::NotebookId;
 
 const ROOT: &str = "/sys/fs/cgroup";
 const PARENT: &str = "atelier";
+/// How long pausing a sandbox may take: a process in uninterruptible sleep (disk I/O on a
+/// busy host) stops only once its system call returns; a second was seen to be too short
+/// with CI's tests all writing at once.
+const FREEZE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hierarchy {
@@ -162,11 +166,13 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// Pauses (or resumes) every process of the cgroup. v2: its freezer, waiting up to a
-    /// second for the kernel to say it is frozen. v1 (no freezer controller here): SIGSTOP to
-    /// every member until a pass finds all of them stopped (a process forked meanwhile is
-    /// caught by the next pass), SIGCONT to resume. Fails if they cannot all be paused.
+    /// Pauses (or resumes) every process of the cgroup. v2: its freezer, waiting for the
+    /// kernel to say it is frozen. v1 (no freezer controller here): SIGSTOP to every member
+    /// until a pass finds all of them stopped (a process forked meanwhile is caught by the
+    /// next pass), SIGCONT to resume. Fails if they cannot all be paused within
+    /// [`FREEZE_WAIT`].
     pub fn freeze(&self, frozen: bool) -> io::Result<()> {
+        let deadline = tokio::time::Instant::now() + FREEZE_WAIT;
         if self.hierarchy == Hierarchy::V1 {
             use nix::sys::signal::{Signal, kill};
             let signal = if frozen {
@@ -174,7 +180,7 @@ impl Cgroup {
             } else {
                 Signal::SIGCONT
             };
-            for _ in 0..200 {
+            loop {
                 let mut running = false;
                 for pid in self.pids() {
                     let _ = kill(nix::unistd::Pid::from_raw(pid), signal);
@@ -183,14 +189,19 @@ impl Cgroup {
                 if !running {
                     return Ok(());
                 }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(io::Error::other(format!(
+                        "the sandbox's processes did not stop within {} s",
+                        FREEZE_WAIT.as_secs()
+                    )));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            return Err(io::Error::other("the sandbox's processes did not stop"));
         }
         let dir = &self.dirs[0];
         write(&dir.join("cgroup.freeze"), if frozen { "1" } else { "0" })?;
         let want = if frozen { "frozen 1" } else { "frozen 0" };
-        for _ in 0..100 {
+        while tokio::time::Instant::now() < deadline {
             if fs::read_to_string(dir.join("cgroup.events"))?
                 .lines()
                 .any(|line| line == want)
@@ -200,9 +211,10 @@ impl Cgroup {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         if frozen {
-            return Err(io::Error::other(
-                "the sandbox did not freeze within a second",
-            ));
+            return Err(io::Error::other(format!(
+                "the sandbox did not freeze within {} s",
+                FREEZE_WAIT.as_secs()
+            )));
         }
         Ok(())
     }

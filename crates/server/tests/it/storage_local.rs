@@ -138,6 +138,14 @@ async fn attach(app: &TestApp, id: &str, mount_path: &str, uri: &str) -> String 
     json["id"].as_str().unwrap().to_owned()
 }
 
+/// Attaches `uri` at `mount_path` and waits until it is MOUNTED.
+async fn attach_mounted(app: &TestApp, id: &str, mount_path: &str, uri: &str) -> String {
+    let storage_id = attach(app, id, mount_path, uri).await;
+    let settled = settle(app, id, &storage_id).await.unwrap();
+    assert_eq!(settled["status"], "MOUNTED", "{settled}");
+    storage_id
+}
+
 /// Waits until the mount leaves MOUNTING (or UNMOUNTING); `None` once it is gone.
 async fn settle(app: &TestApp, id: &str, storage_id: &str) -> Option<Value> {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -337,11 +345,7 @@ async fn a_notebook_started_from_the_warm_pool_gets_its_mounts_too() {
     let created = app.create_notebook(&notebook_body("warm")).await;
     let id = id_of(&created).to_owned();
     app.wait_status(&id, "RUNNING", FIRST_START).await;
-    let storage_id = attach(&app, &id, "/data/w/", "obs://team-warm/w/").await;
-    assert_eq!(
-        settle(&app, &id, &storage_id).await.unwrap()["status"],
-        "MOUNTED"
-    );
+    attach_mounted(&app, &id, "/data/w/", "obs://team-warm/w/").await;
     app.stop(&id).await;
     app.wait_status(&id, "STOPPED", Duration::from_secs(60))
         .await;
@@ -460,11 +464,7 @@ async fn the_hooks_of_a_start_see_its_dynamic_storage() {
         .await;
     let id = id_of(&created).to_owned();
     app.wait_status(&id, "RUNNING", FIRST_START).await;
-    let storage_id = attach(&app, &id, "/data/h/", "obs://team-hooks/h/").await;
-    assert_eq!(
-        settle(&app, &id, &storage_id).await.unwrap()["status"],
-        "MOUNTED"
-    );
+    attach_mounted(&app, &id, "/data/h/", "obs://team-hooks/h/").await;
     app.stop(&id).await;
     app.wait_status(&id, "STOPPED", Duration::from_secs(60))
         .await;
@@ -507,11 +507,7 @@ async fn what_a_notebook_writes_to_a_bucket_is_buffered_in_its_own_scratch_space
     let created = app.create_notebook(&notebook_body("big")).await;
     let id = id_of(&created).to_owned();
     let running = app.wait_status(&id, "RUNNING", FIRST_START).await;
-    let storage_id = attach(&app, &id, "/data/big/", "obs://team-big/b/").await;
-    assert_eq!(
-        settle(&app, &id, &storage_id).await.unwrap()["status"],
-        "MOUNTED"
-    );
+    attach_mounted(&app, &id, "/data/big/", "obs://team-big/b/").await;
     let state = app.data_dir.join("dynamic").join(&id).join("state");
     // A hostile tenant writes 1.5 GiB into one open file: s3fs buffers it until the close,
     // in the notebook's 1 GiB scratch filesystem, and refuses what does not fit.
